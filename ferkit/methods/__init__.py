@@ -1,0 +1,1 @@
+"""One folder per paper (torch model + LightningModule + README); :mod:`ferkit.methods.classifier` is the base."""
