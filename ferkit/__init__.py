@@ -1,4 +1,55 @@
-"""ferkit: reusable facial-expression-recognition components for PyTorch Lightning."""
+"""ferkit: reusable facial-expression-recognition components for PyTorch Lightning.
+
+Top-level names are imported lazily, so ``from ferkit import ARM`` does not import Lightning.
+"""
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # layers and models (pure torch)
+    "ARM": "ferkit.layers.arm",
+    "ARMPool": "ferkit.layers.arm",
+    "create_pool": "ferkit.layers.pools",
+    "register_pool": "ferkit.layers.pools",
+    "FERNet": "ferkit.models.fernet",
+    "create_backbone": "ferkit.backbones",
+    # data
+    "LabelSpace": "ferkit.data.labels",
+    "FERDataset": "ferkit.data.base",
+    "DataError": "ferkit.data.base",
+    "SyntheticFaces": "ferkit.data.synthetic",
+    "FER2013": "ferkit.data.fer2013",
+    "FERPlus": "ferkit.data.ferplus",
+    "RAFDB": "ferkit.data.rafdb",
+    "AffectNet": "ferkit.data.affectnet",
+    "ImageFolderFER": "ferkit.data.folder",
+    "FERTransform": "ferkit.data.transforms",
+    "FERDataModule": "ferkit.data.datamodule",
+    "MinimalRandomResamplingSampler": "ferkit.data.samplers",
+    "ClassBalancedSampler": "ferkit.data.samplers",
+    "apply_label_noise": "ferkit.data.noise",
+    # metrics
+    "FERMetrics": "ferkit.metrics",
+    # Lightning modules
+    "FERClassifier": "ferkit.methods.classifier",
+    "ARMClassifier": "ferkit.methods.arm",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ferkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

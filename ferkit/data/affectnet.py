@@ -53,9 +53,9 @@ _CACHE_VERSION = 1
 def read_affectnet_csv(path: PathLike, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Parse an AffectNet annotation csv into arrays over all its rows (file order).
 
-    Returns ``file`` (str [N]), ``box`` (int64 [N, 4]: x, y, width, height), ``landmarks`` (float32 [N, 68, 2],
-    NaN where the string is empty or the row is not an expression), ``expression`` (int64 [N], 0..10),
-    ``valence`` / ``arousal`` (float32 [N]). Raises :class:`DataError` naming the file and row on bad input.
+    Returns ``image`` (str [N], the subDirectory_filePath), ``box`` (int64 [N, 4]: x, y, width, height),
+    ``landmarks`` (float32 [N, 68, 2], NaN where the string is empty or the row is not an expression),
+    ``expression`` (int64 [N], 0..10), ``valence`` / ``arousal`` (float32 [N]). Raises :class:`DataError` naming the file and row on bad input.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,7 +63,7 @@ def read_affectnet_csv(path: PathLike, use_cache: bool = True) -> dict[str, np.n
     cache_file = cache_dir("affectnet") / f"{file_cache_key(path, _CACHE_VERSION)}.npz"
     if use_cache:
         cached = load_cached_arrays(cache_file)
-        if cached is not None and {"file", "box", "landmarks", "expression", "valence", "arousal"} <= cached.keys():
+        if cached is not None and {"image", "box", "landmarks", "expression", "valence", "arousal"} <= cached.keys():
             return cached
     table = _parse(path)
     if use_cache:
@@ -112,7 +112,7 @@ def _parse(path: Path) -> dict[str, np.ndarray]:
     strings = [rows[r][5].strip().rstrip(";") for r in wanted]
     landmarks[wanted] = _parse_landmarks(strings, wanted, path, first_line)
     return {
-        "file": np.asarray(files, dtype=str),
+        "image": np.asarray(files, dtype=str),
         "box": box,
         "landmarks": landmarks,
         "expression": expression,
@@ -206,7 +206,7 @@ class AffectNet(FERDataset):
         if crop_faces:  # into the crop's frame; the crop's corner is the box corner clipped to the image
             landmarks -= np.maximum(self.boxes[:, None, :2], 0).astype(np.float32)
         self.landmarks = landmarks
-        self.ids = [str(f) for f in table["file"][self.rows]]
+        self.ids = [str(f) for f in table["image"][self.rows]]
         self.paths = [self.root / IMAGE_DIR / f for f in self.ids]
         self.check_labels(str(self.csv_path))
         if check_files:
@@ -228,8 +228,8 @@ class AffectNet(FERDataset):
             missing.extend(d / n for n in names if n not in present)
         if missing:
             raise DataError(
-                f"{self.root / IMAGE_DIR}: {len(missing)} of the {len(self.paths)} images listed in {self.csv_path} are "
-                f"missing, e.g. {', '.join(map(str, missing[:5]))} (pass check_files=False to skip this check)"
+                f"{self.root / IMAGE_DIR}: {len(missing)} of the {len(self.paths)} images listed in {self.csv_path} "
+                f"are missing, e.g. {', '.join(map(str, missing[:5]))} (pass check_files=False to skip this check)"
             )
 
     def load_image(self, index: int) -> np.ndarray:

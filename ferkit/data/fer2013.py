@@ -75,6 +75,8 @@ def read_fer2013_csv(path: PathLike, use_cache: bool = True) -> Fer2013Table:
         table = _parse(path)
         if use_cache:
             save_cached_arrays(cache_file, {"pixels": table.pixels, "emotion": table.emotion, "split": table.split})
+    for a in (table.pixels, table.emotion, table.split):
+        a.flags.writeable = False  # shared by every dataset built from this file (they index copies out of it)
     if use_cache:
         _MEMO.clear()  # keep one file's table in memory: it is ~85 MB
         _MEMO[key] = table
@@ -112,7 +114,9 @@ def _parse(path: Path) -> Fer2013Table:
         try:
             emotion[r] = int(fields[i_emo].strip(b' "'))
         except ValueError:
-            raise DataError(f"{path}: row {r} (line {r + 2}): emotion {fields[i_emo][:20]!r} is not an integer") from None
+            raise DataError(
+                f"{path}: row {r} (line {r + 2}): emotion {fields[i_emo][:20]!r} is not an integer"
+            ) from None
         usage = fields[i_use].strip(b' "')
         if usage not in split_of_usage:
             raise DataError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from ferkit.data.base import DataError, FERDataset
 from ferkit.data.fer2013 import SPLITS, USAGE_TO_SPLIT, check_split, read_fer2013_csv
-from ferkit.data.io import PathLike, read_text_lines
+from ferkit.data.io import PathLike, file_cache_key, read_text_lines
 from ferkit.data.labels import FERPLUS_COLUMNS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 LABEL_MODES: tuple[str, ...] = ("majority", "probability", "crossentropy")
 NUM_EMOTIONS = 8  # the first 8 vote columns are expressions; 'unknown' and 'NF' (not a face) are not
 _CONTEMPT = FERPLUS_COLUMNS.index("contempt")
+_MEMO: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 # Why an image is left out, in the words the log uses.
 DROP_REASONS: dict[str, str] = {
@@ -106,6 +107,17 @@ def read_ferplus_csv(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: FER+ label file not found (expected Microsoft's fer2013new.csv)")
+    key = file_cache_key(path)
+    if key not in _MEMO:  # train / val / test read the file once
+        _MEMO.clear()
+        arrays = _parse_ferplus_csv(path)
+        for a in arrays:
+            a.flags.writeable = False  # shared by every dataset built from this file
+        _MEMO[key] = arrays
+    return _MEMO[key]
+
+
+def _parse_ferplus_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = list(csv.reader(read_text_lines(path, "FER+ label file")))
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()

@@ -106,6 +106,7 @@ def save_cached_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write arrays to ``path`` (.npz) atomically, so concurrent readers never see a half-written file.
 
     A cache that cannot be written (read-only home, full disk) is skipped silently: it only costs speed.
+    Keys must not be ``file`` or ``allow_pickle`` (``np.savez``'s own arguments).
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -274,7 +274,7 @@ class SyntheticFaces(FERDataset):
             "brow_arch": u(0.02, 0.07), "brow_thick": u(0.045, 0.075),
             "nose_len": u(0.4, 0.52), "nose_w": u(0.13, 0.19),
             "mouth_y": u(0.78, 0.9), "mouth_w": u(0.27, 0.35), "lip_up": u(0.045, 0.07), "lip_lo": u(0.06, 0.09),
-            "mouth_asym": rng.normal(0.0, 0.01, n),
+            "mouth_asym": rng.normal(0.0, 0.006, n),
         }
 
     def _draw_pose(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -393,8 +393,8 @@ class SyntheticFaces(FERDataset):
         def mouth(t: np.ndarray, part: str) -> tuple[np.ndarray, np.ndarray]:
             t = np.asarray(t, np.float64)[None, :]
             right = t > 0
-            w = np.where(right, mw * (1 + 0.22 * uni), mw * (1 + 0.22 * uni_l))
-            c = cdy + np.where(right, -0.09 * uni + col["mouth_asym"], -0.09 * uni_l - col["mouth_asym"])
+            w = np.where(right, mw * (1 + 0.3 * uni), mw * (1 + 0.3 * uni_l))
+            c = cdy + np.where(right, -0.14 * uni + col["mouth_asym"], -0.14 * uni_l - col["mouth_asym"])
             at = np.abs(t)
             mid = col["mouth_y"] + c * at**2.2 - 0.025 * a["chin_raise"] * (1 - at**2)
             gap = opening * np.clip(1 - at**2, 0, None) ** 0.6

@@ -73,7 +73,10 @@ class FERClassifier(L.LightningModule):
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
-        self.save_hyperparameters()
+        # output_dir is where this run writes reports, not a property of the model: keep it out of the checkpoint
+        # (LightningCLI re-applies a checkpoint's hparams over the command line on test/predict)
+        self.save_hyperparameters(ignore=["output_dir"])
+        self.output_dir = output_dir
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         self.model = self.build_model()
         self.val_metrics = FERMetrics(num_classes, self.class_names)
@@ -141,11 +144,12 @@ class FERClassifier(L.LightningModule):
     def _eval_epoch_end(self, metrics: FERMetrics, stage: str) -> None:
         result = metrics.compute()
         metrics.reset()
-        self.log(f"{stage}/acc", result["acc"])
-        self.log(f"{stage}/mean_class_acc", result["mean_class_acc"], prog_bar=stage == "val")
+        # values are already global (computed from all ranks' gathered predictions); sync_dist averages equal numbers
+        self.log(f"{stage}/acc", result["acc"], sync_dist=True)
+        self.log(f"{stage}/mean_class_acc", result["mean_class_acc"], prog_bar=stage == "val", sync_dist=True)
         for name, r in zip(self.class_names, result["per_class_recall"]):
             if not math.isnan(float(r)):
-                self.log(f"{stage}/recall_{name}", r)
+                self.log(f"{stage}/recall_{name}", r, sync_dist=True)
         self.last_results[stage] = {k: v.detach().cpu() for k, v in result.items()}
         if stage == "test" or self.trainer.state.fn == "validate":
             self._report(stage, result)
@@ -169,8 +173,8 @@ class FERClassifier(L.LightningModule):
         self.print(f"[ferkit] wrote {out / f'confusion_matrix_{stage}.png'} and metrics_{stage}.json")
 
     def output_directory(self) -> Path | None:
-        if self.hparams.output_dir:
-            p = Path(self.hparams.output_dir)
+        if self.output_dir:
+            p = Path(self.output_dir)
         elif self._trainer is not None and self.trainer.log_dir:
             p = Path(self.trainer.log_dir)
         else:
@@ -228,6 +232,14 @@ class FERClassifier(L.LightningModule):
         else:
             raise ValueError(f"scheduler must be none, onecycle, cosine, exponential or step, got {h.scheduler!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.last_epoch + 1 > scheduler.total_steps:
+            raise RuntimeError(
+                f"the one-cycle learning-rate schedule was planned for {scheduler.total_steps} steps and is over. When resuming, "
+                "keep trainer.max_epochs of the run you resume; to train longer, start a new run from the checkpoint's weights "
+                "or use model.scheduler=cosine/exponential/step")
+        super().lr_scheduler_step(scheduler, metric)
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

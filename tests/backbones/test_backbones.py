@@ -96,8 +96,9 @@ def test_tag_resolves_in_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     _assert_loaded(bb, ref)
 
 
-@pytest.mark.parametrize("wrap", ["state_dict", "model", "none"])
-@pytest.mark.parametrize("prefix", ["module.", "backbone.", "module.model.", ""])
+@pytest.mark.parametrize(
+    "wrap,prefix", [("state_dict", "module."), ("model", "backbone."), ("none", "module.model."), ("state_dict", "")]
+)
 def test_path_loading_unwraps_and_strips(tmp_path: Path, wrap: str, prefix: str) -> None:
     ref = _reference_state(seed=1)
     sd = {prefix + k: v for k, v in ref.items()}  # fc.* included: must be dropped

@@ -1,0 +1,169 @@
+"""How hard is the synthetic-faces task? Train a small CNN briefly and record the test accuracy per epoch.
+
+Trains timm's ``resnet18`` (random init) at 64 px with a plain PyTorch loop on the CPU (2 threads) on
+:class:`ferkit.data.synthetic.SyntheticFaces` and writes ``benchmarks/results/synthetic_difficulty.json``
+(versions, hardware, settings, generation speed, per-epoch test accuracy, final per-class recall and
+confusion matrix). It also writes the contact sheet ``docs/img/synthetic_faces.png``.
+
+Run (about 3-4 minutes on 2 cores)::
+
+    flock /tmp/ferkit_heavy.lock python benchmarks/synthetic_difficulty.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+
+import ferkit
+from ferkit.data.synthetic import SyntheticFaces, contact_sheet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generation_speed(num_images: int = 2000, image_size: int = 64) -> float:
+    """Images per second rendered by one process (single-threaded numpy/cv2)."""
+    ds = SyntheticFaces(num_images, split="val", image_size=image_size, seed=123)
+    ds.load_image(0)  # warm-up (noise bank, caches)
+    start = time.perf_counter()
+    for i in range(num_images):
+        ds.load_image(i)
+    return num_images / (time.perf_counter() - start)
+
+
+def to_tensor(ds: SyntheticFaces) -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.stack([ds.load_image(i) for i in range(len(ds))])            # N, H, W, 3 uint8
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(ds.labels)
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, num_classes: int, bs: int = 256):
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            xb = (x[i : i + bs].float() / 255 - mean) / std
+            preds.append(model(xb).argmax(1))
+    pred = torch.cat(preds)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    cm.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+    return float((pred == y).float().mean()), cm
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=4000, help="training faces")
+    ap.add_argument("--test", type=int, default=1000, help="test faces")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--num-classes", type=int, default=7)
+    ap.add_argument("--difficulty", type=float, default=1.0)
+    ap.add_argument("--ambiguity", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/synthetic_difficulty.json")
+    ap.add_argument("--sheet", type=Path, default=ROOT / "docs/img/synthetic_faces.png",
+                    help="contact sheet to write ('' to skip)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t_start = time.perf_counter()
+    speed = generation_speed(image_size=args.image_size)
+    print(f"generation: {speed:.0f} images/s (one process)", flush=True)
+
+    common = dict(image_size=args.image_size, num_classes=args.num_classes, seed=args.seed,
+                  difficulty=args.difficulty, ambiguity=args.ambiguity)
+    train = SyntheticFaces(args.train, split="train", **common)
+    test = SyntheticFaces(args.test, split="test", **common)
+    if str(args.sheet):
+        sheet_ds = SyntheticFaces(400, split="val", **{**common, "num_classes": 8})
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(args.sheet), contact_sheet(sheet_ds, per_class=8, upscale=3)[..., ::-1])
+    x_train, y_train = to_tensor(train)
+    x_test, y_test = to_tensor(test)
+    mean = (x_train.float() / 255).mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
+    std = (x_train.float() / 255).std(dim=(0, 2, 3)).view(1, 3, 1, 1)
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=args.num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = len(x_train) // args.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                pct_start=0.2)
+    gen = torch.Generator().manual_seed(args.seed)
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x_train), generator=gen)
+        losses, correct = [], 0
+        for s in range(steps_per_epoch):
+            idx = perm[s * args.batch_size : (s + 1) * args.batch_size]
+            xb = (x_train[idx].float() / 255 - mean) / std
+            flip = torch.rand(len(idx), generator=gen) < 0.5                # horizontal flip (labels are symmetric)
+            xb[flip] = xb[flip].flip(-1)
+            yb = y_train[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            correct += int((logits.argmax(1) == yb).sum())
+        train_time = time.perf_counter() - t0
+        acc, cm = evaluate(model, x_test, y_test, mean, std, args.num_classes)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+               "train_acc": correct / (steps_per_epoch * args.batch_size), "test_acc": acc,
+               "epoch_seconds": round(train_time, 1)}
+        history.append(row)
+        print(json.dumps(row), flush=True)
+
+    recall = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    ambiguous = torch.from_numpy(test.ambiguous)
+    # Accuracy on clear vs weak/blended test samples, with the final model.
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model((x_test[i : i + 256].float() / 255 - mean) / std).argmax(1)
+                          for i in range(0, len(x_test), 256)])
+    result = {
+        "benchmark": "synthetic_difficulty",
+        "command": "flock /tmp/ferkit_heavy.lock python benchmarks/synthetic_difficulty.py " + " ".join(argv or sys.argv[1:]),
+        "versions": {"python": platform.python_version(), "ferkit": getattr(ferkit, "__version__", "unknown"),
+                     "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
+                     "opencv": cv2.__version__},
+        "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": "cpu"},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model": "timm resnet18, pretrained=False",
+        "optimizer": "AdamW + OneCycleLR (pct_start 0.2), horizontal flip, per-channel standardisation",
+        "generation_images_per_second": round(speed, 1),
+        "history": history,
+        "final_test_acc": history[-1]["test_acc"],
+        "final_test_acc_clear": float((pred == y_test)[~ambiguous].float().mean()),
+        "final_test_acc_ambiguous": float((pred == y_test)[ambiguous].float().mean()) if ambiguous.any() else None,
+        "test_ambiguous_fraction": float(ambiguous.float().mean()),
+        "per_class_recall": dict(zip(test.class_names, [round(r, 4) for r in recall])),
+        "confusion_matrix": cm.tolist(),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"final test accuracy {result['final_test_acc']:.4f}; wrote {args.out}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

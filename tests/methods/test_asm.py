@@ -1,0 +1,234 @@
+"""ASM LightningModule end to end on tiny synthetic faces: mining, logging, resume, export, report, ARM pool."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from ferkit.data.datamodule import FERDataModule
+from ferkit.methods.asm import ASM, ASMNet, export_inference_model, load_inference_model, save_inference_model
+
+IMG = 32
+N_TRAIN = 48
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _dm(num_train: int = N_TRAIN, **kw) -> FERDataModule:
+    args = dict(dataset="synthetic", dataset_kwargs={"num_train": num_train, "num_val": 16, "num_test": 16, "image_size": IMG},
+                img_size=IMG, channels=3, batch_size=16, train_preset="weak", strong_preset="strong", label_noise=0.3,
+                noise_seed=0)
+    args.update(kw)
+    return FERDataModule(**args)
+
+
+def _model(dm: FERDataModule, **kw) -> ASM:
+    args = dict(backbone="test_resnet", small_input=True, num_classes=dm.num_classes, class_names=dm.class_names, img_size=IMG,
+                in_chans=3, warmup_epochs=1, lr=3e-3, t_clean=0.6, t_noisy=0.3)
+    args.update(kw)
+    return ASM(**args)
+
+
+def _trainer(tmp: Path, epochs: int, callbacks=(), **kw) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=str(tmp), callbacks=list(callbacks),
+                     num_sanity_val_steps=0, **kw)
+
+
+class Snapshot(Callback):
+    """Copies of the miner's buffers at chosen moments of a run."""
+
+    def __init__(self) -> None:
+        self.at_train_start: dict[str, torch.Tensor] | None = None
+        self.at_first_batch: dict[str, torch.Tensor] | None = None
+        self.first_epoch: int | None = None
+
+    @staticmethod
+    def grab(module: ASM) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items() if k.startswith("miner.") or k == "stats_epoch"}
+
+    def on_train_start(self, trainer, module) -> None:
+        self.at_train_start = self.grab(module)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.at_first_batch is None:
+            self.at_first_batch, self.first_epoch = self.grab(module), trainer.current_epoch
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(torch.nan_to_num(a[k], nan=-7.0), torch.nan_to_num(b[k], nan=-7.0)), k
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Warm-up 1 epoch, then 2 mined epochs (extra pass); a checkpoint every epoch."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("asm_fit")
+    L.seed_everything(0, verbose=False)
+    dm = _dm()
+    model = _model(dm)
+    ckpt = ModelCheckpoint(dirpath=tmp / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}", save_last=True)
+    trainer = _trainer(tmp, 3, [ckpt])
+    trainer.fit(model, dm)
+    return {"tmp": tmp, "dm": dm, "model": model, "trainer": trainer}
+
+
+def test_fit_mines_after_warmup_and_logs(fitted) -> None:
+    model, trainer = fitted["model"], fitted["trainer"]
+    mined = [h for h in model.mining_history if "counts" in h]
+    assert [h["epoch"] for h in mined] == [2, 3]  # epoch 1 is warm-up
+    assert int(model.miner.mined_epoch) == 3
+    split = model.miner.split
+    assert int(split.unknown.sum()) == 0 and len(split) == N_TRAIN
+    assert sum(mined[-1]["counts"].values()) == N_TRAIN
+    m = trainer.callback_metrics
+    name = model.class_names[0]
+    for key in (f"asm/t_clean/{name}", f"asm/t_noisy/{name}", f"asm/n_noisy/{name}", "asm/frac_noisy", "asm/noisy_precision",
+                "asm/noisy_recall", "asm/mining_fraction", "train/loss_noisy", "asm/lambda"):
+        assert key in m, key
+    # the logged thresholds are the miner's and the detection scores are computed against the real flips
+    assert float(m[f"asm/t_clean/{name}"]) == pytest.approx(float(model.miner.thresholds.clean[0]))
+    ds = fitted["dm"].train_set
+    flipped = np.asarray(ds.labels) != np.asarray(ds.clean_labels)
+    noisy = model.miner.split.noisy.numpy()
+    if noisy.any():
+        assert float(m["asm/noisy_precision"]) == pytest.approx(flipped[noisy].mean())
+    # labels seen by the miner are the (noisy) training labels, keyed by dataset index
+    assert np.array_equal(model.miner.labels.values.numpy(), np.asarray(ds.labels))
+
+
+def test_resume_at_epoch_boundary_restores_thresholds_and_split(fitted, tmp_path) -> None:
+    path = fitted["tmp"] / "ckpt" / "epoch=2.ckpt"  # end of epoch 3 (0-based 2): two epochs past warm-up
+    saved = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    dm = _dm()
+    model = _model(dm)
+    snap = Snapshot()
+    _trainer(tmp_path, 4, [snap], limit_train_batches=1, limit_val_batches=0).fit(model, dm, ckpt_path=str(path))
+    expected = {k: v for k, v in saved.items() if k.startswith("miner.") or k == "stats_epoch"}
+    _assert_same(snap.at_train_start, expected)
+    assert int(saved["miner.mined_epoch"]) == 3
+    assert int(model.miner.mined_epoch) == 4  # the resumed run then mines its own new epoch
+
+
+def test_resume_mid_epoch_keeps_the_split_and_statistics(tmp_path) -> None:
+    """train_forward statistics: a checkpoint saved in the middle of a mined epoch resumes with the same split
+    (no re-mining) and the same accumulated statistics."""
+    L.seed_everything(1, verbose=False)
+    dm = _dm()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1, filename="{step}")
+    _trainer(tmp_path, 2, [ckpt], limit_val_batches=0).fit(_model(dm, stats="train_forward"), dm)
+    path = tmp_path / "ckpt" / "step=5.ckpt"  # 3 steps per epoch: step 5 is the 2nd of 3 batches of epoch 2
+    saved = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert int(saved["miner.mined_epoch"]) == 2 and int(saved["stats_epoch"]) == 2
+    assert int(saved["miner.acc_count.values"].sum()) == 32  # two batches of epoch 2 accumulated so far
+    dm2 = _dm()
+    model = _model(dm2, stats="train_forward")
+    snap = Snapshot()
+    _trainer(tmp_path / "resume", 2, [snap], limit_val_batches=0).fit(model, dm2, ckpt_path=str(path))
+    expected = {k: v for k, v in saved.items() if k.startswith("miner.") or k == "stats_epoch"}
+    _assert_same(snap.at_train_start, expected)
+    assert snap.first_epoch == 1
+    _assert_same(snap.at_first_batch, expected)  # on_train_epoch_start neither re-mined nor reset the statistics
+
+
+def test_train_forward_statistics_come_from_the_previous_epoch(tmp_path) -> None:
+    L.seed_everything(2, verbose=False)
+    dm = _dm()
+    model = _model(dm, stats="train_forward")
+    _trainer(tmp_path, 3, limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
+    assert [h["epoch"] for h in model.mining_history if "counts" in h] == [2, 3]
+    assert int(model.miner.split.unknown.sum()) == 0
+    timing = [h["timing"] for h in model.mining_history]
+    assert all(t["stats"] == "train_forward" and t["mining_seconds"] >= 0 for t in timing)
+    assert int(model.miner.acc_count.values.sum()) == N_TRAIN  # epoch 3's observations, waiting for epoch 4
+
+
+def test_inference_is_the_average_and_independent_of_batch_companions(fitted) -> None:
+    model = fitted["model"].eval()
+    x = torch.randn(5, 3, IMG, IMG)
+    with torch.no_grad():
+        z1, z2 = model.model.forward_pair(x)
+        torch.testing.assert_close(model(x), 0.5 * (z1 + z2))
+        single = torch.cat([model(x[i : i + 1]) for i in range(5)])
+        torch.testing.assert_close(model(x), single, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x[[3, 1]]), model(x)[[3, 1]], rtol=1e-4, atol=1e-5)
+
+
+def test_export_inference_model(fitted, tmp_path) -> None:
+    model = fitted["model"].eval()
+    x = torch.randn(3, 3, IMG, IMG)
+    net = export_inference_model(model)
+    assert isinstance(net, ASMNet) and not net.training and net.class_names == model.class_names
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(net(x), ref)
+        for fmt in ("torchscript", "state_dict"):
+            loaded = load_inference_model(save_inference_model(model, tmp_path / f"asm.{fmt}", format=fmt))
+            torch.testing.assert_close(loaded(x), ref, rtol=1e-5, atol=1e-5)
+            assert list(loaded.class_names) == model.class_names
+    # from a checkpoint path too
+    last = fitted["tmp"] / "ckpt" / "last.ckpt"
+    with torch.no_grad():
+        torch.testing.assert_close(export_inference_model(str(last))(x), ref)
+
+
+def test_report_writes_csv_and_contact_sheet(fitted, tmp_path) -> None:
+    from ferkit.methods.asm.report import main
+
+    last = fitted["tmp"] / "ckpt" / "last.ckpt"
+    summary = main(["--ckpt", str(last), "--out", str(tmp_path / "rep"), "--top", "3"])
+    with open(tmp_path / "rep" / "asm_split.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N_TRAIN
+    assert list(rows[0]) == ["index", "id", "label", "clean_label", "pred", "confidence", "subset", "t_clean", "t_noisy"]
+    model = fitted["model"]
+    subsets = [r["subset"] for r in rows]
+    assert subsets == [("clean", "ambiguous", "noisy")[i] for i in model.miner.subset.values.tolist()]
+    ds = fitted["dm"].train_set
+    assert [r["id"] for r in rows] == list(ds.ids)
+    assert [r["label"] for r in rows] == [model.class_names[int(y)] for y in ds.labels]
+    png = tmp_path / "rep" / "asm_suspects.png"
+    import cv2
+
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] == len(model.class_names) * (96 + 18)
+    js = json.loads((tmp_path / "rep" / "asm_split_summary.json").read_text())
+    assert js["counts"] == summary["counts"] and "noisy_recall" in js["detection"]
+
+
+def test_arm_pool_and_missing_strong_view(tmp_path) -> None:
+    L.seed_everything(3, verbose=False)
+    dm = _dm(num_train=32)
+    model = _model(dm, pool="arm", pool_kwargs={"shuffle": 4, "kernel_size": 4, "stride": 2}, t_clean=0.99, t_noisy=0.9)
+    _trainer(tmp_path, 2, limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
+    assert type(model.model.net1.pool).__name__ != "GlobalAvgPool"
+    assert int(model.miner.split.noisy.sum()) > 0  # high thresholds: the noisy branch (strong view) ran
+    # without a strong view the error says which setting to add
+    dm2 = _dm(num_train=32, strong_preset=None)
+    with pytest.raises(KeyError, match="strong_preset"):
+        _trainer(tmp_path / "b", 2, limit_val_batches=0, enable_checkpointing=False).fit(
+            _model(dm2, t_clean=0.99, t_noisy=0.9), dm2)
+
+
+def test_argument_errors() -> None:
+    dm = _dm()
+    with pytest.raises(ValueError, match="stats"):
+        _model(dm, stats="sometimes")
+    with pytest.raises(ValueError, match="threshold_fn"):
+        _model(dm, threshold_fn="ferkit.nowhere:rule")
+    m = _model(dm, threshold_fn="ferkit.state.thresholds:max_normalised_thresholds")
+    assert m.miner.thresholds.threshold_fn is not None

@@ -1,0 +1,137 @@
+"""ASMMiner and SampleSplit on hand-made probabilities."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferkit.miners import ASMMiner, SampleSplit, detection_scores
+
+
+def _probs(rows: list[list[float]]) -> torch.Tensor:
+    """[M, C] probabilities used for both networks -> [M, 2, C]."""
+    p = torch.tensor(rows)
+    return torch.stack([p, p], dim=1)
+
+
+def test_asm_rule_on_hand_made_probabilities() -> None:
+    # two classes; class-0 samples are confident, class-1 samples less so
+    probs = _probs([
+        [0.95, 0.05],  # 0: y=0, s=0.95
+        [0.85, 0.15],  # 1: y=0, s=0.85
+        [0.10, 0.90],  # 2: y=0, s=0.10 -> noisy
+        [0.30, 0.70],  # 3: y=1, s=0.70
+        [0.60, 0.40],  # 4: y=1, s=0.40
+        [0.95, 0.05],  # 5: y=1, s=0.05 -> noisy
+    ])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    miner = ASMMiner(num_classes=2, num_samples=6, momentum=0.0)
+    miner.accumulate(torch.arange(6), probs, labels)
+    split = miner.mine(epoch=3)
+    mean0, mean1 = (0.95 + 0.85 + 0.10) / 3, (0.70 + 0.40 + 0.05) / 3
+    tau1 = mean1 / mean0
+    torch.testing.assert_close(miner.thresholds.clean, torch.tensor([0.8, 0.8 * tau1]))
+    torch.testing.assert_close(miner.thresholds.noisy, torch.tensor([0.2, 0.2 * tau1]))
+    # by hand: T_c = [0.8, 0.484], T_n = [0.2, 0.121]
+    assert split.subset_id.tolist() == [0, 0, 2, 0, 1, 2]
+    torch.testing.assert_close(miner.confidence.values, torch.tensor([0.95, 0.85, 0.10, 0.70, 0.40, 0.05]))
+    assert int(miner.mined_epoch) == 3
+    assert miner.split_for(torch.tensor([5, 0, 4])).subset_id.tolist() == [2, 0, 1]
+
+
+def test_two_networks_are_averaged_and_man_rule() -> None:
+    p1 = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8]])
+    p2 = torch.tensor([[0.7, 0.3], [0.3, 0.7], [0.4, 0.6]])
+    probs = torch.stack([p1, p2], 1)
+    labels = torch.tensor([0, 0, 0])
+    asm = ASMMiner(2, 3, momentum=0.0, rule="asm")
+    asm.accumulate(torch.arange(3), probs, labels)
+    asm.mine()
+    torch.testing.assert_close(asm.confidence.values, torch.tensor([0.8, 0.6, 0.3]))
+    man = ASMMiner(2, 3, rule="man")
+    man.accumulate(torch.arange(3), probs, labels)
+    assert man.mine().subset_id.tolist() == [0, 1, 2]  # both right / one right / none right
+
+
+def test_unobserved_samples_are_unknown_and_duplicates_are_averaged() -> None:
+    miner = ASMMiner(2, 5, momentum=0.0)
+    idx = torch.tensor([0, 1, 1, 3])
+    probs = _probs([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    miner.accumulate(idx, probs, torch.tensor([0, 0, 0, 1]))
+    split = miner.mine()
+    assert split.unknown.tolist() == [False, False, True, False, True]
+    torch.testing.assert_close(miner.probs.values[1, 0], torch.tensor([0.4, 0.6]))  # mean of the two views of sample 1
+    # a later epoch that observes only sample 2 keeps the others' probabilities
+    miner.accumulate(torch.tensor([2]), _probs([[0.5, 0.5]]), torch.tensor([1]))
+    split = miner.mine()
+    assert split.unknown.tolist() == [False, False, False, False, True]
+    torch.testing.assert_close(miner.probs.values[0, 0], torch.tensor([0.9, 0.1]))
+
+
+def test_result_does_not_depend_on_observation_order_or_batching() -> None:
+    g = torch.Generator().manual_seed(0)
+    n, c = 50, 4
+    probs = torch.softmax(torch.randn(n, 2, c, generator=g) * 2, dim=2)
+    labels = torch.randint(0, c, (n,), generator=g)
+    a = ASMMiner(c, n)
+    a.accumulate(torch.arange(n), probs, labels)
+    sa = a.mine()
+    b = ASMMiner(c, n)
+    perm = torch.randperm(n, generator=g)
+    for chunk in perm.split(7):
+        b.accumulate(chunk, probs[chunk], labels[chunk])
+    b.accumulate(perm[:3], probs[perm[:3]], labels[perm[:3]])  # padding duplicates
+    sb = b.mine()
+    assert torch.equal(sa.subset_id, sb.subset_id)
+    torch.testing.assert_close(a.thresholds.clean, b.thresholds.clean)
+    assert set(sa.counts().tolist()) != {0}
+
+
+def test_miner_state_dict_roundtrip_and_empty_miner_loads_size() -> None:
+    miner = ASMMiner(3, 8)
+    miner.accumulate(torch.arange(8), torch.softmax(torch.randn(8, 2, 3), 2), torch.arange(8) % 3)
+    miner.mine(epoch=2)
+    fresh = ASMMiner(3, 0)
+    fresh.load_state_dict(miner.state_dict())
+    assert torch.equal(fresh.subset.values, miner.subset.values)
+    assert int(fresh.mined_epoch) == 2
+    torch.testing.assert_close(fresh.thresholds.noisy, miner.thresholds.noisy)
+
+
+def test_miner_errors() -> None:
+    with pytest.raises(ValueError, match="rule"):
+        ASMMiner(3, 4, rule="other")
+    m = ASMMiner(3, 4)
+    with pytest.raises(ValueError, match=r"\[B, 2, 3\]"):
+        m.accumulate(torch.arange(2), torch.rand(2, 3, 3), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(IndexError, match="outside 0..3"):
+        m.accumulate(torch.tensor([4]), torch.rand(1, 2, 3), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="resize"):
+        ASMMiner(3, 0).accumulate(torch.tensor([0]), torch.rand(1, 2, 3), torch.zeros(1, dtype=torch.long))
+
+
+# -- SampleSplit -------------------------------------------------------------------------------------------
+def test_sample_split_views() -> None:
+    split = SampleSplit(torch.tensor([0, 2, 1, -1, 2, 0]))
+    idx = split.to_indices()
+    assert idx.clean.tolist() == [0, 5] and idx.ambiguous.tolist() == [2] and idx.noisy.tolist() == [1, 4]
+    assert split.counts().tolist() == [2, 1, 2]
+    assert split.to_weights().tolist() == [1.0, 0.0, 0.5, 1.0, 0.0, 1.0]
+    assert split.to_weights({"noisy": 0.25, "unknown": 0.0}).tolist() == [1.0, 0.25, 0.5, 0.0, 0.25, 1.0]
+    assert split[torch.tensor([4, 0])].subset_id.tolist() == [2, 0]
+    assert split.counts_per_class(torch.tensor([0, 0, 1, 1, 1, 1]), 2).tolist() == [[1, 1], [0, 1], [1, 1]]
+    rebuilt = SampleSplit.from_masks(split.clean, split.ambiguous, split.noisy)
+    assert torch.equal(rebuilt.subset_id, split.subset_id)
+    with pytest.raises(ValueError, match="overlap"):
+        SampleSplit.from_masks(torch.tensor([True]), torch.tensor([True]), torch.tensor([False]))
+    with pytest.raises(ValueError, match="-1..2"):
+        SampleSplit(torch.tensor([3]))
+
+
+def test_detection_scores() -> None:
+    split = SampleSplit(torch.tensor([2, 2, 1, 0, 0, -1]))
+    flipped = torch.tensor([True, False, True, False, True, True])
+    s = detection_scores(split, flipped)
+    assert s["noisy_precision"] == pytest.approx(0.5)
+    assert s["noisy_recall"] == pytest.approx(1 / 3)  # the unknown sample is ignored
+    assert s["suspect_recall"] == pytest.approx(2 / 3)
+    assert s["clean_purity"] == pytest.approx(0.5)
