@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             correct += int((logits.argmax(1) == yb).sum())
         train_time = time.perf_counter() - t0
         acc, cm = evaluate(model, x_test, y_test, mean, std, args.num_classes)

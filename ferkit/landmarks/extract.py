@@ -240,6 +240,7 @@ class FaceAlignmentBackend(_ImageBackend):
         face_box: relative (x1, y1, x2, y2) face box for ``"box"`` mode and the fallback (None: no fallback).
         device: torch device. flip_input: average with the prediction on the mirrored crop (twice the cost).
         batch_size: crops per FAN forward pass. min_size: upsample small images before S3FD detection.
+        network_size: FAN hourglass modules (4, the only size face-alignment releases; smaller for tests).
 
     The FAN input is the face-alignment crop: centre = box centre moved up by 12 % of the box height, scale =
     (box width + height) / 195, 256 x 256, heatmaps 64 x 64; the score is the mean heatmap peak.
@@ -250,7 +251,7 @@ class FaceAlignmentBackend(_ImageBackend):
     def __init__(self, model_path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None,
                  detector: str = "box", detector_path: str | os.PathLike | None = None,
                  face_box: Sequence[float] | None = CROP_FACE_BOX, device: str = "cpu", flip_input: bool = False,
-                 batch_size: int = 16, min_size: int = 144) -> None:
+                 batch_size: int = 16, min_size: int = 144, network_size: int = 4) -> None:
         if detector not in ("box", "sfd"):
             raise ValueError(f"detector must be 'box' or 'sfd', got {detector!r}")
         if detector == "box" and face_box is None:
@@ -279,11 +280,11 @@ class FaceAlignmentBackend(_ImageBackend):
         state = torch.load(fan, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
-        net = FAN(4)
+        net = FAN(int(network_size))
         try:
             net.load_state_dict(state)
         except RuntimeError as err:
-            raise RuntimeError(f"{fan}: not a 2D FAN-4 state dict ({err})") from err
+            raise RuntimeError(f"{fan}: not a 2D FAN-{int(network_size)} state dict ({err})") from err
         self.net = net.to(device).eval()
         self._detector = None
         if detector == "sfd":
@@ -314,7 +315,7 @@ class FaceAlignmentBackend(_ImageBackend):
 
     def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkResult]:
         import torch
-        from face_alignment.utils import crop, flip, get_preds_fromhm
+        from face_alignment.utils import crop, flip
 
         results: list[LandmarkResult | None] = [None] * len(images)
         jobs = []  # (k, centre, scale, crop, status, det_score)
@@ -340,9 +341,30 @@ class FaceAlignmentBackend(_ImageBackend):
                     out = out + flip((fo[-1] if isinstance(fo, (list, tuple)) else fo), is_label=True)
             heat = out.float().cpu().numpy()
             for (k, centre, scale, _, status), hm in zip(chunk, heat):
-                _, pts_img, scores = get_preds_fromhm(hm[None], centre, scale)
-                results[k] = LandmarkResult(np.asarray(pts_img, np.float32).reshape(-1, 2), status, float(np.mean(scores)))
+                pts, scores = _decode_heatmaps(hm, centre, scale)
+                results[k] = LandmarkResult(pts, status, float(np.mean(scores)))
         return [r for r in results if r is not None]
+
+
+def _decode_heatmaps(hm: np.ndarray, centre: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """FAN heatmaps ``K x R x R`` -> points in image pixels and peak scores (face-alignment's decoding: arg-max,
+    a quarter-cell step towards the higher neighbour, then the inverse of the crop transform; kept in floating point
+    instead of face-alignment's integer truncation, and without its numba compilation)."""
+    k, r, _ = hm.shape
+    flat = hm.reshape(k, -1)
+    idx = flat.argmax(axis=1)
+    scores = flat[np.arange(k), idx]
+    px, py = idx % r, idx // r
+    pts = np.stack([px, py], axis=1).astype(np.float64) + 1.0  # face-alignment's 1-based cell coordinates
+    inner = (px > 0) & (px < r - 1) & (py > 0) & (py < r - 1)
+    pi, qi, ki = px[inner], py[inner], np.flatnonzero(inner)
+    dx = hm[ki, qi, pi + 1] - hm[ki, qi, pi - 1]
+    dy = hm[ki, qi + 1, pi] - hm[ki, qi - 1, pi]
+    pts[ki] += 0.25 * np.sign(np.stack([dx, dy], axis=1))
+    pts -= 0.5
+    h = 200.0 * scale  # the crop transform maps an h x h box around `centre` onto r x r cells
+    out = (pts - r * (0.5 - np.asarray(centre, np.float64) / h)) * h / r
+    return out.astype(np.float32), scores.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,17 +35,18 @@ def test_face_alignment_default_folder_is_its_torch_hub_cache(tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def fan_dir(tmp_path_factory):
-    """A locally created (randomly initialised) FAN weights file under face-alignment's file name."""
+    """A locally created (randomly initialised) FAN weights file under face-alignment's file name (one hourglass
+    module instead of the released four, to keep the CPU test fast; the loading code is the same)."""
     fa_models = pytest.importorskip("face_alignment.models")
     d = tmp_path_factory.mktemp("fan")
     torch.manual_seed(0)
-    torch.save(fa_models.FAN(4).state_dict(), d / ex.FAN_MODEL_FILES["2DFAN-4"])
+    torch.save(fa_models.FAN(1).state_dict(), d / ex.FAN_MODEL_FILES["2DFAN-4"])
     return d
 
 
 def test_face_alignment_runs_offline_from_local_weights(fan_dir) -> None:
     torch.set_num_threads(2)
-    backend = create_backend("fan", model_dir=fan_dir)
+    backend = create_backend("fan", model_dir=fan_dir, network_size=1)
     assert backend.model_path.parent == fan_dir and backend.config()["detector"] == "box"
     img = np.random.default_rng(0).integers(0, 255, size=(48, 48), dtype=np.uint8)
     (res,) = backend.predict([img])
@@ -57,7 +58,7 @@ def test_face_alignment_runs_offline_from_local_weights(fan_dir) -> None:
 
 def test_face_alignment_rejects_a_wrong_weights_file(tmp_path) -> None:
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / ex.FAN_MODEL_FILES["2DFAN-4"])
-    with pytest.raises(RuntimeError, match="not a 2D FAN-4"):
+    with pytest.raises(RuntimeError, match="not a 2D FAN-4 state dict"):
         FaceAlignmentBackend(model_dir=tmp_path)
 
 
@@ -117,3 +118,15 @@ def test_dataset_backend_reads_shipped_landmarks() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown landmark backend"):
         create_backend("mediapipe")
+
+
+def test_fan_heatmap_decoding_by_hand() -> None:
+    hm = np.zeros((1, 64, 64), np.float32)
+    hm[0, 20, 10] = 1.0
+    hm[0, 20, 11] = 0.5  # right neighbour higher than the left one -> +0.25 cell in x
+    hm[0, 19, 10] = 0.2  # upper neighbour higher than the lower one -> -0.25 cell in y
+    centre, scale = np.array([100.0, 80.0]), 0.64  # a 128-pixel box: 2 image pixels per heatmap cell
+    pts, score = ex._decode_heatmaps(hm, centre, scale)
+    cell = np.array([10 + 1 + 0.25 - 0.5, 20 + 1 - 0.25 - 0.5])
+    np.testing.assert_allclose(pts[0], centre - 64 + cell * 2, rtol=1e-6)
+    assert score[0] == 1.0

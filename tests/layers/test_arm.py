@@ -41,15 +41,32 @@ def _reference_de_albino(arm: ARM, x: torch.Tensor) -> torch.Tensor:
     return arm.bn(torch.cat(outs, dim=1))
 
 
-@pytest.mark.parametrize("c,h,cfg", [(512, 7, {}), (1024, 4, {"kernel_size": 24, "stride": 4})])
+DA_CONFIGS = [
+    (512, 7, {}),  # official: S=112, block-wise path (32 = 4 x 8)
+    (1024, 4, {"kernel_size": 24, "stride": 4}),  # 4 arranged channels
+    (512, 7, {"kernel_size": 24, "stride": 6}),  # (112 - 24) % 6 != 0: the last pixels are never covered
+    (512, 4, {"kernel_size": 30, "stride": 7}),  # stride does not divide the kernel: conv2d path
+]
+
+
+@pytest.mark.parametrize("c,h,cfg", DA_CONFIGS)
 def test_vectorised_de_albino_equals_per_channel_loop(c: int, h: int, cfg: dict) -> None:
     arm = ARM(in_channels=c, feat_size=h, **cfg).eval()
     with torch.no_grad():
         arm.bn.running_mean.uniform_(-1, 1)
         arm.bn.running_var.uniform_(0.5, 2)
         arm.bn.weight.uniform_(0.5, 2)
-        x = _x(3, c, h)
-        torch.testing.assert_close(arm.de_albino(x), _reference_de_albino(arm, x), rtol=1e-5, atol=1e-5)
+    x = _x(3, c, h).requires_grad_(True)
+    w = torch.randn(3, arm.arranged_channels, arm.out_size, arm.out_size)
+    fast = arm.de_albino(x)
+    (fast * w).sum().backward()
+    grads = x.grad.clone(), arm.kernel.grad.clone()
+    x.grad, arm.kernel.grad = None, None
+    ref = _reference_de_albino(arm, x)
+    (ref * w).sum().backward()
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], arm.kernel.grad, rtol=1e-4, atol=1e-4)
 
 
 def _train_some(arm: ARM, steps: int = 3) -> None:

@@ -245,7 +245,7 @@ class ASM(FERClassifier):
         self._mining_seconds = 0.0
         self._mined_this_epoch = False
         e = self.epoch
-        if e > self.hparams.warmup_epochs:
+        if e > self.hparams.warmup_epochs and int(self.miner.mined_epoch) != e:
             t0 = time.perf_counter()
             if self.hparams.stats == "train_forward" and int(self.stats_epoch) != e - 1:
                 log.warning("ASM: no training-forward statistics of epoch %d (resumed from an epoch-boundary checkpoint?): "
@@ -273,20 +273,20 @@ class ASM(FERClassifier):
         summary = self.miner.summary(names)
         entry: dict[str, Any] = {"epoch": self.epoch, **summary}
         for k, name in enumerate(names):
-            self.log(f"asm/t_clean/{name}", float(self.miner.thresholds.clean[k]), on_epoch=True)
-            self.log(f"asm/t_noisy/{name}", float(self.miner.thresholds.noisy[k]), on_epoch=True)
+            self.log(f"asm/t_clean/{name}", float(self.miner.thresholds.clean[k]), on_epoch=True, sync_dist=True)
+            self.log(f"asm/t_noisy/{name}", float(self.miner.thresholds.noisy[k]), on_epoch=True, sync_dist=True)
             for sub in SUBSET_NAMES:
-                self.log(f"asm/n_{sub}/{name}", float(summary["counts_per_class"][sub][name]), on_epoch=True)
+                self.log(f"asm/n_{sub}/{name}", float(summary["counts_per_class"][sub][name]), on_epoch=True, sync_dist=True)
         n = max(self.miner.num_samples, 1)
         for sub in SUBSET_NAMES:
-            self.log(f"asm/frac_{sub}", summary["counts"][sub] / n, on_epoch=True)
+            self.log(f"asm/frac_{sub}", summary["counts"][sub] / n, on_epoch=True, sync_dist=True)
         flipped = self._flipped()
         if flipped is not None and len(flipped) == self.miner.num_samples:
             scores = detection_scores(self.miner.split.to("cpu"), flipped)
             entry["detection"] = scores
             for key in ("noisy_precision", "noisy_recall", "noisy_f1", "clean_purity", "flip_rate"):
                 if scores[key] == scores[key]:  # not NaN
-                    self.log(f"asm/{key}", scores[key], on_epoch=True)
+                    self.log(f"asm/{key}", scores[key], on_epoch=True, sync_dist=True)
         self.mining_history.append(entry)
         if self.trainer.is_global_zero:
             c = summary["counts"]
@@ -333,13 +333,14 @@ class ASM(FERClassifier):
         if not self.check_finite(loss, batch):
             return None
         acc = (((z1 + z2) * 0.5).argmax(1) == y).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=parts is not None and is_distributed())
+        # under DDP the Tri-Regularization value of a rank is a share times W: the mean over ranks is the global loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=is_distributed())
         self.log("train/acc", acc, prog_bar=True, batch_size=bs)
         if parts is not None:
-            self.log("train/loss_clean", parts.clean, batch_size=bs, on_step=False, on_epoch=True)
-            self.log("train/loss_ambiguous", parts.ambiguous, batch_size=bs, on_step=False, on_epoch=True)
-            self.log("train/loss_noisy", parts.noisy, batch_size=bs, on_step=False, on_epoch=True)
-            self.log("asm/lambda", parts.lambda_, on_step=False, on_epoch=True)
+            self.log("train/loss_clean", parts.clean, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+            self.log("train/loss_ambiguous", parts.ambiguous, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+            self.log("train/loss_noisy", parts.noisy, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+            self.log("asm/lambda", parts.lambda_, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -348,8 +349,8 @@ class ASM(FERClassifier):
     def on_train_epoch_end(self) -> None:
         train_s = max(self._last_batch_end - self._epoch_t0, 1e-9)
         frac = self._mining_seconds / train_s
-        self.log("asm/mining_seconds", self._mining_seconds, on_epoch=True)
-        self.log("asm/mining_fraction", frac, on_epoch=True)
+        self.log("asm/mining_seconds", self._mining_seconds, on_epoch=True, sync_dist=True)
+        self.log("asm/mining_fraction", frac, on_epoch=True, sync_dist=True)
         timing = {"epoch": self.epoch, "train_seconds": train_s, "mining_seconds": self._mining_seconds,
                   "mining_fraction": frac, "mined": self._mined_this_epoch, "stats": self.hparams.stats}
         if self.mining_history and self.mining_history[-1].get("epoch") == self.epoch:

@@ -1,0 +1,41 @@
+"""The examples run, on tiny data (the tests execute the script and the notebook)."""
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_arm_train_script_tiny(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        mod = runpy.run_path(str(REPO / "examples/arm_train.py"))
+        out = mod["main"](["--tiny", "--out", str(tmp_path)])
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    assert 0 <= out["overall_acc"] <= 1 and 0 <= out["mean_class_acc"] <= 1
+
+
+def test_arm_train_script_ferplus_tiny(tmp_path, monkeypatch, shared_data_dir):
+    monkeypatch.chdir(tmp_path)
+    mod = runpy.run_path(str(REPO / "examples/arm_train.py"))
+    out = mod["main"](["--tiny", "--data", "ferplus", "--root", str(shared_data_dir / "fer2013"), "--out", str(tmp_path)])
+    assert 0 <= out["overall_acc"] <= 1
+
+
+def test_arm_notebook_tiny(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(REPO / "examples/arm_quickstart.ipynb", as_version=4)
+    monkeypatch.setenv("FERKIT_TINY", "1")
+    monkeypatch.delenv("FERKIT_DATA", raising=False)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "out_features: 121" in text
+    assert "overall" in text and "mean-class" in text
+    assert (tmp_path / "runs/notebook/confusion_matrix_test.png").exists()
