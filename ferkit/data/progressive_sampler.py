@@ -8,6 +8,8 @@ depends only on ``(seed, epoch)`` (no global RNG, pitfall #9) and is split acros
 samplers (rank ``r`` takes positions ``r, r + W, ...``). Use it with ``Trainer(use_distributed_sampler=False)``
 or rely on it being a ``DistributedSampler`` subclass, which Lightning does not wrap again.
 
+Rounding: the ceilings make every class but the last round up, so the last class absorbs the rounding (up to
+``C - 1`` samples fewer than ``p_k N``); negligible for real datasets, visible on toy ones.
 ``C`` counts only the classes present in ``labels`` (an absent class cannot be drawn). When the ceilings
 overshoot so much that the last class's remainder would be negative (tiny N), counts fall back to
 largest-remainder rounding, which also sums to N.

@@ -47,7 +47,7 @@ from ferkit.methods.asm.torch_model import ASMNet
 from ferkit.methods.classifier import FERClassifier
 from ferkit.miners.asm import ASMMiner
 from ferkit.miners.split import SUBSET_NAMES, SampleSplit, detection_scores
-from ferkit.state.distributed import get_rank, get_world_size, is_distributed
+from ferkit.state.distributed import broadcast, get_rank, get_world_size, is_distributed
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,21 @@ class ASM(FERClassifier):
         return DataLoader(judge_set, batch_size=bs, shuffle=False, sampler=sampler, num_workers=dh.get("num_workers", 0))
 
     @torch.no_grad()
+    def sync_model_buffers(self, src: int = 0) -> None:
+        """Copy rank ``src``'s model buffers (BatchNorm running statistics, ...) to every rank.
+
+        Without SyncBatchNorm each rank updates its running statistics from its own batches after DDP's last
+        buffer broadcast, so eval-mode judging would differ between ranks. DDP itself broadcasts rank 0's buffers
+        at its next forward, so this changes nothing for training.
+        """
+        for buf in self.model.buffers():
+            buf.copy_(broadcast(buf, src=src))
+
+    @torch.no_grad()
     def judge(self, loader) -> None:
         """Feed the networks' probabilities on every batch of ``loader`` to the miner (eval mode, no grad)."""
+        if is_distributed():
+            self.sync_model_buffers()
         was_training = self.model.training
         self.model.eval()
         try:
@@ -239,6 +252,10 @@ class ASM(FERClassifier):
             self.judge(self.judge_loader())
         split = self.miner.mine(epoch=self.epoch)
         return split
+
+    def on_train_start(self) -> None:
+        # Lightning skips on_train_epoch_start when resuming mid-epoch: start the epoch clock here too
+        self._epoch_t0 = self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_t0 = self._last_batch_end = time.perf_counter()

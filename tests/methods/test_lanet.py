@@ -1,0 +1,165 @@
+"""LA-Net: the network, its export, the LightningModule on synthetic faces, and resume restoring the memory."""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from ferkit.data.datamodule import FERDataModule
+from ferkit.methods.lanet import LANet, LANetModel, export_inference_model, save_inference_model
+from ferkit.models import FERNet
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def net() -> LANetModel:
+    torch.manual_seed(0)
+    return LANetModel(num_classes=7, img_size=SIZE, small_input=True).eval()
+
+
+def test_shapes_and_entry_points(net: LANetModel) -> None:
+    x = torch.randn(3, 3, SIZE, SIZE)
+    logits, h_e, h_l, heat = net.forward_train(x)
+    assert logits.shape == (3, 7) and h_e.shape == (3, 512) and h_l.shape == (3, 64)
+    assert heat.shape == (3, 19, SIZE // 2, SIZE // 2) and net.heatmap_stride == 2 and net.heatmap_size() == SIZE // 2
+    torch.testing.assert_close(net(x), logits)  # forward = the expression path only
+    k_e, k_l = net.forward_keys(x)
+    torch.testing.assert_close(k_e, h_e)
+    torch.testing.assert_close(k_l, h_l)
+    big = LANetModel(num_classes=7, img_size=64)
+    assert big.heatmap_stride == 4 and big.forward_train(torch.randn(1, 3, 64, 64))[3].shape[-1] == 16
+
+
+def test_both_branches_start_from_the_same_backbone_weights() -> None:
+    torch.manual_seed(1)
+    m = LANetModel(num_classes=7, img_size=SIZE, small_input=True)
+    for name in ("layer2", "layer3", "layer4"):
+        a, b = getattr(m.backbone.model, name).state_dict(), m.lmk_layers[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_logits_do_not_depend_on_batch_companions(net: LANetModel) -> None:
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[:1], net(x[:1]), rtol=1e-4, atol=1e-5)
+
+
+def test_export_is_a_plain_fernet_with_identical_logits(net: LANetModel, tmp_path) -> None:
+    plain = export_inference_model(net)
+    assert isinstance(plain, FERNet)
+    ref = FERNet(num_classes=7, img_size=SIZE, small_input=True)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in ref.parameters())
+    assert sum(p.numel() for p in net.parameters()) > 1.5 * sum(p.numel() for p in plain.parameters())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), net(x))
+    path = save_inference_model(net, tmp_path / "lanet.pth")
+    saved = torch.load(path, weights_only=True)
+    again = FERNet(**{k: v for k, v in saved["ferkit_config"].items() if k != "pool_kwargs"}).eval()
+    again.load_state_dict(saved["state_dict"])
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+    ts = save_inference_model(net, tmp_path / "lanet.pt", example=x, torchscript=True)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(ts))(x), net(x))
+
+
+def test_arm_as_the_expression_pool() -> None:
+    m = LANetModel(num_classes=7, img_size=48, small_input=True, pool="arm",
+                   pool_kwargs={"shuffle": 16, "kernel_size": 16, "stride": 8}).eval()
+    x = torch.randn(2, 3, 48, 48)
+    logits, h_e, _, _ = m.forward_train(x)
+    assert h_e.shape == (2, m.num_features)
+    with torch.no_grad():
+        torch.testing.assert_close(export_inference_model(m)(x), m(x))
+
+
+def _dm(**kw) -> FERDataModule:
+    args = dict(dataset="synthetic", dataset_kwargs={"num_train": 16, "num_val": 8, "num_test": 8, "image_size": SIZE},
+                img_size=SIZE, batch_size=8, label_noise=0.25, train_preset="eval")
+    args.update(kw)
+    return FERDataModule(**args)
+
+
+def _model(dm: FERDataModule, **kw) -> LANet:
+    torch.manual_seed(0)
+    args = dict(num_classes=dm.num_classes, class_names=dm.class_names, img_size=SIZE, small_input=True, queue_size=32, lde_k=3)
+    args.update(kw)
+    return LANet(**args)
+
+
+def _trainer(tmp_path, epochs: int, **kw) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=str(tmp_path), log_every_n_steps=1, **kw)
+
+
+def test_fit_updates_memory_and_queue_and_logs_every_loss(tmp_path) -> None:
+    dm = _dm()
+    model = _model(dm)
+    _trainer(tmp_path, 1, enable_checkpointing=False).fit(model, dm)
+    m = _trainer(tmp_path, 1).callback_metrics  # noqa: F841 - fresh trainer, unused
+    bank = model.lde_bank
+    assert len(bank) == 16 and bool(bank.initialized)
+    noisy = torch.as_tensor(np.asarray(dm.train_set.labels))
+    assert torch.equal(bank.memory.argmax(1), noisy)  # one epoch: the given label still dominates (0.9)
+    assert (bank.memory.max(1).values < 1.0).all()  # ... but every row was blended once
+    assert int(model.el_loss.queue.ptr) == 16 % 32
+    metrics = model.trainer.callback_metrics
+    for key in ("train/ce", "train/lmk", "train/kl", "train/el", "train/lmk_missing", "train/target_clean_acc", "val/acc"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    assert float(metrics["train/lmk_missing"]) == 0.0
+
+
+def test_resume_restores_memory_and_queues(tmp_path) -> None:
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    dm = _dm()
+    first = _model(dm)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _trainer(tmp_path, 1, callbacks=[ckpt]).fit(first, dm)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    assert "lde_bank.values" in saved and "el_loss.queue.keys" in saved and "key_model.head.weight" in saved
+
+    seen = {}
+
+    class Grab(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen["memory"] = pl_module.lde_bank.memory.clone()
+            seen["queue"] = pl_module.el_loss.queue.labels.clone()
+
+    second = _model(_dm())
+    _trainer(tmp_path, 2, callbacks=[Grab()], enable_checkpointing=False).fit(second, _dm(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    torch.testing.assert_close(seen["memory"], saved["lde_bank.values"])
+    assert torch.equal(seen["queue"], saved["el_loss.queue.labels"])
+    # the freshly initialised memory would be the one-hot labels: resume really replaced it
+    assert not torch.equal(seen["memory"], torch.nn.functional.one_hot(seen["memory"].argmax(1), 7).float())
+    # loading for inference sizes the empty memory from the checkpoint
+    loaded = LANet.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt", map_location="cpu")
+    torch.testing.assert_close(loaded.lde_bank.memory, saved["lde_bank.values"])
+
+
+def test_missing_landmarks_are_masked_and_counted(tmp_path) -> None:
+    dm = _dm()
+    dm.setup("fit")
+    dm.train_set.landmarks = dm.train_set.landmarks.copy()
+    dm.train_set.landmarks[:8] = np.nan
+    model = _model(dm, el_weight=0.0)
+    heat = torch.zeros(8, 19, SIZE // 2, SIZE // 2)
+    batch = {"landmarks": torch.as_tensor(dm.train_set.landmarks[4:12])}
+    loss, missing = model.landmark_loss(heat, batch)
+    assert int(missing) == 4
+    _, weight = model.heatmap_targets(batch["landmarks"], (SIZE // 2, SIZE // 2))
+    assert weight[:4].sum() == 0 and weight[4:].min() >= 1
+    with pytest.raises(KeyError, match="landmarks_cache"):
+        model.landmark_loss(heat, {})
+    assert model.key_model is None  # el_weight=0: no momentum encoder
+
+
+def test_setup_without_datamodule_explains() -> None:
+    dm = _dm()
+    model = _model(dm)
+    model.trainer = L.Trainer(accelerator="cpu", logger=False)
+    with pytest.raises(RuntimeError, match="init_from_labels"):
+        model.setup("fit")
