@@ -72,7 +72,7 @@ EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
                 "lip_corner_depress": 0.4, "chin_raise": 0.3},
     "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.5, "brow_lower": 0.45, "upper_lid_raise": 1.0,
              "lip_stretch": 1.0, "jaw_drop": 0.45},
-    "happy": {"lid_tighten": 0.6, "lip_corner_pull": 1.0, "jaw_drop": 0.3, "upper_lip_raise": 0.15},
+    "happy": {"lid_tighten": 0.6, "lip_corner_pull": 1.0, "jaw_drop": 0.35, "upper_lip_raise": 0.15},
     "sad": {"inner_brow_raise": 1.0, "brow_lower": 0.35, "lid_tighten": 0.25, "lip_corner_depress": 1.0,
             "chin_raise": 0.6},
     "surprise": {"inner_brow_raise": 1.0, "outer_brow_raise": 1.0, "upper_lid_raise": 1.0, "jaw_drop": 1.0},
@@ -253,13 +253,13 @@ class SyntheticFaces(FERDataset):
             for au, v in EXPRESSION_PROTOTYPES[name].items():
                 proto[k, _AU[au]] = v
         intensity = rng.uniform(0.6, 1.25, n)
-        weak = rng.random(n) < min(0.18 * a, 0.9)
+        weak = rng.random(n) < min(0.1 * a, 0.9)
         intensity[weak] = rng.uniform(0.15, 0.45, int(weak.sum()))
-        blend = rng.random(n) < min(0.2 * a, 0.9)
+        blend = rng.random(n) < min(0.12 * a, 0.9)
         other = (labels + rng.integers(1, c, n)) % c
         mix = np.where(blend, rng.uniform(0.2, 0.45, n), 0.0)[:, None]
         au = intensity[:, None] * ((1 - mix) * proto[labels] + mix * proto[other])
-        au += rng.normal(0.0, 0.1 * a, au.shape)                    # idiosyncratic activity in every sample
+        au += rng.normal(0.0, 0.08 * a, au.shape)                    # idiosyncratic activity in every sample
         au = np.clip(au, 0.0, 1.6)
         side = np.where(rng.random(n) < 0.5, -1.0, 1.0)               # which corner a unilateral pull lifts
         return au.astype(np.float32), intensity.astype(np.float32), weak | blend, side
@@ -280,10 +280,10 @@ class SyntheticFaces(FERDataset):
     def _draw_pose(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         d, s = self.difficulty, self.image_size
         return {
-            "yaw": np.deg2rad(rng.uniform(-22, 22, n) * d),
+            "yaw": np.deg2rad(rng.uniform(-20, 20, n) * d),
             "pitch": np.deg2rad(rng.uniform(-10, 10, n) * d),
-            "roll": np.deg2rad(rng.normal(0, 7, n).clip(-18, 18) * d),
-            "scale": 0.32 * s * (1 + rng.uniform(-0.12, 0.12, n) * d),
+            "roll": np.deg2rad(rng.normal(0, 6, n).clip(-15, 15) * d),
+            "scale": 0.32 * s * (1 + rng.uniform(-0.1, 0.1, n) * d),
             "tx": rng.uniform(-0.06, 0.06, n) * s * d,
             "ty": rng.uniform(-0.05, 0.05, n) * s * d,
         }
@@ -314,9 +314,9 @@ class SyntheticFaces(FERDataset):
             "brightness": rng.uniform(-35, 25, n) * d,
             "contrast": 1 + rng.uniform(-0.35, 0.15, n) * d,
             "cast": 1 + rng.uniform(-0.08, 0.08, (n, 3)) * d,
-            "noise": 1.0 + rng.uniform(0, 8, n) * d,
-            "blur": np.where(rng.random(n) < 0.3 * d, rng.uniform(0.45, 1.0, n), 0.0),
-            "clutter": rng.poisson(4 * d, n),
+            "noise": 1.0 + rng.uniform(0, 6, n) * d,
+            "blur": np.where(rng.random(n) < 0.2 * d, rng.uniform(0.45, 1.0, n), 0.0),
+            "clutter": rng.poisson(2.5 * d, n),
         }
 
     @staticmethod
@@ -350,13 +350,13 @@ class SyntheticFaces(FERDataset):
             uu = uu[None, :]
             x = s * (col["brow_inner"] - 0.07 * a["brow_lower"] - 0.02 * a["inner_brow_raise"] + uu * col["brow_len"])
             y = base - col["brow_arch"] * np.sin(np.pi * (0.1 + 0.6 * uu)) + 0.05 * uu**4
-            y = y - (0.16 * a["inner_brow_raise"] * (1 - uu) + 0.14 * a["outer_brow_raise"] * uu)
-            y = y + a["brow_lower"] * (0.09 + 0.03 * (1 - uu)) + 0.05 * a["nose_wrinkle"] * (1 - uu)
+            y = y - (0.2 * a["inner_brow_raise"] * (1 - uu) + 0.17 * a["outer_brow_raise"] * uu)
+            y = y + a["brow_lower"] * (0.1 + 0.04 * (1 - uu)) + 0.05 * a["nose_wrinkle"] * (1 - uu)
             xyz[:, idx, 0], xyz[:, idx, 1] = x, y
             xyz[:, idx, 2] = _face_depth(x) + 0.02
 
         # Eyes 36..41 and 42..47, both in image order: left corner, two upper, right corner, two lower.
-        h_up = col["eye_h"] * np.clip(1 + 0.9 * a["upper_lid_raise"] - 0.45 * a["lid_tighten"]
+        h_up = col["eye_h"] * np.clip(1 + 1.1 * a["upper_lid_raise"] - 0.45 * a["lid_tighten"]
                                       - 0.25 * a["brow_lower"] - 0.1 * a["nose_wrinkle"], 0.15, None)
         h_lo = col["eye_h"] * np.clip(0.85 + 0.25 * a["upper_lid_raise"] - 0.55 * a["lid_tighten"], 0.1, None)
         dx = np.array([-1.0, -0.38, 0.38, 1.0, 0.38, -0.38])[None, :]
@@ -382,9 +382,9 @@ class SyntheticFaces(FERDataset):
         xyz[:, 31:36, 2] = _face_depth(xyz[:, 31:36, 0]) + np.array([0.12, 0.2, 0.25, 0.2, 0.12])[None, :]
 
         # Lips: a midline curve bent by the corner actions, an opening profile, and lip thicknesses.
-        mw = col["mouth_w"] * (1 + 0.22 * a["lip_corner_pull"] + 0.25 * a["lip_stretch"] - 0.15 * a["lip_press"]
+        mw = col["mouth_w"] * (1 + 0.28 * a["lip_corner_pull"] + 0.25 * a["lip_stretch"] - 0.15 * a["lip_press"]
                                - 0.15 * a["jaw_drop"] + 0.05 * a["lip_corner_depress"])
-        cdy = -0.1 * a["lip_corner_pull"] + 0.09 * a["lip_corner_depress"] + 0.02 * a["lip_stretch"]
+        cdy = -0.14 * a["lip_corner_pull"] + 0.12 * a["lip_corner_depress"] + 0.02 * a["lip_stretch"]
         uni = a["unilateral_corner_pull"] * (side[:, None] > 0)      # lifts the image-right corner
         uni_l = a["unilateral_corner_pull"] * (side[:, None] < 0)
         thin = np.clip(1 - 0.55 * a["lip_press"] - 0.3 * a["lip_stretch"], 0.3, None)

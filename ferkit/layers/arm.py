@@ -47,6 +47,7 @@ configuration for any ``(in_channels, feat_size)``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,17 @@ class ARM(nn.Module):
         self.arranged_size = side  # S
         self.out_size = self.output_size(feat_size, shuffle, kernel_size, stride)  # s
         self.out_features = self.out_size**2
+        if self.out_size < 2:
+            try:
+                hint = f"ARM.suggest_config({in_channels}, {feat_size}) = {ARM.suggest_config(in_channels, feat_size)}"
+            except ValueError:
+                hint = "a larger input image"
+            warnings.warn(
+                f"ARM({in_channels}, feat_size={feat_size}, shuffle={shuffle}, kernel_size={kernel_size}, "
+                f"stride={stride}) gives a {self.out_size}x{self.out_size} output (one feature): the classifier sees "
+                f"a single number. Use a larger input or {hint}.",
+                stacklevel=2,
+            )
 
         # De-albino: ONE k x k kernel shared by all channels (per-channel kernels overfit small FER data, issue #6).
         self.kernel = nn.Parameter(torch.empty(1, 1, self.kernel_size, self.kernel_size))
@@ -277,10 +289,9 @@ class ARM(nn.Module):
         if not already_global:
             # the mean over the concatenated global batch, identical on every rank (no-op on one process)
             g = all_reduce_mean(g, weight=batch_size)
-        if int(self.num_batches_tracked) == 0:
-            self.g_ema.copy_(g)
-        else:
-            self.g_ema.mul_(self.ema_momentum).add_(g, alpha=1.0 - self.ema_momentum)
+        # first batch: g_ema = g; then g_ema = m g_ema + (1 - m) g. torch.where avoids a host sync per step on GPU
+        blended = torch.lerp(g, self.g_ema, self.ema_momentum)
+        self.g_ema.copy_(torch.where(self.num_batches_tracked == 0, g, blended))
         self.num_batches_tracked += 1
 
 

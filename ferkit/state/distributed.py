@@ -133,7 +133,8 @@ def all_reduce_mean(x: torch.Tensor, weight: float | torch.Tensor | None = None)
     """Mean of ``x`` over ranks; with ``weight`` the weighted mean ``sum_r w_r x_r / sum_r w_r``.
 
     ``weight`` is a per-rank scalar, typically the local batch size, so that the result equals the mean over the
-    concatenated batch when each ``x_r`` is a local batch mean. Returns a new floating tensor (``x`` is not
+    concatenated batch when each ``x_r`` is a local batch mean; the weights must not all be 0 (the result would be
+    NaN). Returns a new floating tensor (``x`` is not
     modified); ``x`` itself (as floating point) when not distributed.
     """
     x = x.detach()
@@ -145,16 +146,14 @@ def all_reduce_mean(x: torch.Tensor, weight: float | torch.Tensor | None = None)
         out = x.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out / dist.get_world_size()
+    if isinstance(weight, (int, float)) and weight < 0:
+        raise ValueError(f"all_reduce_mean: weight must be >= 0, got {weight}")
+    # (tensor weights are not checked: reading them would force a device sync on every call)
     w = torch.as_tensor(weight, dtype=x.dtype, device=x.device).reshape(())
-    if w.item() < 0:
-        raise ValueError(f"all_reduce_mean: weight must be >= 0, got {w.item()}")
     # one collective for numerator and denominator
     packed = torch.cat([(x * w).reshape(-1), w.reshape(1)])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    total = packed[-1]
-    if total.item() <= 0:
-        raise ValueError("all_reduce_mean: the weights sum to 0 over all ranks; nothing to average")
-    return (packed[:-1] / total).reshape(x.shape)
+    return (packed[:-1] / packed[-1]).reshape(x.shape)
 
 
 @torch.no_grad()

@@ -183,7 +183,7 @@ def test_fernet_grayscale_small_input_and_pool_kwargs() -> None:
 
 def test_fernet_arm_eval_is_batch_independent() -> None:
     torch.manual_seed(0)
-    net = FERNet(pool="arm", img_size=64, in_chans=1)
+    net = FERNet(pool="arm", img_size=64, in_chans=1, small_input=True)
     net.train()
     net(torch.randn(4, 1, 64, 64))  # initialises g_ema
     net.eval()

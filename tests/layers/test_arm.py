@@ -201,6 +201,8 @@ def test_suggest_config() -> None:
     assert cfg["shuffle"] == 8 and ARM(384, 7, **cfg).out_features == 121
     with pytest.raises(ValueError, match="at least 2x2"):
         ARM.suggest_config(512, 1)
+    with pytest.warns(UserWarning, match=r"1x1 output .*suggest_config\(512, 2\)"):
+        ARM(512, 2)  # official geometry on a 2x2 map: S = 32 = kernel
 
 
 @pytest.mark.parametrize("c,h", [(256, 4), (2048, 7), (512, 3)])

@@ -6,7 +6,7 @@
 * Loss: Tri-Regularization on two real ``DistributedDataParallel`` networks, each rank holding an uneven share of a
   batch with different subset mixes; the averaged parameter gradients equal single-process gradients on the
   whole batch.
-* End to end: the ASM LightningModule trained with Lightning's ``ddp_spawn`` on 2 CPU processes mines the same
+* End to end: the ASM LightningModule trained with Lightning's ``ddp`` strategy on the same 2 CPU processes mines the same
   thresholds and split on both ranks, equal to a single-process judging pass with the same weights.
 """
 from __future__ import annotations
@@ -101,6 +101,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         loss, grads = _loss_grads(ddp, x[share], xs[share], y[share], split[share])
         res["loss"], res["grads"] = loss, {k.removeprefix("module."): v for k, v in grads.items()}
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+        # the LightningModule, on the same two processes: Lightning finds the launched processes (LOCAL_RANK set)
+        # and the initialised process group, and uses them
+        os.environ.update({"LOCAL_RANK": str(rank), "NODE_RANK": "0", "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": "29577"})
+        _lightning_ddp(Path(out_dir))
     finally:
         dist.destroy_process_group()
 
@@ -109,7 +114,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 def ddp_results(tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("asm_ddp")
     mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    res = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r in res:
+        r["dir"] = tmp
+    return res
 
 
 @pytest.mark.slow
@@ -182,6 +190,8 @@ class Recorder(Callback):
 
     def on_train_end(self, trainer, module) -> None:
         state = {k: v.clone() for k, v in module.miner.state_dict().items()}
+        state["_world_size"] = trainer.world_size
+        state["_train_batches"] = trainer.num_training_batches
         torch.save(state, self.tmp / f"miner_rank{trainer.global_rank}.pt")
 
 
@@ -189,25 +199,27 @@ def _lightning_ddp(tmp: Path) -> None:
     import lightning as L
 
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=WORLD, strategy="ddp_spawn", logger=False,
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=WORLD, strategy="ddp", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Recorder(tmp)])
     trainer.fit(_model(_dm()), _dm())
 
 
 @pytest.mark.slow
-def test_lightning_ddp_split_equals_single_process_judging(tmp_path) -> None:
+def test_lightning_ddp_split_equals_single_process_judging(ddp_results) -> None:
     import numpy as np
     from torch.utils.data import DataLoader
 
     from ferkit.data.base import SubsetFER
     from ferkit.data.transforms import FERTransform
 
+    tmp_path = ddp_results[0]["dir"]
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _lightning_ddp(tmp_path)
         ranks = [torch.load(tmp_path / f"miner_rank{r}.pt") for r in range(WORLD)]
+        for r in ranks:  # really one 2-process run: 45 samples -> 23 per rank -> 3 batches of 8
+            assert r.pop("_world_size") == WORLD and r.pop("_train_batches") == 3
         for k in ranks[0]:
             assert torch.equal(torch.nan_to_num(ranks[0][k], nan=-1.0), torch.nan_to_num(ranks[1][k], nan=-1.0)), k
         # one process, the same weights: judge the whole training set and mine

@@ -127,10 +127,14 @@ def _datamodule(ckpt: dict[str, Any], config: str | None, root: str | None, over
     if config:
         from ferkit.cli import build_cli
 
-        args = ["fit", "--config", config] + (["--data.root", root] if root else []) + overrides
-        cli = build_cli(args=args[1:], run=False)
+        args = ["--config", config] + (["--data.root", root] if root else []) + overrides
+        cli = build_cli(args=args, run=False)
         return cli.datamodule
-    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    import inspect
+
+    accepted = set(inspect.signature(FERDataModule.__init__).parameters) - {"self"}
+    # LightningCLI adds bookkeeping entries (``_instantiator``, ``_class_path``): keep the constructor's arguments
+    hp = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items() if k in accepted}
     if not hp:
         raise ValueError("the checkpoint does not record its data-module settings: pass --config with the training config")
     if root:

@@ -160,27 +160,44 @@ class LANet(FERClassifier):
         missing = (~torch.isfinite(lmk).all(dim=-1)).all(dim=-1).sum()
         return self.awing(heatmaps.float(), target, weight), missing
 
+    @property
+    def uses_auxiliary_losses(self) -> bool:
+        h = self.hparams
+        return h.landmark_weight > 0 or h.kl_weight > 0 or h.el_weight > 0
+
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         h = self.hparams
         x, y, index = batch["image"], batch["label"], batch["index"]
+        bs = x.shape[0]
+        if not self.uses_auxiliary_losses:
+            # every auxiliary weight 0: plain CE on the expression path -- the baseline "trained the same way"
+            # (same network path, optimiser, schedule and data), at the cost of the plain backbone
+            logits = self(x)
+            loss = h.ce_weight * self.classification_loss(logits, batch)
+            if not self.check_finite(loss, batch):
+                return None
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            self.log("train/acc", (logits.argmax(1) == y).float().mean(), batch_size=bs)
+            return loss
         if self.key_model is not None:  # MoCo: advance the key encoder before computing this step's keys
             momentum_update(self.key_model, self.model, h.key_momentum)
             self.el_head.momentum_update()
         logits, h_expr, h_lmk, heatmaps = self.model.forward_train(x)
         ce = self.classification_loss(logits, batch)
         loss = h.ce_weight * ce
-        bs = logits.shape[0]
         logs: dict[str, torch.Tensor] = {"train/ce": ce.detach()}
         if h.landmark_weight > 0:
             lmk, missing = self.landmark_loss(heatmaps, batch)
             loss = loss + h.landmark_weight * lmk
             logs["train/lmk"] = lmk.detach()
             logs["train/lmk_missing"] = missing.float()
-        lde = self.lde(h_expr, h_lmk, logits, index, self.lde_bank)
-        if h.kl_weight > 0:
+        lde = None
+        if h.kl_weight > 0 or h.el_weight > 0:  # the EL pseudo-labels come from the LDE target
+            lde = self.lde(h_expr, h_lmk, logits, index, self.lde_bank)
+        if lde is not None and h.kl_weight > 0:
             loss = loss + h.kl_weight * lde.loss
             logs["train/kl"] = lde.loss.detach()
-        if self.key_model is not None and h.el_weight > 0:
+        if lde is not None and self.key_model is not None and h.el_weight > 0:
             with torch.no_grad():
                 self.key_model.eval()
                 k_expr, k_lmk = self.el_head.keys(*self.key_model.forward_keys(x))
@@ -192,7 +209,7 @@ class LANet(FERClassifier):
         if not self.check_finite(loss, batch):
             return None
         logs["train/acc"] = (logits.argmax(1) == y).float().mean()
-        if "clean_label" in batch:  # synthetic-noise runs: how often the memory's argmax recovers the clean label
+        if lde is not None and "clean_label" in batch:  # synthetic noise: does the memory's argmax recover the clean label?
             logs["train/target_clean_acc"] = (lde.target.detach().argmax(1) == batch["clean_label"]).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict(logs, batch_size=bs)

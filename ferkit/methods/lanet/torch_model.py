@@ -105,9 +105,8 @@ class LANetModel(nn.Module):
         self.lmk_dim = c1  # 64e
         self.laterals = nn.ModuleList([nn.Conv2d(c, self.lmk_dim, kernel_size=1, bias=False) for c in chans])
         self.heatmap_conv = nn.Conv2d(self.lmk_dim, self.num_points, kernel_size=1)
-        self.heatmap_stride = 2 if small_input else 4
-        if getattr(body, "maxpool", None) is None:
-            self.heatmap_stride = 2
+        # input pixels per heatmap cell: 4 with the usual stem, 2 with small_input (no max-pool)
+        self.heatmap_stride = max(1, round(self.img_size / self.heatmap_size()))
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def stem(self, x: torch.Tensor) -> torch.Tensor:
