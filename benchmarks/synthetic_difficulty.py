@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     if str(args.sheet):
         sheet_ds = SyntheticFaces(400, split="val", **{**common, "num_classes": 8})
         args.sheet.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(args.sheet), contact_sheet(sheet_ds, per_class=8, upscale=3)[..., ::-1])
+        cv2.imwrite(str(args.sheet), contact_sheet(sheet_ds, per_class=4, upscale=3, draw_landmarks="both")[..., ::-1])
     x_train, y_train = to_tensor(train)
     x_test, y_test = to_tensor(test)
     mean = (x_train.float() / 255).mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
                           for i in range(0, len(x_test), 256)])
     result = {
         "benchmark": "synthetic_difficulty",
-        "command": "flock /tmp/ferkit_heavy.lock python benchmarks/synthetic_difficulty.py " + " ".join(argv or sys.argv[1:]),
+        "command": " ".join(["flock /tmp/ferkit_heavy.lock python benchmarks/synthetic_difficulty.py",
+                             *(argv if argv is not None else sys.argv[1:])]).strip(),
         "versions": {"python": platform.python_version(), "ferkit": getattr(ferkit, "__version__", "unknown"),
                      "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
                      "opencv": cv2.__version__},

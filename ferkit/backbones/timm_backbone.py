@@ -4,7 +4,6 @@ Pooling is not the backbone's job: ferkit's pool registry (``"avg"``, ``"arm"``,
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -13,8 +12,6 @@ import torch
 from torch import nn
 
 from ferkit.backbones.weights import load_pretrained, resolve_weights
-
-log = logging.getLogger(__name__)
 
 __all__ = ["Backbone", "create_backbone"]
 

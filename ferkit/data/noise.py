@@ -154,7 +154,8 @@ def apply_label_noise(
     flipped = noisy != clean
     log.info(
         "label noise on %s: mode=%s rate=%.3f seed=%d -> %d of %d labels changed (realised rate %.4f)",
-        type(dataset).__name__, mode, rate, seed, int(flipped.sum()), len(clean), float(flipped.mean()) if len(clean) else 0.0,
+        type(dataset).__name__, mode, rate, seed, int(flipped.sum()), len(clean),
+        float(flipped.mean()) if len(clean) else 0.0,
     )
     return flipped
 
@@ -169,7 +170,9 @@ def save_noisy_labels(path: str | Path, noisy: np.ndarray, clean: np.ndarray, me
     noisy = np.asarray(noisy, dtype=np.int64)
     clean = np.asarray(clean, dtype=np.int64)
     if noisy.shape != clean.shape or noisy.ndim != 1:
-        raise ValueError(f"noisy and clean labels must be 1-D arrays of one length, got {noisy.shape} and {clean.shape}")
+        raise ValueError(
+            f"noisy and clean labels must be 1-D arrays of one length, got {noisy.shape} and {clean.shape}"
+        )
     meta_json = json.dumps(dict(meta), sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
@@ -211,7 +214,9 @@ def load_noisy_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[st
                 try:
                     idx, c, n = (int(v) for v in row)
                 except ValueError:
-                    raise DataError(f"{path}, row {row_no}: expected three integers index,clean,noisy, got {row}") from None
+                    raise DataError(
+                        f"{path}, row {row_no}: expected three integers index,clean,noisy, got {row}"
+                    ) from None
                 if idx != len(clean):
                     raise DataError(f"{path}, row {row_no}: index {idx} out of order, expected {len(clean)}")
                 clean.append(c)

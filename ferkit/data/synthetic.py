@@ -82,7 +82,8 @@ EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
 
 # Palettes (RGB).
 _SKIN_STOPS = np.array([[242, 208, 184], [214, 164, 128], [168, 114, 80], [104, 68, 48]], np.float32)
-_HAIR = np.array([[28, 24, 22], [64, 42, 28], [112, 74, 42], [196, 156, 96], [150, 62, 32], [168, 166, 160]], np.float32)
+_HAIR = np.array([[28, 24, 22], [64, 42, 28], [112, 74, 42], [196, 156, 96], [150, 62, 32], [168, 166, 160]],
+                 np.float32)
 _HAIR_P = np.array([0.3, 0.25, 0.2, 0.1, 0.07, 0.08])
 _IRIS = np.array([[92, 58, 34], [42, 32, 26], [70, 110, 150], [84, 112, 74], [122, 96, 52]], np.float32)
 _IRIS_P = np.array([0.4, 0.25, 0.15, 0.1, 0.1])
@@ -220,6 +221,7 @@ class SyntheticFaces(FERDataset):
         self._extra, self._extra_slices = self._extra_geometry()
         self._draw_matrix, self._draw_layout = self._drawing_matrix()
         self._colour_table = self._colours()
+        del self._xyz                      # 3-D template points: only needed to build the 2-D geometry above
         self._render_seeds = rng_render.integers(0, 2**63 - 1, size=n, dtype=np.int64)
         self.ids = [f"synthetic:{split}:{i}" for i in range(n)]
         s = self.image_size
@@ -575,7 +577,7 @@ class SyntheticFaces(FERDataset):
             "iris": look["iris"], "lid_upper": skin * 0.3, "lid_lower": skin * 0.62, "brow": look["brow"],
             "bridge": skin * 0.86, "nose": skin * 0.68, "nostril": skin * 0.35, "lip": lip, "lip_line": lip * 0.55,
         }
-        return np.stack([table[k] for k in _COLOURS], axis=1).astype(np.float64)
+        return np.stack([table[k] for k in _COLOURS], axis=1).astype(np.float32)
 
     def _render(self, i: int) -> np.ndarray:
         s = self.image_size
@@ -668,7 +670,8 @@ class SyntheticFaces(FERDataset):
         if blur > 0:
             out = cv2.GaussianBlur(out, (0, 0), blur * s / 64)
         gx, gy = self._grid
-        ang, grad, contrast = float(look["light_angle"][i]), float(look["light_gradient"][i]), float(look["contrast"][i])
+        ang, grad = float(look["light_angle"][i]), float(look["light_gradient"][i])
+        contrast = float(look["contrast"][i])
         gain = 1 + gx * (grad * np.cos(ang)) + gy * (grad * np.sin(ang))
         gain = gain[..., None] * look["cast"][i].astype(np.float32)
         out *= contrast
@@ -700,18 +703,24 @@ class SyntheticFaces(FERDataset):
                 f"ambiguity={self.ambiguity})")
 
 
-def contact_sheet(dataset: FERDataset, per_class: int = 6, upscale: int = 3, draw_landmarks: bool = True) -> np.ndarray:
+def contact_sheet(
+    dataset: FERDataset, per_class: int = 6, upscale: int = 3, draw_landmarks: bool | str = True
+) -> np.ndarray:
     """A grid image (uint8 RGB) with one row per class and ``per_class`` samples per row, for inspection.
 
-    Landmarks (when the dataset has them and ``draw_landmarks``) are drawn as small green dots. Rows start with
-    the class name. Write it with ``cv2.imwrite(path, sheet[..., ::-1])`` (cv2 expects BGR).
+    ``draw_landmarks``: True draws the landmarks (when the dataset has them) as green dots, False does not,
+    ``"both"`` shows every face twice, plain and then with its landmarks. Rows start with the class name.
+    Write the sheet with ``cv2.imwrite(path, sheet[..., ::-1])`` (cv2 expects BGR).
     """
+    if draw_landmarks not in (True, False, "both"):
+        raise ValueError(f"draw_landmarks must be True, False or 'both', got {draw_landmarks!r}")
     labels = np.asarray(dataset.labels)
-    first = dataset.load_image(0)
-    h, w = first.shape[:2]
+    h, w = dataset.load_image(0).shape[:2]
     th, tw = h * upscale, w * upscale
     label_w = 90
-    sheet = np.full((dataset.num_classes * (th + 4) + 4, label_w + per_class * (tw + 4) + 4, 3), 255, np.uint8)
+    modes = [False, True] if draw_landmarks == "both" else [bool(draw_landmarks)]
+    cols = per_class * len(modes)
+    sheet = np.full((dataset.num_classes * (th + 4) + 4, label_w + cols * (tw + 4) + 4, 3), 255, np.uint8)
     for c, name in enumerate(dataset.class_names):
         y0 = 4 + c * (th + 4)
         cv2.putText(sheet, name, (4, y0 + th // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
@@ -719,12 +728,13 @@ def contact_sheet(dataset: FERDataset, per_class: int = 6, upscale: int = 3, dra
             img = dataset.load_image(int(idx))
             if img.ndim == 2:
                 img = np.repeat(img[..., None], 3, axis=2)
-            tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_NEAREST)
-            if draw_landmarks and dataset.landmarks is not None:
-                for x, y in np.asarray(dataset.landmarks[idx], np.float64):
-                    if np.isfinite(x) and np.isfinite(y):
-                        centre = (int(round((x + 0.5) * upscale - 0.5)), int(round((y + 0.5) * upscale - 0.5)))
-                        cv2.circle(tile, centre, 1, (0, 255, 0), -1, cv2.LINE_AA)
-            x0 = label_w + 4 + j * (tw + 4)
-            sheet[y0 : y0 + th, x0 : x0 + tw] = tile
+            for m, with_points in enumerate(modes):
+                tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_NEAREST)
+                if with_points and dataset.landmarks is not None:
+                    for x, y in np.asarray(dataset.landmarks[idx], np.float64):
+                        if np.isfinite(x) and np.isfinite(y):
+                            centre = (int(round((x + 0.5) * upscale - 0.5)), int(round((y + 0.5) * upscale - 0.5)))
+                            cv2.circle(tile, centre, max(1, upscale // 3), (0, 255, 0), -1, cv2.LINE_AA)
+                x0 = label_w + 4 + (j * len(modes) + m) * (tw + 4)
+                sheet[y0 : y0 + th, x0 : x0 + tw] = tile
     return sheet

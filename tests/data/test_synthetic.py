@@ -223,4 +223,8 @@ def test_contact_sheet_and_description():
     sheet = contact_sheet(ds, per_class=3, upscale=2)
     assert sheet.dtype == np.uint8 and sheet.ndim == 3
     assert sheet.shape[0] == 8 * (2 * SIZE + 4) + 4
+    plain = contact_sheet(ds, per_class=3, upscale=2, draw_landmarks=False)
+    both = contact_sheet(ds, per_class=3, upscale=2, draw_landmarks="both")
+    assert both.shape[1] - 90 - 4 == 2 * (plain.shape[1] - 90 - 4)
+    assert not np.array_equal(sheet, plain)           # the dots are drawn
     assert "68-point" in SyntheticFaces.describe()

@@ -232,3 +232,19 @@ def test_argument_errors() -> None:
         _model(dm, threshold_fn="ferkit.nowhere:rule")
     m = _model(dm, threshold_fn="ferkit.state.thresholds:max_normalised_thresholds")
     assert m.miner.thresholds.threshold_fn is not None
+
+
+@pytest.mark.parametrize("flavour", ["torch", "lightning"])
+def test_example_script_runs(flavour: str, tmp_path) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "asm_synthetic.py"
+    spec = importlib.util.spec_from_file_location("asm_synthetic_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--tiny", "--flavour", flavour, "--out", str(tmp_path)])
+    assert 0.0 <= res["test_acc"] <= 100.0
+    if flavour == "torch":
+        assert sum(res["split"]) == 96  # every training sample was judged
+    else:
+        assert Path(res["report"]["csv"]).exists() and (tmp_path / "asm_inference.pt").exists()

@@ -193,3 +193,23 @@ def test_example_script_tiny(tmp_path, monkeypatch) -> None:
     assert out["exported"] == "FERNet"
     for name in ("ce", "lanet"):
         assert 0.0 <= out[name]["overall_acc"] <= 1.0
+
+
+def test_one_training_step_with_arm_as_the_pool(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = LANet(backbone=NET, img_size=48, small_input=True, num_classes=7, pool="arm",
+                  pool_kwargs={"shuffle": 16, "kernel_size": 16, "stride": 8}, queue_size=16, lde_k=2)
+    model.lde_bank.init_from_labels(torch.arange(8) % 7)
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    monkeypatch.setattr(model, "log_dict", lambda d, **kw: logged.update(d))
+    from ferkit.data.synthetic import SyntheticFaces
+
+    ds = SyntheticFaces(num_samples=8, image_size=48)
+    batch = {"image": torch.randn(8, 3, 48, 48), "label": torch.as_tensor(ds.labels), "index": torch.arange(8),
+             "landmarks": torch.as_tensor(ds.landmarks)}
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and {"train/lmk", "train/kl", "train/el"} <= set(logged)
+    assert model.lde.scorer_expr.dim == model.model.num_features  # the LDE runs on ARM's features
+    assert model.model.pool.kernel.grad is not None and model.model.pool.kernel.grad.abs().sum() > 0  # ARM trains

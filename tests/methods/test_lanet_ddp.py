@@ -2,8 +2,6 @@
 batch -- the label-distribution memory, the targets, the queues, and the gradients (METHODS.md section 7)."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.distributed as dist

@@ -3,7 +3,6 @@ against one process on the concatenated batch."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -245,7 +245,8 @@ class ASM(FERClassifier):
             self.model.train(was_training)
 
     def mine(self) -> SampleSplit:
-        """Mine the split for the current epoch (statistics per ``stats``) and log what was found."""
+        """Mine the split for the current epoch: judge the training set first with ``stats="extra_pass"``, else use the
+        statistics accumulated by the previous epoch's training steps."""
         if self.hparams.stats == "extra_pass":
             self.miner.acc_sum.reset()
             self.miner.acc_count.reset()
