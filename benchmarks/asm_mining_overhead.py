@@ -59,7 +59,7 @@ def run(stats: str, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(REPO.parent / "shared/data/fer2013"))
-    p.add_argument("--train-limit", type=int, default=3000)
+    p.add_argument("--train-limit", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--accelerator", default="cpu")

@@ -208,6 +208,7 @@ def test_report_writes_csv_and_contact_sheet(fitted, tmp_path) -> None:
     assert img is not None and img.shape[0] == len(model.class_names) * (96 + 18)
     js = json.loads((tmp_path / "rep" / "asm_split_summary.json").read_text())
     assert js["counts"] == summary["counts"] and "noisy_recall" in js["detection"]
+    assert js["recomputed"] is False and js["mined_epoch"] == 3  # the split stored in the checkpoint
 
 
 def test_arm_pool_and_missing_strong_view(tmp_path) -> None:

@@ -164,7 +164,8 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
     if bool((miner.labels.values[known] != given[known]).any()):
         raise ValueError("the rebuilt training set's labels differ from the ones the miner saw: use the training config "
                          "(same label noise rate, mode and seed)")
-    if recompute or not miner.has_split:
+    recomputed = bool(recompute or not miner.has_split)
+    if recomputed:
         h = dm.hparams
         tf = FERTransform(img_size=h.img_size, channels=h.channels, preset=h.eval_preset, mean=h.mean, std=h.std)
         loader = torch.utils.data.DataLoader(SubsetFER(ds, np.arange(len(ds)), transform=tf),
@@ -178,7 +179,8 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
     clean = None if ds.clean_labels is None else np.asarray(ds.clean_labels)
     csv_path = write_split_csv(out_dir / "asm_split.csv", miner, list(ds.ids), names, clean)
     png_path = contact_sheet(out_dir / "asm_suspects.png", ds, miner, names, top=top)
-    summary: dict[str, Any] = {"checkpoint": str(ckpt_path), "mined_epoch": int(miner.mined_epoch), **miner.summary(names)}
+    summary: dict[str, Any] = {"checkpoint": str(ckpt_path), "checkpoint_epoch": int(ckpt.get("epoch", -1)) + 1,
+                               "mined_epoch": int(miner.mined_epoch), "recomputed": recomputed, **miner.summary(names)}
     if clean is not None:
         summary["detection"] = detection_scores(miner.split, given != torch.as_tensor(clean, dtype=torch.long))
     (out_dir / "asm_split_summary.json").write_text(json.dumps(summary, indent=2))
@@ -197,7 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a, rest = p.parse_known_args(argv)
     s = build_report(a.ckpt, a.out, config=a.config, root=a.root, top=a.top, recompute=a.recompute, overrides=rest)
     c = s["counts"]
-    print(f"[ferkit] ASM split of {sum(c.values()) + s['unknown']} training samples (epoch {s['mined_epoch']}): "
+    when = (f"judged now with the weights of epoch {s['checkpoint_epoch']}" if s["recomputed"]
+            else f"mined at the start of epoch {s['mined_epoch']}")
+    print(f"[ferkit] ASM split of {sum(c.values()) + s['unknown']} training samples ({when}): "
           f"clean {c['clean']}, ambiguous {c['ambiguous']}, noisy {c['noisy']}, unknown {s['unknown']}")
     if "detection" in s:
         d = s["detection"]
