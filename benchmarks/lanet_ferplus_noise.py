@@ -71,7 +71,6 @@ def run_one(name: str, args: argparse.Namespace, out_root: Path) -> dict:
     # read both paths first: testing a checkpoint restores the callback state saved in it
     paths = {"best": trainer.checkpoint_callback.best_model_path, "last": trainer.checkpoint_callback.last_model_path}
     for which, ckpt in paths.items():
-        model.hparams.output_dir = str(Path(trainer.logger.log_dir) / f"test_{which}")
         trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
         r = model.last_results["test"]
         result[f"test_{which}"] = {"checkpoint": ckpt, "acc": round(100 * float(r["acc"]), 2),

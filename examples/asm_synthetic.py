@@ -8,7 +8,7 @@
 3. **Lightning DDP**: the same with ``--devices 2`` (2 CPU processes, gloo): thresholds and split are identical
    on both processes.
 
-    python examples/asm_synthetic.py                       # Lightning, ~10 min on a 2-core CPU
+    python examples/asm_synthetic.py                       # Lightning, ~15 min on a 2-core CPU
     python examples/asm_synthetic.py --flavour torch       # the plain-PyTorch loop
     python examples/asm_synthetic.py --devices 2           # Lightning DDP on 2 CPU processes
     python examples/asm_synthetic.py --tiny                # a smoke run (used by the tests)

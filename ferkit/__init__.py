@@ -37,9 +37,22 @@ _EXPORTS = {
     "apply_label_noise": "ferkit.data.noise",
     # metrics
     "FERMetrics": "ferkit.metrics",
+    # landmarks, losses, state (LA-Net, ASM)
+    "HeatmapTargets": "ferkit.landmarks.heatmaps",
+    "LANET19": "ferkit.landmarks.heatmaps",
+    "AdaptiveWingLoss": "ferkit.losses",
+    "LabelDistributionEstimator": "ferkit.losses",
+    "ExpressionLandmarkContrastiveLoss": "ferkit.losses",
+    "TriRegularization": "ferkit.losses",
+    "LandmarkContrastiveHead": "ferkit.layers.landmark_contrastive_head",
+    "MemoryBank": "ferkit.layers.memory_bank",
+    "LabelDistributionBank": "ferkit.state.label_distribution_bank",
+    "ProgressivelyBalancedSampler": "ferkit.data.progressive_sampler",
     # Lightning modules
     "FERClassifier": "ferkit.methods.classifier",
     "ARMClassifier": "ferkit.methods.arm",
+    "LANet": "ferkit.methods.lanet",
+    "LANetModel": "ferkit.methods.lanet",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

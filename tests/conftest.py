@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# On a small shared CPU, busy-waiting OpenMP threads slow every other process down; must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

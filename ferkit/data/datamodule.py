@@ -28,7 +28,8 @@ class FERDataModule(L.LightningDataModule):
         train_preset / eval_preset: augmentation presets (``ferkit.data.transforms.available_presets()``).
         hflip: horizontal-flip probability for training (landmark identities are swapped).
         strong_preset: if set, training items also carry ``image_strong`` (two-view methods such as ASM).
-        sampler: ``"none"`` (shuffle), ``"balanced"`` (inverse-frequency), ``"mrr"`` (ARM's minimal random resampling).
+        sampler: ``"none"`` (shuffle), ``"balanced"`` (inverse-frequency), ``"mrr"`` (ARM's minimal random resampling),
+            ``"progressive"`` (LA-Net's progressively class-balanced sampler; needs the trainer's ``max_epochs``).
         label_noise / noise_mode / noise_seed: synthetic label noise on the training split (clean labels kept).
         train_limit / val_limit / test_limit: use a class-stratified random subset of that many samples (by ``seed``).
         val_fraction: hold out this fraction of train as validation (for datasets without a validation split, the
@@ -70,8 +71,8 @@ class FERDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         entry = get_entry(dataset)
-        if sampler not in ("none", "balanced", "mrr"):
-            raise ValueError(f"sampler must be 'none', 'balanced' or 'mrr', got {sampler!r}")
+        if sampler not in ("none", "balanced", "mrr", "progressive"):
+            raise ValueError(f"sampler must be 'none', 'balanced', 'mrr' or 'progressive', got {sampler!r}")
         self.dataset_kwargs = dict(dataset_kwargs or {})
         space = entry.label_space(self.dataset_kwargs)
         if space is None:  # folder layouts: the label space comes from the folder names
@@ -193,8 +194,16 @@ class FERDataModule(L.LightningDataModule):
             return None
         from ferkit.data.samplers import ClassBalancedSampler, MinimalRandomResamplingSampler
 
+        labels = np.asarray(ds.labels)
+        if h.sampler == "progressive":
+            from ferkit.data.progressive_sampler import ProgressivelyBalancedSampler
+
+            max_epochs = getattr(self.trainer, "max_epochs", None)
+            if not max_epochs or max_epochs < 0:
+                raise ValueError("sampler='progressive' needs a trainer with a finite max_epochs (its schedule runs over them)")
+            return ProgressivelyBalancedSampler(labels, max_epochs=max_epochs, seed=h.seed)
         cls = ClassBalancedSampler if h.sampler == "balanced" else MinimalRandomResamplingSampler
-        return cls(np.asarray(ds.labels), seed=h.seed)
+        return cls(labels, seed=h.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

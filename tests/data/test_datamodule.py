@@ -48,14 +48,24 @@ def test_label_noise_keeps_clean_labels_and_two_views():
     assert dm.val_set.clean_labels is None
 
 
-@pytest.mark.parametrize("sampler", ["balanced", "mrr"])
+@pytest.mark.parametrize("sampler", ["balanced", "mrr", "progressive"])
 def test_samplers_plug_in(sampler):
+    from types import SimpleNamespace
+
     dm = _dm(sampler=sampler)
+    dm.trainer = SimpleNamespace(max_epochs=3)
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.sampler is not None and type(loader.sampler).__name__ != "RandomSampler"
     n = sum(len(b["index"]) for b in loader)
     assert n > 0
+
+
+def test_progressive_sampler_needs_max_epochs():
+    dm = _dm(sampler="progressive")
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="max_epochs"):
+        dm.train_dataloader()
 
 
 def test_registry_errors():
