@@ -41,6 +41,14 @@ def generation_speed(num_images: int = 2000, image_size: int = 64) -> float:
     return num_images / (time.perf_counter() - start)
 
 
+def write_contact_sheet(path: Path, **common) -> None:
+    """Four faces per class (8 classes), each plain and with its landmarks."""
+    sheet_ds = SyntheticFaces(400, split="val", **{**common, "num_classes": 8})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet = contact_sheet(sheet_ds, per_class=4, upscale=3, draw_landmarks="both")
+    cv2.imwrite(str(path), sheet[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
 def to_tensor(ds: SyntheticFaces) -> tuple[torch.Tensor, torch.Tensor]:
     images = np.stack([ds.load_image(i) for i in range(len(ds))])            # N, H, W, 3 uint8
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(ds.labels)
@@ -76,22 +84,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/synthetic_difficulty.json")
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs/img/synthetic_faces.png",
                     help="contact sheet to write ('' to skip)")
+    ap.add_argument("--sheet-only", action="store_true", help="write the contact sheet and exit")
     args = ap.parse_args(argv)
+
+    common = dict(image_size=args.image_size, num_classes=args.num_classes, seed=args.seed,
+                  difficulty=args.difficulty, ambiguity=args.ambiguity)
+    if str(args.sheet):
+        write_contact_sheet(args.sheet, **common)
+        if args.sheet_only:
+            return {}
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
     speed = generation_speed(image_size=args.image_size)
     print(f"generation: {speed:.0f} images/s (one process)", flush=True)
-
-    common = dict(image_size=args.image_size, num_classes=args.num_classes, seed=args.seed,
-                  difficulty=args.difficulty, ambiguity=args.ambiguity)
     train = SyntheticFaces(args.train, split="train", **common)
     test = SyntheticFaces(args.test, split="test", **common)
-    if str(args.sheet):
-        sheet_ds = SyntheticFaces(400, split="val", **{**common, "num_classes": 8})
-        args.sheet.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(args.sheet), contact_sheet(sheet_ds, per_class=4, upscale=3, draw_landmarks="both")[..., ::-1])
     x_train, y_train = to_tensor(train)
     x_test, y_test = to_tensor(test)
     mean = (x_train.float() / 255).mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
