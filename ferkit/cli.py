@@ -4,6 +4,7 @@
   reproducibility record. ``--ckpt_path last`` resumes.
 * ``ferkit test --config ... --ckpt_path path/to.ckpt`` evaluates and writes confusion matrices (CSV + PNG).
 * ``ferkit predict --config ... --ckpt_path ...`` writes per-image probabilities with label names to CSV.
+* ``ferkit asm-report --ckpt ... --out DIR`` writes ASM's current split to CSV and a contact sheet of suspects.
 * ``ferkit landmarks extract|summary|draw ...`` builds and inspects landmark caches (see ``ferkit.landmarks``).
 * ``ferkit demo`` trains ARM on the embedded synthetic faces and prints overall and mean-class accuracy.
 """
@@ -129,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
         run_demo(argv[1:])
+        return
+    if argv and argv[0] == "asm-report":
+        from ferkit.methods.asm.report import main as asm_report_main
+
+        asm_report_main(argv[1:])
         return
     if argv and argv[0] == "landmarks":
         from ferkit.landmarks.cli import main as landmarks_main
