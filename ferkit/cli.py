@@ -51,10 +51,12 @@ def run_demo(argv: list[str]) -> dict:
     """Train ARM (or average pooling) on the synthetic faces, test it, print and return the results."""
     p = argparse.ArgumentParser(prog="ferkit demo", description=run_demo.__doc__)
     p.add_argument("--pool", default="arm", choices=["arm", "avg"])
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--num-train", type=int, default=3000)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--num-train", type=int, default=4000)
     p.add_argument("--num-eval", type=int, default=1000, help="validation and test samples each")
-    p.add_argument("--img-size", type=int, default=48)
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--small-input", action="store_true", help="drop the stem max-pool (2x larger final map, ~2x slower)")
+    p.add_argument("--preset", default="default", help="training augmentation preset")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--seed", type=int, default=0)
@@ -73,12 +75,15 @@ def run_demo(argv: list[str]) -> dict:
     L.seed_everything(a.seed, workers=True, verbose=False)
     dm = FERDataModule(dataset="synthetic",
                        dataset_kwargs={"num_train": a.num_train, "num_val": a.num_eval, "num_test": a.num_eval, "image_size": a.img_size, "seed": a.seed},
-                       img_size=a.img_size, channels=3, batch_size=a.batch_size, train_preset="default", hflip=0.5)
-    common = dict(backbone=a.backbone, small_input=True, num_classes=dm.num_classes, class_names=dm.class_names,
-                  img_size=a.img_size, in_chans=3, optimizer="adamw", lr=2e-3, weight_decay=5e-4, scheduler="onecycle")
+                       img_size=a.img_size, channels=3, batch_size=a.batch_size, train_preset=a.preset, hflip=0.5)
+    common = dict(backbone=a.backbone, small_input=a.small_input, num_classes=dm.num_classes, class_names=dm.class_names,
+                  img_size=a.img_size, in_chans=3, optimizer="adamw", lr=2e-3, weight_decay=5e-2, scheduler="onecycle")
     if a.pool == "arm":
-        # a 48 px input gives a 3x3 map with small_input: shuffle 16 -> 48x48, kernel 16 stride 8 -> 5x5 = 25 features
-        model = ARMClassifier(pool_kwargs={"shuffle": 16, "kernel_size": 16, "stride": 8}, **common)
+        from ferkit import ARM, create_backbone
+
+        # ARM's geometry follows the backbone's final map (e.g. 64 px -> 2x2 -> shuffle 16, kernel 16, stride 8 -> 3x3)
+        bb = create_backbone(a.backbone, in_chans=3, small_input=a.small_input)
+        model = ARMClassifier(pool_kwargs=ARM.suggest_config(bb.num_features, bb.feature_size(a.img_size)), **common)
     else:
         model = FERClassifier(pool="avg", **common)
     out = Path(a.output_dir)
