@@ -51,7 +51,7 @@ def test_fit_resume_test_predict(tmp_path):
 
 
 def test_demo_prints_both_accuracies(tmp_path, capsys):
-    summary = run_demo(["--epochs", "1", "--num-train", "64", "--num-eval", "32", "--img-size", "32", "--no-progress",
+    summary = run_demo(["--epochs", "1", "--num-train", "64", "--num-eval", "32", "--img-size", "32", "--small-input", "--no-progress",
                         "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "test overall accuracy" in out and "test mean-class accuracy" in out
