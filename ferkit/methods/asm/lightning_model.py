@@ -306,6 +306,15 @@ class ASM(FERClassifier):
                 if scores[key] == scores[key]:  # not NaN
                     self.log(f"asm/{key}", scores[key], on_epoch=True, sync_dist=True)
         self.mining_history.append(entry)
+        if summary["counts"]["clean"] == 0 and self.trainer.is_global_zero:
+            lam = self.tri.ramp(self.epoch, self.ramp_epochs())
+            means = [v for v in summary["class_mean_confidence"].values() if v == v]
+            log.warning(
+                "ASM epoch %d: the clean subset is empty (class mean confidences %.2f..%.2f, clean thresholds up to %.2f): "
+                "labels now supervise only through the ambiguous term, weighted (1 - lambda) * omega = %.2f. The networks are "
+                "not confident enough after the warm-up: start from pretrained weights, lengthen warmup_epochs, or lower "
+                "t_clean.", self.epoch, min(means, default=float("nan")), max(means, default=float("nan")),
+                float(self.miner.thresholds.clean.max()), (1 - lam) * self.tri.omega)
         if self.trainer.is_global_zero:
             c = summary["counts"]
             msg = (f"[ferkit] ASM epoch {self.epoch}: clean {c['clean']}, ambiguous {c['ambiguous']}, noisy {c['noisy']} of {n}")
