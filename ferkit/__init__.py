@@ -48,10 +48,17 @@ _EXPORTS = {
     "MemoryBank": "ferkit.layers.memory_bank",
     "LabelDistributionBank": "ferkit.state.label_distribution_bank",
     "ProgressivelyBalancedSampler": "ferkit.data.progressive_sampler",
+    "ASMMiner": "ferkit.miners",
+    "SampleSplit": "ferkit.miners",
+    "detection_scores": "ferkit.miners",
+    "ClassThresholds": "ferkit.state.thresholds",
+    "PerSampleBank": "ferkit.state.bank",
     # Lightning modules
     "FERClassifier": "ferkit.methods.classifier",
     "ARMClassifier": "ferkit.methods.arm",
     "LANet": "ferkit.methods.lanet",
+    "ASM": "ferkit.methods.asm",
+    "ASMNet": "ferkit.methods.asm",
     "LANetModel": "ferkit.methods.lanet",
 }
 
