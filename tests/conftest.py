@@ -25,3 +25,14 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available: {path} does not exist (set FERKIT_SHARED_DATA to point at it)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Many tiny CPU ops: intra-op threading only adds synchronisation cost (severe on a shared 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,13 +12,7 @@ from ferkit.backbones import Backbone, create_backbone, load_pretrained, resolve
 from ferkit.models import FERNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small CPU forwards: intra-op threading only adds synchronisation cost (severe on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_state(seed: int = 0, in_chans: int = 3) -> dict[str, torch.Tensor]:

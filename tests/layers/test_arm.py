@@ -9,13 +9,7 @@ import torch.nn.functional as F
 from ferkit.layers import ARM, ARMPool, create_pool
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: intra-op threading only adds synchronisation cost (severe on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _x(b: int = 4, c: int = 512, h: int = 7, seed: int = 0) -> torch.Tensor:
