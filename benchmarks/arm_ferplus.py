@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, write_results  # noqa: E402
+from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,26 +36,13 @@ def run_one(config: str, args, out_root: Path) -> dict:
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0
-    history = []
-    metrics_csv = Path(trainer.logger.log_dir) / "metrics.csv"
-    if metrics_csv.exists():
-        import csv
-
-        for row in csv.DictReader(metrics_csv.open()):
-            if row.get("val/acc"):
-                history.append({"epoch": int(row["epoch"]), "val_acc": float(row["val/acc"]),
-                                "val_mean_class_acc": float(row["val/mean_class_acc"])})
     result = {"config": config, "fit_seconds": round(fit_s, 1), "train_samples": len(dm.train_set),
-              "val_history": history, "log_dir": trainer.logger.log_dir,
+              "val_history": val_history(trainer.logger.log_dir), "log_dir": trainer.logger.log_dir,
               "features": int(model.model.num_features), "params": sum(p.numel() for p in model.parameters())}
-    for which in ("best", "last"):
-        ckpt = trainer.checkpoint_callback.best_model_path if which == "best" else trainer.checkpoint_callback.last_model_path
+    for which, ckpt in checkpoint_paths(trainer).items():
         model.output_dir = str(Path(trainer.logger.log_dir) / f"test_{which}")
         trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
-        r = model.last_results["test"]
-        result[f"test_{which}"] = {"checkpoint": ckpt, "acc": round(100 * float(r["acc"]), 2),
-                                   "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
-                                   "num_samples": int(r["num_samples"])}
+        result[f"test_{which}"] = {"checkpoint": ckpt, **test_record(model)}
     return result
 
 

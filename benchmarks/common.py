@@ -44,3 +44,42 @@ def write_results(path: str | Path, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def val_history(log_dir: str | Path) -> list[dict]:
+    """Per-epoch validation accuracy (%) from a CSVLogger's ``metrics.csv`` (1-based epochs)."""
+    import csv
+
+    path = Path(log_dir) / "metrics.csv"
+    out = []
+    if path.exists():
+        for row in csv.DictReader(path.open()):
+            if row.get("val/acc"):
+                rec = {"epoch": int(row["epoch"]) + 1, "val_acc": round(100 * float(row["val/acc"]), 2)}
+                if row.get("val/mean_class_acc"):
+                    rec["val_mean_class_acc"] = round(100 * float(row["val/mean_class_acc"]), 2)
+                out.append(rec)
+    return out
+
+
+def checkpoint_paths(trainer) -> dict[str, str]:
+    """``{"best": ..., "last": ...}`` over all of the trainer's ModelCheckpoint callbacks.
+
+    The configs keep two: a monitored one (the best epoch) and an unmonitored one whose ``last.ckpt`` is rewritten every
+    epoch (a monitored callback only rewrites it when the metric improves). Read them before testing: testing a checkpoint
+    restores the callback state saved in it.
+    """
+    best = last = ""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor and cb.best_model_path and not best:
+            best = cb.best_model_path
+        if cb.last_model_path:
+            last = cb.last_model_path
+    return {"best": best or last, "last": last or best}
+
+
+def test_record(model) -> dict:
+    """The test accuracy (%) a ferkit classifier recorded in ``last_results`` after ``trainer.test``."""
+    r = model.last_results["test"]
+    return {"acc": round(100 * float(r["acc"]), 2), "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
+            "num_samples": int(r["num_samples"])}

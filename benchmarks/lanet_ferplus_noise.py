@@ -13,13 +13,12 @@ Needs the landmark cache (``python -m ferkit.landmarks extract --dataset fer2013
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, write_results  # noqa: E402
+from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"ce": "ce_ferplus_noisy_lanet.yaml", "lanet": "lanet_ferplus.yaml"}
@@ -47,17 +46,11 @@ def run_one(name: str, args: argparse.Namespace, out_root: Path) -> dict:
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0
-    history = []
-    metrics_csv = Path(trainer.logger.log_dir) / "metrics.csv"
-    if metrics_csv.exists():
-        for row in csv.DictReader(metrics_csv.open()):
-            if row.get("val/acc"):
-                history.append({"epoch": int(row["epoch"]), "val_acc": round(100 * float(row["val/acc"]), 2)})
     train = dm.train_set
     clean, noisy = np.asarray(train.clean_labels), np.asarray(train.labels)
     result = {
         "config": f"configs/{CONFIGS[name]}", "fit_seconds": round(fit_s, 1), "train_samples": len(train),
-        "realised_noise_rate": round(float((clean != noisy).mean()), 4), "val_history": history,
+        "realised_noise_rate": round(float((clean != noisy).mean()), 4), "val_history": val_history(trainer.logger.log_dir),
         "log_dir": trainer.logger.log_dir,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
@@ -68,14 +61,9 @@ def run_one(name: str, args: argparse.Namespace, out_root: Path) -> dict:
         lm = getattr(train, "landmarks", None)
         if lm is not None:
             result["train_samples_without_landmarks"] = int((~np.isfinite(lm).all(axis=(1, 2))).sum())
-    # read both paths first: testing a checkpoint restores the callback state saved in it
-    paths = {"best": trainer.checkpoint_callback.best_model_path, "last": trainer.checkpoint_callback.last_model_path}
-    for which, ckpt in paths.items():
+    for which, ckpt in checkpoint_paths(trainer).items():  # both paths are read before the first test
         trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
-        r = model.last_results["test"]
-        result[f"test_{which}"] = {"checkpoint": ckpt, "acc": round(100 * float(r["acc"]), 2),
-                                   "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
-                                   "num_samples": int(r["num_samples"])}
+        result[f"test_{which}"] = {"checkpoint": ckpt, **test_record(model)}
     return result
 
 

@@ -225,6 +225,33 @@ def test_arm_pool_and_missing_strong_view(tmp_path) -> None:
             _model(dm2, t_clean=0.99, t_noisy=0.9), dm2)
 
 
+def test_one_forward_per_network_per_step_with_strong_views_of_noisy_samples(tmp_path) -> None:
+    """A mined step runs each network once, over the weak batch plus the strong views of its noisy samples."""
+    L.seed_everything(4, verbose=False)
+    dm = _dm(num_train=32)
+    model = _model(dm, t_clean=0.99, t_noisy=0.9)  # high thresholds: most samples are noisy
+    calls: list[tuple[int, int]] = []  # (epoch, batch size) of every training-mode forward of net1
+
+    def hook(mod, inp, out):
+        if mod.training:
+            calls.append((model.current_epoch, inp[0].shape[0]))
+
+    model.model.net1.register_forward_hook(hook)
+    expected: list[tuple[int, int]] = []
+
+    class Expect(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            b = batch["image"].shape[0]
+            if module.in_warmup():
+                expected.append((trainer.current_epoch, b))
+            else:
+                expected.append((trainer.current_epoch, b + int(module.miner.split_for(batch["index"]).noisy.sum())))
+
+    _trainer(tmp_path, 2, [Expect()], limit_val_batches=0, enable_checkpointing=False).fit(model, dm)
+    assert calls == expected
+    assert any(b > 16 for e, b in calls if e == 1)  # the mined epoch did forward strong views
+
+
 def test_argument_errors() -> None:
     dm = _dm()
     with pytest.raises(ValueError, match="stats"):

@@ -13,8 +13,9 @@ METHODS.md section 2. Training, in epochs (1-based, ``e``):
   - ``stats="train_forward"`` (cheaper deviation): the softmax of the weak-view training forward passes of epoch
     ``e - 1`` (train-mode networks, augmented images), accumulated by dataset index at no extra forward cost;
 
-* each step then does one weak-view forward per network, a strong-view forward for the noisy samples only, and
-  :class:`ferkit.losses.TriRegularization` masked by subset (never one forward per subset).
+* each step then does one forward per network over the weak views of the batch concatenated with the strong views
+  of its noisy samples only, and :class:`ferkit.losses.TriRegularization` masked by subset (never one forward per
+  subset; BatchNorm updates its running statistics once per step, from that whole batch).
 
 Inference (``forward``, validation, test, predict) uses ``1/2 (z1 + z2)``; :func:`ferkit.methods.asm.export_inference_model`
 returns that model alone.
@@ -336,25 +337,31 @@ class ASM(FERClassifier):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
         x, y, idx = batch["image"], batch["label"], batch["index"]
-        z1, z2 = self.model.forward_pair(x)
+        bs = x.shape[0]
+        mining = not (self.in_warmup() or int(self.miner.mined_epoch) == 0)
+        split = self.miner.split_for(idx) if mining else None
+        noisy = split.noisy.to(x.device) if split is not None else None
+        z1s = z2s = None
+        if noisy is not None and bool(noisy.any()):
+            if "image_strong" not in batch:
+                raise KeyError("ASM needs a strong view for its noisy samples: set data.strong_preset (e.g. 'strong') so "
+                               "training items carry 'image_strong'")
+            # one forward per network over [weak batch; strong views of the noisy samples]: BatchNorm then updates its
+            # running statistics once per step from a full batch (a separate forward of a handful of strong views would
+            # pull the inference statistics towards that tiny, heavily augmented batch)
+            z1a, z2a = self.model.forward_pair(torch.cat([x, batch["image_strong"][noisy]], 0))
+            z1, z1s, z2, z2s = z1a[:bs], z1a[bs:], z2a[:bs], z2a[bs:]
+        else:
+            z1, z2 = self.model.forward_pair(x)
         if self.hparams.stats == "train_forward" and self.epoch >= self.hparams.warmup_epochs:
             t0 = time.perf_counter()
             probs = torch.stack([F.softmax(z1.detach().float(), 1), F.softmax(z2.detach().float(), 1)], dim=1)
             self.miner.accumulate(idx, probs, y)
             self._mining_seconds += time.perf_counter() - t0
-        bs = x.shape[0]
-        if self.in_warmup() or int(self.miner.mined_epoch) == 0:
+        if split is None:
             loss = self.warmup_loss(z1, z2, y)
             parts: LossOutput | None = None
         else:
-            split = self.miner.split_for(idx)
-            noisy = split.noisy.to(x.device)
-            z1s = z2s = None
-            if bool(noisy.any()):
-                if "image_strong" not in batch:
-                    raise KeyError("ASM needs a strong view for its noisy samples: set data.strong_preset (e.g. 'strong') so "
-                                   "training items carry 'image_strong'")
-                z1s, z2s = self.model.forward_pair(batch["image_strong"][noisy])
             parts = self.tri(z1, z2, z1s, z2s, y, split, epoch=self.epoch, max_epochs=self.ramp_epochs())
             loss = parts.total
         if not self.check_finite(loss, batch):
