@@ -12,14 +12,13 @@ overhead per epoch. Writes ``benchmarks/results/asm_ferplus.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, write_results  # noqa: E402
+from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # "ce2" (optional control): ASM's two averaged networks trained with CE only (warm-up never ends, no mining), which
@@ -61,17 +60,6 @@ def _finite(obj):
     return obj
 
 
-def _val_history(log_dir: str) -> list[dict]:
-    path = Path(log_dir) / "metrics.csv"
-    out = []
-    if path.exists():
-        for row in csv.DictReader(path.open()):
-            if row.get("val/acc"):
-                out.append({"epoch": int(row["epoch"]) + 1, "val_acc": round(100 * float(row["val/acc"]), 2),
-                            "val_mean_class_acc": round(100 * float(row["val/mean_class_acc"]), 2)})
-    return out
-
-
 def run_one(name: str, args, out_root: Path) -> dict:
     from ferkit.cli import build_cli
 
@@ -82,17 +70,15 @@ def run_one(name: str, args, out_root: Path) -> dict:
     fit_s = time.perf_counter() - t0
     model.output_dir = str(Path(trainer.logger.log_dir) / "test_last")
     trainer.test(model, datamodule=dm, verbose=False)  # the last-epoch weights
-    r = model.last_results["test"]
     ds = dm.train_set
     result = {
         "config": f"configs/{CONFIGS[name]}",
         "command": "ferkit fit --config configs/" + CONFIGS[name] + (" --model.init_args.warmup_epochs=100000" if name == "ce2" else ""),
         "fit_seconds": round(fit_s, 1), "epochs": trainer.max_epochs, "train_samples": len(ds),
         "flipped_labels": int((ds.labels != ds.clean_labels).sum()) if ds.clean_labels is not None else None,
-        "test_last": {"acc": round(100 * float(r["acc"]), 2), "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
-                      "num_samples": int(r["num_samples"])},
-        "val_history": _val_history(trainer.logger.log_dir), "log_dir": trainer.logger.log_dir,
-        "checkpoint": trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None,
+        "test_last": test_record(model),
+        "val_history": val_history(trainer.logger.log_dir), "log_dir": trainer.logger.log_dir,
+        "checkpoint": checkpoint_paths(trainer)["last"] or None,
         "params": sum(p.numel() for p in model.model.parameters()),
     }
     if name == "asm":
@@ -154,6 +140,10 @@ def main() -> None:
     for name in args.runs.split(","):
         runs[name] = run_one(name, args, Path(args.out_root))
         print(name, runs[name]["test_last"], runs[name].get("final_split"), flush=True)
+        _write(args, runs)  # after every run, so a long sequence that is stopped keeps what finished
+
+
+def _write(args, runs: dict) -> None:
     payload = {
         "benchmark": "FER+ (majority labels, 8 classes) with 30 % symmetric synthetic label noise on the training subset: "
                      "ASM vs plain CE trained the same way; test = FER+ PrivateTest, last-epoch weights",
