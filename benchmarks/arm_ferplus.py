@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
+from common import add_ferplus_args, checkpoint_paths, environment, start_ferplus, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,22 +48,13 @@ def run_one(config: str, args, out_root: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(REPO.parent / "shared/data/fer2013"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-limit", type=int, default=None, help="stratified training subset (default: all)")
-    p.add_argument("--accelerator", default="cpu")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pools", default="avg,arm")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--out-root", default=str(REPO / "runs/bench_ferplus"))
-    p.add_argument("--output", default=str(REPO / "benchmarks/results/arm_ferplus.json"))
+    add_ferplus_args(p, "arm_ferplus", "bench_ferplus")
     args = p.parse_args()
-    if not Path(args.root).exists():
-        sys.exit(f"FER+ data not found at {args.root}: pass --root (the folder with fer2013.csv(.gz) and fer2013new.csv)")
-    import torch
-
-    torch.set_num_threads(min(torch.get_num_threads(), 2) if args.accelerator == "cpu" else torch.get_num_threads())
+    start_ferplus(args)
     runs = {}
     for pool in args.pools.split(","):
         runs[pool] = run_one(f"{pool}_ferplus.yaml", args, Path(args.out_root))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
+from common import add_ferplus_args, checkpoint_paths, environment, start_ferplus, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # "ce2" (optional control): ASM's two averaged networks trained with CE only (warm-up never ends, no mining), which
@@ -116,26 +116,15 @@ def run_one(name: str, args, out_root: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(REPO.parent / "shared/data/fer2013"))
     p.add_argument("--runs", default="asm,ce", help="comma-separated: asm, ce, ce2 (two networks, CE only)")
     p.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs of both configs")
     p.add_argument("--warmup", type=int, default=None, help="override ASM's warmup_epochs")
     p.add_argument("--train-limit", type=int, default=None, help="override data.train_limit")
     p.add_argument("--stats", default=None, choices=["extra_pass", "train_forward"], help="override ASM's stats option")
-    p.add_argument("--accelerator", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny run to check the pipeline (numbers meaningless)")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--out-root", default=str(REPO / "runs/bench_asm_ferplus"))
-    p.add_argument("--output", default=str(REPO / "benchmarks/results/asm_ferplus.json"))
+    add_ferplus_args(p, "asm_ferplus", "bench_asm_ferplus")
     args = p.parse_args()
-    if not Path(args.root).exists():
-        sys.exit(f"FER+ data not found at {args.root}: pass --root (the folder with fer2013.csv(.gz) and fer2013new.csv)")
-    import torch
-
-    if args.accelerator == "cpu":
-        torch.set_num_threads(args.threads)
+    start_ferplus(args)
     runs = {}
     for name in args.runs.split(","):
         runs[name] = run_one(name, args, Path(args.out_root))

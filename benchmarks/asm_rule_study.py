@@ -63,14 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     ds = dm.train_set
     model = ASM.load_from_checkpoint(args.ckpt, map_location="cpu")
     model.miner.resize(len(ds))
-
-    from ferkit.data.base import SubsetFER
-    from ferkit.data.transforms import FERTransform
-    from torch.utils.data import DataLoader
-
-    tf = FERTransform(preset="eval", hflip=0.0, img_size=data["img_size"], channels=data["channels"])
-    loader = DataLoader(SubsetFER(ds, np.arange(len(ds)), transform=tf), batch_size=256, shuffle=False)
-    model.judge(loader)
+    model.judge(model.judge_loader(dm))  # the extra pass of ASM itself (the model's judge_transform)
     acc_sum, acc_count = model.miner.acc_sum.values.clone(), model.miner.acc_count.values.clone()
     labels = model.miner.labels.values.clone()
     given = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)

@@ -83,3 +83,27 @@ def test_record(model) -> dict:
     r = model.last_results["test"]
     return {"acc": round(100 * float(r["acc"]), 2), "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
             "num_samples": int(r["num_samples"])}
+
+
+def add_ferplus_args(parser, result: str, runs_dir: str) -> None:
+    """The arguments every FER+ benchmark takes: data root, device and threads, seed, progress bar, and where the runs
+    (``runs/<runs_dir>``) and the result file (``benchmarks/results/<result>.json``) go."""
+    repo = Path(__file__).resolve().parents[1]
+    parser.add_argument("--root", default=str(repo.parent / "shared/data/fer2013"),
+                        help="the folder with fer2013.csv(.gz) and fer2013new.csv")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out-root", default=str(repo / "runs" / runs_dir))
+    parser.add_argument("--output", default=str(repo / "benchmarks" / "results" / f"{result}.json"))
+
+
+def start_ferplus(args) -> None:
+    """Stop with a clear message when the FER+ files are missing; set the CPU thread count."""
+    if not Path(args.root).exists():
+        sys.exit(f"FER+ data not found at {args.root}: pass --root (the folder with fer2013.csv(.gz) and fer2013new.csv)")
+    import torch
+
+    if args.accelerator == "cpu":
+        torch.set_num_threads(args.threads)

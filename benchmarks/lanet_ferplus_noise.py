@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import checkpoint_paths, environment, test_record, val_history, write_results  # noqa: E402
+from common import add_ferplus_args, checkpoint_paths, environment, start_ferplus, test_record, val_history, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"ce": "ce_ferplus_noisy_lanet.yaml", "lanet": "lanet_ferplus.yaml"}
@@ -69,7 +69,6 @@ def run_one(name: str, args: argparse.Namespace, out_root: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(REPO.parent / "shared/data/fer2013"))
     p.add_argument("--landmarks", default="~/.cache/ferkit/landmarks/", help="landmark cache folder or file")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--train-limit", type=int, default=10000, help="stratified training subset (0: all)")
@@ -77,21 +76,11 @@ def main() -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="quick checks: stratified val/test subsets")
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--noise-seed", type=int, default=0)
-    p.add_argument("--accelerator", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="ce,lanet")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--out-root", default=str(REPO / "runs/bench_lanet_ferplus"))
-    p.add_argument("--output", default=str(REPO / "benchmarks/results/lanet_ferplus_noise.json"))
+    add_ferplus_args(p, "lanet_ferplus_noise", "bench_lanet_ferplus")
     args = p.parse_args()
-    if not Path(args.root).exists():
-        sys.exit(f"FER+ data not found at {args.root}: pass --root (the folder with fer2013.csv(.gz) and fer2013new.csv)")
-    import torch
-
-    if args.accelerator == "cpu":
-        torch.set_num_threads(args.threads)
+    start_ferplus(args)
     runs = {}
     for name in args.methods.split(","):
         runs[name] = run_one(name, args, Path(args.out_root))

@@ -111,6 +111,21 @@ def test_fit_mines_after_warmup_and_logs(fitted) -> None:
     assert np.array_equal(model.miner.labels.values.numpy(), np.asarray(ds.labels))
 
 
+def test_judge_a_loaded_checkpoint_outside_fit(fitted) -> None:
+    """judge_loader(datamodule) judges a loaded checkpoint without a trainer (benchmarks/asm_rule_study.py)."""
+    dm = fitted["dm"]
+    model = ASM.load_from_checkpoint(fitted["tmp"] / "ckpt" / "last.ckpt", map_location="cpu")
+    loader = model.judge_loader(dm)
+    assert len(loader.dataset) == len(dm.train_set)
+    assert loader.dataset.transform.preset == "eval"  # the model's judge_transform, no augmentation
+    model.miner.acc_sum.reset()
+    model.miner.acc_count.reset()
+    model.judge(loader)
+    assert bool((model.miner.acc_count.values == 1).all())  # every training sample judged exactly once
+    split = model.miner.mine()
+    assert int(split.unknown.sum()) == 0 and len(split) == len(dm.train_set)
+
+
 def test_resume_at_epoch_boundary_restores_thresholds_and_split(fitted, tmp_path) -> None:
     path = fitted["tmp"] / "ckpt" / "epoch=2.ckpt"  # end of epoch 3 (0-based 2): two epochs past warm-up
     saved = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]

@@ -192,13 +192,19 @@ class ASM(FERClassifier):
         checkpoint["ferkit"]["asm_history"] = self.mining_history
 
     # -- mining ----------------------------------------------------------------------------------------
-    def judge_loader(self) -> DataLoader:
-        """A loader over the training set for the extra judging pass (sharded over ranks, never shuffled)."""
+    def judge_loader(self, datamodule=None) -> DataLoader:
+        """A loader over the training set for the extra judging pass (sharded over ranks, never shuffled).
+
+        ``datamodule``: judge this (set-up) data module's training set instead of the trainer's -- e.g. to judge a
+        loaded checkpoint outside ``fit`` (``benchmarks/asm_rule_study.py``).
+        """
         from ferkit.data.base import FERDataset, SubsetFER
         from ferkit.data.transforms import FERTransform
 
-        ds = self._train_dataset()
-        dm = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            ds, dm = self._train_dataset(), getattr(self.trainer, "datamodule", None)
+        else:
+            ds, dm = getattr(datamodule, "train_set", None), datamodule
         dh = getattr(dm, "hparams", {}) if dm is not None else {}
         if not isinstance(ds, FERDataset):
             raise RuntimeError("stats='extra_pass' needs a ferkit FERDataset as the training set (trainer.datamodule.train_set); "
