@@ -21,9 +21,9 @@ _EXPORTS = {
     "FERNet": "ferkit.models.fernet",
     "create_backbone": "ferkit.backbones",
     # data
-    "LabelSpace": "ferkit.data.labels",
+    "LabelSpace": "ferkit.core.labels",
     "FERDataset": "ferkit.data.base",
-    "DataError": "ferkit.data.base",
+    "DataError": "ferkit.core.errors",
     "SyntheticFaces": "ferkit.data.synthetic",
     "FER2013": "ferkit.data.fer2013",
     "FERPlus": "ferkit.data.ferplus",

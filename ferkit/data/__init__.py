@@ -1,6 +1,7 @@
 """Label spaces, datasets in their real on-disk formats, transforms, samplers and the DataModule."""
-from ferkit.data.base import DataError, FERDataset, SubsetFER
-from ferkit.data.labels import BASIC7, BASIC8, CANONICAL_CLASSES, LabelSpace, canonical_name
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset, SubsetFER
+from ferkit.core.labels import BASIC7, BASIC8, CANONICAL_CLASSES, LabelSpace, canonical_name
 from ferkit.data.noise import (DEFAULT_CLASS_MAPPING, apply_label_noise, class_dependent_noise, load_noisy_labels,
                                save_noisy_labels, symmetric_noise)
 from ferkit.data.registry import available_datasets, build_dataset, register_dataset

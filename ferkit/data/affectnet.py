@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
 from ferkit.data.fer2013 import check_split
 from ferkit.data.io import (
     PathLike,
@@ -35,7 +36,7 @@ from ferkit.data.io import (
     read_text_lines,
     save_cached_arrays,
 )
-from ferkit.data.labels import AFFECTNET_IDS, LabelSpace, make_mapping
+from ferkit.core.labels import AFFECTNET_IDS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The dataset contract every ferkit dataset follows.
 
 A dataset holds, for its N samples:
-  * ``labels``      int64 [N], canonical class ids (see :mod:`ferkit.data.labels`); these are the labels
+  * ``labels``      int64 [N], canonical class ids (see :mod:`ferkit.core.labels`); these are the labels
                     training uses (possibly noisy), ``clean_labels`` keeps the originals when noise is injected;
   * ``soft_labels`` optional float32 [N, C] (FER+ vote distributions, ...);
   * ``landmarks``   optional float32 [N, K, 2] in the raw image's pixel coordinates (x, y), NaN where missing;
@@ -20,13 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ferkit.data.labels import LabelSpace
+from ferkit.core.errors import DataError
+from ferkit.core.labels import LabelSpace
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and row and says what was expected."""
 
 
 class FERDataset(Dataset):

@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ferkit.data.base import FERDataset, SubsetFER
-from ferkit.data.labels import LabelSpace
+from ferkit.core.labels import LabelSpace
 from ferkit.data.registry import build_dataset, get_entry
 from ferkit.data.transforms import FERTransform, MultiView
 

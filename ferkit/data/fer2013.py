@@ -18,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
 from ferkit.data.io import PathLike, cache_dir, file_cache_key, load_cached_arrays, read_bytes, save_cached_arrays
-from ferkit.data.labels import FER2013_IDS, LabelSpace, make_mapping
+from ferkit.core.labels import FER2013_IDS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
 from ferkit.data.fer2013 import SPLITS, USAGE_TO_SPLIT, check_split, read_fer2013_csv
 from ferkit.data.io import PathLike, file_cache_key, read_text_lines
-from ferkit.data.labels import FERPLUS_COLUMNS, LabelSpace, make_mapping
+from ferkit.core.labels import FERPLUS_COLUMNS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
     root/[split/]<class>/**/*.png|jpg|jpeg|bmp|tif|tiff
 
-Folder names are matched to ferkit's canonical classes by :func:`ferkit.data.labels.canonical_name`, so
+Folder names are matched to ferkit's canonical classes by :func:`ferkit.core.labels.canonical_name`, so
 ``happiness``, ``Happy``, ``anger`` and ``angry`` all work; other names are mapped with ``class_names=``.
 Images may sit in sub-folders of a class folder (e.g. CK+'s subject/session folders).
 """
@@ -17,9 +17,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
 from ferkit.data.io import IMAGE_EXTENSIONS, PathLike, read_image
-from ferkit.data.labels import _ALIASES, LabelSpace, canonical_name  # _ALIASES: the accepted spellings
+from ferkit.core.labels import _ALIASES, LabelSpace, canonical_name  # _ALIASES: the accepted spellings
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ferkit.data.base import DataError
+from ferkit.core.errors import DataError
 
 try:  # OpenCV is the fast path (it comes with albumentations); PIL is the fallback.
     import cv2

@@ -24,8 +24,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
-from ferkit.data.labels import LabelSpace, canonical_name
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
+from ferkit.core.labels import LabelSpace, canonical_name
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def class_dependent_noise(
 ) -> np.ndarray:
     """Return a copy of ``labels`` where each label, with probability ``rate``, becomes ``mapping[label]``.
 
-    ``mapping`` maps class names to class names (any spelling :func:`~ferkit.data.labels.canonical_name`
+    ``mapping`` maps class names to class names (any spelling :func:`~ferkit.core.labels.canonical_name`
     accepts); classes it leaves out keep their label. The default is :data:`DEFAULT_CLASS_MAPPING`
     restricted to ``label_space``.
     """

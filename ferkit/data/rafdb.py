@@ -18,10 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from ferkit.data.base import DataError, FERDataset
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
 from ferkit.data.fer2013 import check_split
 from ferkit.data.io import PathLike, read_image, read_text_lines
-from ferkit.data.labels import RAFDB_IDS, LabelSpace, make_mapping
+from ferkit.core.labels import RAFDB_IDS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ferkit.data.base import DataError, FERDataset
-from ferkit.data.labels import LabelSpace
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset
+from ferkit.core.labels import LabelSpace
 
 
 @dataclass

@@ -14,7 +14,7 @@ rendered on demand by :meth:`SyntheticFaces.load_image`):
 3. **Identity** -- face proportions (jaw height and squareness, eye spacing/size/tilt, brow height, arch and
    thickness, nose length/width, mouth position/width, lip thickness), skin tone, hair colour and style,
    iris colour.
-4. **Landmarks** -- a parametric 68-point model in the iBUG 300-W order (:mod:`ferkit.landmarks.ibug68`): each
+4. **Landmarks** -- a parametric 68-point model in the iBUG 300-W order (:mod:`ferkit.core.ibug68`): each
    part (jaw, brows, eyes, nose, lips) is built from the identity parameters and deformed by the actions,
    each point carries a depth, and the 3-D points are posed (yaw and pitch by rotation, then orthographic
    projection, in-plane roll, scale, translation). ``landmarks[i]`` are exactly the points the image of
@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.base import FERDataset
-from ferkit.data.labels import LabelSpace
+from ferkit.core.labels import LabelSpace
 
 log = logging.getLogger(__name__)
 

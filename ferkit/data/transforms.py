@@ -3,7 +3,7 @@
 Every transform is a callable ``t(image=uint8 HxW[x3], landmarks=float [K,2] | None) -> dict`` returning
 ``{"image": float tensor C x H x W, "landmarks": float tensor K x 2}`` (landmarks only when given), so datasets
 stay agnostic of augmentation. Landmarks follow every geometric step; the horizontal flip is done here (not by
-albumentations) because a flip must also swap left/right point identities (``ferkit.landmarks.ibug68``).
+albumentations) because a flip must also swap left/right point identities (``ferkit.core.ibug68``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from ferkit.landmarks.ibug68 import FLIP_PERMUTATION_68
+from ferkit.core.ibug68 import FLIP_PERMUTATION_68
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,7 +1,7 @@
 """Landmarks as part of the data pipeline: the 68-point layout, extraction backends, cache files, point subsets
 and heatmap targets.
 
-* :mod:`ferkit.landmarks.ibug68` -- the iBUG 68-point layout and its flip permutation;
+* :mod:`ferkit.core.ibug68` -- the iBUG 68-point layout and its flip permutation;
 * :mod:`ferkit.landmarks.extract` -- backends: :class:`FaceAlignmentBackend`, :class:`DlibBackend`,
   :class:`DatasetLandmarks` (never download model files);
 * :mod:`ferkit.landmarks.cache` -- :func:`extract_landmarks` (resumable, failure records) and
@@ -21,7 +21,7 @@ from ferkit.landmarks.extract import (
     create_backend,
 )
 from ferkit.landmarks.heatmaps import IBUG68, LANET19, SUBSETS, HeatmapTargets, LandmarkSubset, get_subset
-from ferkit.landmarks.ibug68 import FLIP_PERMUTATION_68, GROUPS, flip_landmarks
+from ferkit.core.ibug68 import FLIP_PERMUTATION_68, GROUPS, flip_landmarks
 
 __all__ = [
     "CROP_FACE_BOX",

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ferkit.data.base import DataError
+from ferkit.core.errors import DataError
 from ferkit.landmarks.extract import LandmarkBackend, LandmarkStatus
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Landmark extraction backends: face-alignment (FAN), dlib 68-point, and the landmarks a dataset ships.
 
-Every backend returns 68 iBUG points (:mod:`ferkit.landmarks.ibug68`) per image in the raw image's pixel
+Every backend returns 68 iBUG points (:mod:`ferkit.core.ibug68`) per image in the raw image's pixel
 coordinates (x, y; pixel centres at integers), with a :class:`LandmarkStatus` and a confidence score. ferkit never
 downloads model files: each backend looks for its files first and raises ``FileNotFoundError`` naming every missing
 file and the folder to put it in.

@@ -4,7 +4,7 @@ Point subsets
 -------------
 LA-Net regresses 19 points. Its released landmarks (RAF-DB only) came from an HRNet model whose layout is most
 likely AFLW-19 (not confirmed). ferkit's sources ship or detect the iBUG 68-point layout
-(:mod:`ferkit.landmarks.ibug68`), so :data:`LANET19` derives an AFLW-19-like set from 68 points:
+(:mod:`ferkit.core.ibug68`), so :data:`LANET19` derives an AFLW-19-like set from 68 points:
 
 ====  ==========================================  ===========================
  #    point                                       from the 68 points (0-based)
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferkit.landmarks.ibug68 import FLIP_PERMUTATION_68
+from ferkit.core.ibug68 import FLIP_PERMUTATION_68
 
 __all__ = [
     "LandmarkSubset",

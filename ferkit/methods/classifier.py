@@ -17,13 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import ferkit
+from ferkit.core.errors import NonFiniteLossError
 from ferkit.metrics import FERMetrics, format_report, save_confusion_matrix
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN/Inf."""
 
 
 class FERClassifier(L.LightningModule):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ferkit.data.base import DataError, SubsetFER
+from ferkit.core.errors import DataError
+from ferkit.data.base import SubsetFER
 from ferkit.data.datamodule import FERDataModule
 from ferkit.data.registry import available_datasets, build_dataset
 

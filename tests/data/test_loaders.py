@@ -12,12 +12,12 @@ import torch
 from ferkit.data import fer2013 as fer2013_module
 from ferkit.data import ferplus as ferplus_module
 from ferkit.data.affectnet import AffectNet
-from ferkit.data.base import DataError
+from ferkit.core.errors import DataError
 from ferkit.data.fer2013 import FER2013, read_fer2013_csv
 from ferkit.data.ferplus import FERPlus, ferplus_vote_target
 from ferkit.data.folder import ImageFolderFER
 from ferkit.data.io import cache_dir, read_image
-from ferkit.data.labels import CANONICAL_CLASSES
+from ferkit.core.labels import CANONICAL_CLASSES
 from ferkit.data.rafdb import RAFDB
 
 CID = {name: i for i, name in enumerate(CANONICAL_CLASSES)}  # canonical ids by name

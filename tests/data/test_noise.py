@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferkit.data.base import DataError
-from ferkit.data.labels import BASIC7, BASIC8, LabelSpace
+from ferkit.core.errors import DataError
+from ferkit.core.labels import BASIC7, BASIC8, LabelSpace
 from ferkit.data.noise import (
     DEFAULT_CLASS_MAPPING,
     apply_label_noise,

@@ -12,7 +12,7 @@ import pytest
 
 from ferkit.data.fer2013 import FER2013, read_fer2013_csv
 from ferkit.data.ferplus import FERPlus
-from ferkit.data.labels import CANONICAL_CLASSES
+from ferkit.core.labels import CANONICAL_CLASSES
 
 pytestmark = pytest.mark.shared_data
 SPLITS = ("train", "val", "test")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ferkit.data.base import FERDataset
-from ferkit.data.labels import CANONICAL_CLASSES
+from ferkit.core.labels import CANONICAL_CLASSES
 from ferkit.data.synthetic import ACTION_UNITS, EXPRESSION_PROTOTYPES, SyntheticFaces, contact_sheet
 
 SIZE = 64

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ferkit.data.transforms import FERTransform, MultiView, available_presets
-from ferkit.landmarks.ibug68 import FLIP_PERMUTATION_68, flip_landmarks
+from ferkit.core.ibug68 import FLIP_PERMUTATION_68, flip_landmarks
 
 
 def _dot_image(points, size=48):

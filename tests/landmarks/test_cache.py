@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from ferkit.data.base import DataError, FERDataset, SubsetFER
-from ferkit.data.labels import LabelSpace
+from ferkit.core.errors import DataError
+from ferkit.data.base import FERDataset, SubsetFER
+from ferkit.core.labels import LabelSpace
 from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, extract_landmarks
 from ferkit.landmarks.extract import LandmarkResult, LandmarkStatus
 

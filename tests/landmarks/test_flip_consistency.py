@@ -7,7 +7,7 @@ import torch
 from ferkit.data.synthetic import SyntheticFaces
 from ferkit.data.transforms import FERTransform
 from ferkit.landmarks.heatmaps import LANET19, HeatmapTargets
-from ferkit.landmarks.ibug68 import LEFT_EYE, RIGHT_EYE, flip_landmarks
+from ferkit.core.ibug68 import LEFT_EYE, RIGHT_EYE, flip_landmarks
 
 
 def _sample() -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ferkit.landmarks.heatmaps import IBUG68, LANET19, HeatmapTargets, LandmarkSubset, get_subset
-from ferkit.landmarks.ibug68 import FLIP_PERMUTATION_68, flip_landmarks
+from ferkit.core.ibug68 import FLIP_PERMUTATION_68, flip_landmarks
 
 
 def _random_points(n: int = 3, seed: int = 0) -> np.ndarray:
