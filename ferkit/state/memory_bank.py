@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.state.bank import require_finite
+
 __all__ = ["MemoryBank", "EMPTY_LABEL"]
 
 #: label of slots that have never been written: equal to no class id (>= 0) and no per-sample id (-(index+1))
@@ -52,6 +54,9 @@ class MemoryBank(nn.Module):
             keys = keys.unsqueeze(0)
         if keys.dim() != 3 or keys.shape[0] != self.num_queues or keys.shape[2] != self.dim:
             raise ValueError(f"MemoryBank.enqueue: keys must be {self.num_queues} x n x {self.dim}, got {tuple(keys.shape)}")
+        if labels.is_floating_point():
+            raise TypeError(f"MemoryBank.enqueue: labels must be integer ids, got {labels.dtype}")
+        require_finite("MemoryBank.enqueue", "keys", keys)
         labels = labels.reshape(-1).long()
         n = keys.shape[1]
         if labels.shape[0] != n:
