@@ -6,17 +6,8 @@ or per-sample weights, so it plugs into any loss (e.g. :class:`ferkit.losses.Tri
 from ferkit.miners.asm import ASMMiner
 from ferkit.miners.base import BaseMiner, check_probabilities
 from ferkit.miners.man import MANMiner
-from ferkit.state.split import (
-    AMBIGUOUS,
-    CLEAN,
-    NOISY,
-    SUBSET_NAMES,
-    UNKNOWN,
-    SampleSplit,
-    Subset,
-    SubsetIndices,
-    detection_scores,
-)
+from ferkit.miners.split import AMBIGUOUS, CLEAN, NOISY, SUBSET_NAMES, UNKNOWN, SampleSplit, Subset, SubsetIndices
+from ferkit.miners.split import detection_scores
 
 #: the miners by the short names used in reports and benchmarks
 MINERS = {"asm": ASMMiner, "man": MANMiner}

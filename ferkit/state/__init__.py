@@ -3,7 +3,7 @@
 Everything a component keeps across batches or epochs lives here, in registered buffers (checkpointed, moved with
 ``.to(device)``, restored on resume): per-sample banks, class thresholds, the label-distribution memory, the
 MoCo-style :class:`MemoryBank`, and the subset ids of a :class:`SampleSplit`. :mod:`ferkit.state.distributed` is
-the only module in ferkit that calls ``torch.distributed``.
+the only module in ferkit that calls collectives.
 """
 from ferkit.state.bank import PerSampleBank, gather_index_value
 from ferkit.state.distributed import (
