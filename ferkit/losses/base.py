@@ -42,6 +42,13 @@ class LossOutput:
         """``{prefix + name: value}`` of the terms, ready for ``LightningModule.log_dict``."""
         return {f"{prefix}{k}": v for k, v in self.terms.items()}
 
+    # Code written when a loss returned a bare tensor fails here with the fix, not deep inside torch.
+    def _not_a_tensor(self, *_args: object) -> None:
+        raise TypeError(f"{type(self).__name__} is not a tensor: use .total for the loss (and .terms for its parts)")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __float__ = _not_a_tensor
+    item = backward = detach = _not_a_tensor
+
 
 def check_batch_size(owner: str, **tensors: torch.Tensor) -> int:
     """The common dim-0 size of ``tensors``; a ``ValueError`` listing every size when they differ."""

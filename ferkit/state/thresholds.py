@@ -113,7 +113,14 @@ class ClassThresholds(nn.Module):
         ``confidence`` [M] is each sample's probability of its given label (for ASM the mean over the two
         networks); ``labels`` [M] the given labels. Call it with the same (gathered) data on every rank.
         """
-        new = self.class_means(confidence, labels, self.num_classes).to(self.class_mean)
+        conf = confidence.detach()
+        if conf.numel():
+            lo, hi = torch.stack([conf.min(), conf.max()]).double().tolist()  # NaN propagates into both
+            if not (0.0 <= lo and hi <= 1.0):
+                raise ValueError(f"ClassThresholds.update: confidences must be probabilities in [0, 1] (each sample's "
+                                 f"probability of its given label), got values in [{lo:.3g}, {hi:.3g}]; drop samples "
+                                 "without a confidence (NaN) before the update")
+        new = self.class_means(conf, labels, self.num_classes).to(self.class_mean)
         old = self.class_mean
         seen_new, seen_old = torch.isfinite(new), torch.isfinite(old)
         blended = torch.where(seen_old, self.momentum * old + (1.0 - self.momentum) * new, new)

@@ -133,3 +133,11 @@ def test_lde_input_checks() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lde(torch.randn(4, 8), torch.randn(4, 4), z, torch.arange(4), _bank())  # valid input: no warning either
+
+
+def test_using_a_loss_output_as_a_tensor_names_the_fix() -> None:
+    out = dict(_every_loss())["el"]
+    for use in (lambda: torch.tensor(1.0) + out, lambda: 0.5 * out, lambda: out.backward(), lambda: float(out),
+                lambda: out.item()):
+        with pytest.raises(TypeError, match=r"use \.total"):
+            use()

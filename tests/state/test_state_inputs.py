@@ -75,3 +75,14 @@ def test_old_import_paths_still_work() -> None:
     from ferkit.state.split import SampleSplit
 
     assert OldBank is MemoryBank and OldSplit is SampleSplit
+
+
+def test_class_thresholds_refuse_confidences_that_are_not_probabilities() -> None:
+    from ferkit.state import ClassThresholds
+
+    t = ClassThresholds(2)
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*got values in \[-2, 3\]"):
+        t.update(torch.tensor([-2.0, 3.0]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        t.update(torch.tensor([0.5, float("nan")]), torch.tensor([0, 1]))
+    assert int(t.num_updates) == 0 and torch.isnan(t.class_mean).all()
