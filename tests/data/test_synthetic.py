@@ -11,7 +11,8 @@ import torch
 
 from ferkit.data.base import FERDataset
 from ferkit.core.labels import CANONICAL_CLASSES
-from ferkit.data.synthetic import ACTION_UNITS, EXPRESSION_PROTOTYPES, SyntheticFaces, contact_sheet
+from ferkit.data.synthetic import ACTION_UNITS, EXPRESSION_PROTOTYPES, SyntheticFaces
+from ferkit.data.visual import contact_sheet
 
 SIZE = 64
 
