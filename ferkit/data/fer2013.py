@@ -97,8 +97,9 @@ def _parse(path: Path) -> Fer2013Table:
         first = lines[0].decode("utf-8-sig", "replace")
         quoted = first if len(first) <= 80 else f"{first[:77]}..."
         raise DataError(
-            f"{path}: bad header {quoted!r} ({len(first)} characters); expected the first line to be "
-            f"'emotion,pixels,Usage' (Kaggle fer2013.csv), missing {missing}; if the file has no header, add that line"
+            f"{path}: bad header {quoted!r} ({len(first)} characters); expected the columns 'emotion', 'pixels' "
+            f"and 'Usage' (Kaggle fer2013.csv), missing {missing}; if the file has no header, add the first line "
+            "'emotion,pixels,Usage'"
         )
     i_emo, i_pix, i_use = lower.index("emotion"), lower.index("pixels"), lower.index("usage")
     ncols = len(header)
