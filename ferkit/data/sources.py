@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Callable, ClassVar, Mapping
 
+from tqdm.auto import tqdm
+
 from ferkit.core.errors import DataError
 from ferkit.core.labels import LabelSpace
 from ferkit.data.affectnet import AffectNet
@@ -104,8 +106,6 @@ class DatasetSource:
 
 def validate_dataset(ds: FERDataset, progress: bool = True, desc: str = "checking") -> list[tuple[str, str]]:
     """Load every image of ``ds`` once (with a progress bar); return ``(id, reason)`` for each one that fails."""
-    from tqdm.auto import tqdm
-
     problems: list[tuple[str, str]] = []
     for i in tqdm(range(len(ds)), desc=desc, disable=not progress, unit="img", leave=False):
         try:

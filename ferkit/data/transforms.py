@@ -4,8 +4,8 @@ Every transform is a callable ``t(image=uint8 HxW[x3], landmarks=float [K,2] | N
 ``{"image": float tensor C x H x W, "landmarks": float tensor K x 2}`` (landmarks only when given), so datasets
 stay agnostic of augmentation. Landmarks follow every geometric step.
 
-Which steps are albumentations and which are ours: the presets' augmentations are albumentations. The
-square-making step (squash / centre crop / pad), the resize and the horizontal flip stay here: the flip must
+Which steps are albumentations and which are ours: the presets' augmentations, the normalisation and the
+conversion to a tensor are albumentations (``A.Normalize``, ``ToTensorV2``). The square-making step (squash / centre crop / pad), the resize and the horizontal flip stay here: the flip must
 also swap left/right point identities (``ferkit.core.ibug68``), and ``A.KeypointParams`` of the installed
 albumentations (2.0) has no ``label_mapping`` to do that; our resize maps pixel *centres* exactly
 (``x' = (x + 0.5) * s - 0.5``) where ``A.Resize`` scales keypoint coordinates as corners, which would move
@@ -26,6 +26,7 @@ import zlib
 from typing import Callable, Sequence
 
 import albumentations as A
+from albumentations.pytorch import ToTensorV2
 import cv2
 import numpy as np
 import torch
@@ -171,6 +172,9 @@ class FERTransform:
         self.seed, self.stream, self.resize = seed, str(stream), resize
         steps = _PRESETS[preset](self.img_size)
         self.aug = A.Compose(steps, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False)) if steps else A.Compose([])
+        # normalise and HWC uint8 -> CHW float tensor: albumentations' own steps (deterministic, no seeding needed)
+        self.to_tensor = A.Compose([A.Normalize(mean=self.mean.tolist(), std=self.std.tolist(), max_pixel_value=255.0),
+                                    ToTensorV2()])
         self._rng: np.random.Generator | None = None
         self._seeded_for: tuple | None = None  # (pid, worker id, base seed) the RNG was seeded for
         self._rank_hint: int | None = None
@@ -284,8 +288,7 @@ class FERTransform:
                 pts = np.asarray(out["keypoints"], np.float32)[:, :2].copy()
         if image.ndim == 2:
             image = image[:, :, None]
-        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        result = {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))}
+        result = {"image": self.to_tensor(image=image)["image"]}
         if pts is not None:
             pts[missing] = np.nan
             result["landmarks"] = torch.from_numpy(pts)
