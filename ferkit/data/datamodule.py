@@ -1,9 +1,11 @@
 """LightningDataModule over any dataset source, with transforms, samplers, label noise and a pre-flight check."""
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import sys
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
 import lightning as L
 import numpy as np
@@ -22,7 +24,7 @@ from ferkit.landmarks.cache import attach_landmarks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FERDataModule", "check_data"]
+__all__ = ["FERDataModule", "check_data", "describe", "instantiate"]
 
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("raise", "skip")
 
@@ -31,8 +33,8 @@ class FERDataModule(L.LightningDataModule):
     """Train / val / test / predict loaders for one FER dataset source.
 
     Args:
-        dataset: a :class:`~ferkit.data.sources.DatasetSource` (``class_path`` / ``init_args`` in a config);
-            None means ``SyntheticSource()``. :func:`ferkit.data.available_sources` lists them.
+        dataset: a :class:`~ferkit.data.sources.DatasetSource` (``class_path`` / ``init_args`` in a config, and
+            in Python also that dict); None means ``SyntheticSource()``. :func:`ferkit.data.available_sources` lists them.
         img_size: square input side of the model. channels: 1 (grayscale) or 3.
         batch_size: per-device training batch; eval_batch_size defaults to it.
         num_workers: DataLoader worker processes (each draws its own reproducible augmentation stream).
@@ -91,11 +93,18 @@ class FERDataModule(L.LightningDataModule):
         resize: str = "squash",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # The source and sampler objects are recorded as {class_path, init_args} dicts (the config's own shape):
+        # checkpoints then hold plain data, which torch.load(weights_only=True) accepts and from_hparams rebuilds.
+        self.save_hyperparameters(ignore=["dataset", "sampler"])
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        # the saved form ({"class_path", "init_args"}), so FERDataModule(**hparams) and load_from_checkpoint work
+        if isinstance(dataset, Mapping):
+            dataset = instantiate(dataset)
+        if isinstance(sampler, Mapping):
+            sampler = instantiate(sampler)
         if sampler is not None and not isinstance(sampler, SamplerFactory):
             raise TypeError(f"sampler must be a ferkit.data SamplerFactory (BalancedSampling, MRRSampling, "
                             f"ProgressiveSampling) or None, got {sampler!r}")
@@ -105,6 +114,8 @@ class FERDataModule(L.LightningDataModule):
         if not isinstance(self.source, DatasetSource):
             raise TypeError(f"dataset must be a ferkit.data DatasetSource (e.g. FERPlusSource(root=...)), got {dataset!r}")
         self.sampler_factory = sampler
+        self.hparams["dataset"] = describe(self.source)
+        self.hparams["sampler"] = None if sampler is None else describe(sampler)
         self.label_space: LabelSpace = self.source.label_space
         self.train_set: FERDataset | None = None
         self.val_set: FERDataset | None = None
@@ -112,6 +123,15 @@ class FERDataModule(L.LightningDataModule):
         self.predict_set: FERDataset | None = None
         #: ``(id, reason)`` of every image skipped with ``on_bad_image="skip"`` in this process
         self.skipped_images: list[tuple[str, str]] = []
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], **overrides: Any) -> "FERDataModule":
+        """Rebuild a data module from its saved hyper-parameters (e.g. a checkpoint's
+        ``datamodule_hyper_parameters``); ``overrides`` replace single arguments."""
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        kwargs = {k: v for k, v in dict(hparams).items() if k in accepted}  # drops LightningCLI's bookkeeping keys
+        kwargs.update(overrides)
+        return cls(**kwargs)
 
     # -- what the model needs to know before setup (linked by the CLI) ---------------------------------
     @property
@@ -299,6 +319,27 @@ class FERDataModule(L.LightningDataModule):
             except DataError as exc:
                 problems.append((str(self.hparams.predict_folder), str(exc)))
         return problems
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """``{"class_path": ..., "init_args": {...}}`` of a source or sampler factory: its ``__init__`` arguments read
+    back from the attributes of the same names (how every ferkit source and sampler factory stores them)."""
+    init_args = {}
+    for name, param in inspect.signature(type(obj).__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = getattr(obj, name, param.default)
+        if value is inspect.Parameter.empty:
+            raise TypeError(f"{type(obj).__name__} does not keep its argument {name!r} as an attribute; "
+                            "store every __init__ argument under its own name")
+        init_args[name] = dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple) else value)
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": init_args}
+
+
+def instantiate(spec: Mapping[str, Any]) -> Any:
+    """The object a ``{"class_path": ..., "init_args": {...}}`` dict describes (the inverse of :func:`describe`)."""
+    module, _, name = str(spec["class_path"]).rpartition(".")
+    return getattr(importlib.import_module(module), name)(**dict(spec.get("init_args") or {}))
 
 
 def check_data(datamodule: FERDataModule, stream: TextIO | None = None, progress: bool = True) -> int:

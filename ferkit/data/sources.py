@@ -285,6 +285,8 @@ class FolderSource(DatasetSource):
         if folder is None:
             root = Path(self.root).expanduser()
             present = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+            if len(present) > 12:
+                present = present[:12] + [f"... {len(present) - 12} more"]
             if split == "val":
                 raise DataError(
                     f"{root}: no validation folder (looked for {list(VAL_FOLDER_NAMES)}; found {present}); add one, "

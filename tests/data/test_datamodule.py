@@ -215,3 +215,32 @@ def test_on_bad_image_skip_counts_and_logs_raise_stops(tmp_path, caplog):
     strict.setup("fit")
     with pytest.raises(DataError, match="img"):
         list(strict.train_dataloader())
+
+
+def test_hparams_are_plain_data_that_rebuild_the_data_module(tmp_path):
+    import io
+
+    dm = _dm(sampler=MRRSampling(class_probs=[1.0] * 7, per_class_cap=5), label_noise=0.2)
+    buffer = io.BytesIO()
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)["datamodule_hyper_parameters"]  # what resuming a checkpoint reads
+    assert saved["dataset"] == {"class_path": "ferkit.data.sources.SyntheticSource",
+                                "init_args": {**SMALL, "num_classes": 7, "seed": 0, "difficulty": 1.0,
+                                              "ambiguity": 1.0, "grayscale": False, "cache": False}}
+    again = FERDataModule.from_hparams({**saved, "_class_path": "ignored"}, batch_size=4)
+    assert isinstance(again.source, SyntheticSource) and again.source.num_train == 210
+    assert isinstance(again.sampler_factory, MRRSampling) and again.sampler_factory.per_class_cap == 5
+    assert again.hparams.batch_size == 4 and again.hparams.label_noise == 0.2
+    again.setup("fit")
+    dm.setup("fit")
+    np.testing.assert_array_equal(again.train_set.labels, dm.train_set.labels)  # same data, same noise
+
+
+def test_lightning_load_from_checkpoint_rebuilds_the_data_module(tmp_path):
+    dm = _dm(sampler=BalancedSampling(num_samples=30))
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams), "state_dict": {}, "pytorch-lightning_version": "2.6.0"},
+               tmp_path / "x.ckpt")
+    again = FERDataModule.load_from_checkpoint(tmp_path / "x.ckpt")
+    assert isinstance(again.source, SyntheticSource) and isinstance(again.sampler_factory, BalancedSampling)
+    assert again.sampler_factory.num_samples == 30
