@@ -132,6 +132,8 @@ def test_folder_validation_alias_and_missing_val_message(tmp_path):
     dm = FERDataModule(dataset=src, img_size=16, batch_size=4)
     dm.setup("fit")
     assert len(dm.val_set) == 2
+    (tmp_path / "validation").rename(tmp_path / "valid")
+    assert len(FolderSource(str(tmp_path)).build("val")) == 2
 
 
 def test_folder_class_only_in_train_names_split_and_fix(tmp_path):
