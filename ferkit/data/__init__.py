@@ -6,7 +6,7 @@ from ferkit.data.datamodule import FERDataModule, check_data
 from ferkit.data.noise import (DEFAULT_CLASS_MAPPING, apply_label_noise, class_dependent_noise, load_noisy_labels,
                                save_noisy_labels, symmetric_noise)
 from ferkit.data.progressive_sampler import ProgressivelyBalancedSampler
-from ferkit.data.samplers import ClassBalancedSampler, MinimalRandomResamplingSampler
+from ferkit.data.samplers import ClassBalancedSampler, MinimalRandomResamplingSampler, ShuffleSampler
 from ferkit.data.sampling import BalancedSampling, MRRSampling, ProgressiveSampling, SamplerFactory
 from ferkit.data.sources import (AffectNetSource, DatasetSource, FER2013Source, FERPlusSource, FolderSource,
                                  RAFDBSource, SyntheticSource, available_sources)
@@ -18,7 +18,7 @@ __all__ = [
     "ClassBalancedSampler", "DEFAULT_CLASS_MAPPING", "DataError", "DatasetSource", "EXPRESSION_PROTOTYPES",
     "FER2013Source", "FERDataModule", "FERDataset", "FERPlusSource", "FolderSource", "LabelSpace", "MRRSampling",
     "MinimalRandomResamplingSampler", "ProgressiveSampling", "ProgressivelyBalancedSampler", "RAFDBSource",
-    "SamplerFactory", "SubsetFER", "SyntheticFaces", "SyntheticSource", "apply_label_noise", "available_sources",
+    "SamplerFactory", "ShuffleSampler", "SubsetFER", "SyntheticFaces", "SyntheticSource", "apply_label_noise", "available_sources",
     "canonical_name", "check_data", "class_dependent_noise", "contact_sheet", "load_noisy_labels",
     "save_noisy_labels", "symmetric_noise",
 ]

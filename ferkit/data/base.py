@@ -93,7 +93,10 @@ class FERDataset(Dataset):
                 raise
             return {"bad_image": str(self.ids[index]), "reason": str(exc)}
         if self.transform is not None:
-            out = self.transform(image=item["image"], landmarks=item.get("landmarks"))
+            if getattr(self.transform, "set_epoch", None) is not None:  # ferkit transforms seed each item by its index
+                out = self.transform(image=item["image"], landmarks=item.get("landmarks"), index=index)
+            else:
+                out = self.transform(image=item["image"], landmarks=item.get("landmarks"))
             item.update(out)
         else:
             item["image"] = torch.from_numpy(np.ascontiguousarray(item["image"]))

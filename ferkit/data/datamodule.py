@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 import sys
 from typing import Any, Mapping, TextIO
 
@@ -17,6 +18,7 @@ from ferkit.core.labels import LabelSpace
 from ferkit.data.base import FERDataset, SubsetFER, skip_bad_collate
 from ferkit.data.folder import UnlabelledImageFolder
 from ferkit.data.noise import apply_label_noise
+from ferkit.data.samplers import ShuffleSampler
 from ferkit.data.sampling import SamplerFactory
 from ferkit.data.sources import DatasetSource, SyntheticSource, validate_dataset
 from ferkit.data.transforms import RESIZE_MODES, FERTransform, MultiView
@@ -234,7 +236,8 @@ class FERDataModule(L.LightningDataModule):
         kw: dict[str, Any] = dict(
             batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
             num_workers=h.num_workers,
-            persistent_workers=h.num_workers > 0,
+            # training workers are re-created each epoch so that they see the epoch the transform is seeded with
+            persistent_workers=h.num_workers > 0 and not train,
             pin_memory=False,
         )
         if h.on_bad_image == "skip":
@@ -242,9 +245,12 @@ class FERDataModule(L.LightningDataModule):
         if train:
             sampler = self.make_sampler(ds)
             if sampler is None:
-                kw["shuffle"] = True
-            else:
-                kw["sampler"] = sampler
+                sampler = ShuffleSampler(len(ds), seed=self.sampling_seed())
+            set_epoch = getattr(ds.transform, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(0)  # epoch 0 until the trainer says otherwise (Lightning calls sampler.set_epoch each epoch)
+                sampler.epoch_listeners.append(set_epoch)
+            kw["sampler"] = sampler
             kw["drop_last"] = h.drop_last
         kw.update(overrides)
         return DataLoader(ds, **kw)
@@ -255,7 +261,12 @@ class FERDataModule(L.LightningDataModule):
             return None
         trainer = getattr(self, "trainer", None)
         max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
-        return self.sampler_factory.build(np.asarray(ds.labels), seed=self.hparams.seed, max_epochs=max_epochs)
+        return self.sampler_factory.build(np.asarray(ds.labels), seed=self.sampling_seed(), max_epochs=max_epochs)
+
+    def sampling_seed(self) -> int:
+        """The seed of the training order: ``seed`` combined with ``L.seed_everything``'s seed (``$PL_GLOBAL_SEED``,
+        the same on every rank), so ``--seed_everything`` varies the data order as well as the initial weights."""
+        return int(np.random.SeedSequence([int(self.hparams.seed), int(os.environ.get("PL_GLOBAL_SEED", 0))]).generate_state(1)[0])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -54,6 +54,9 @@ class GlobalListSampler(DistributedSampler):
         self.epoch_size = int(epoch_size)
         self.seed = int(seed)
         self.epoch = 0
+        # called with the epoch by set_epoch: the data module registers its training transform here, so that
+        # augmentation is seeded per epoch too (exact resume; see ferkit.data.transforms)
+        self.epoch_listeners: list = []
         self.shuffle = True
         self.drop_last = False
         self._num_replicas = num_replicas
@@ -95,6 +98,8 @@ class GlobalListSampler(DistributedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        for listener in self.epoch_listeners:
+            listener(self.epoch)
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
@@ -114,6 +119,25 @@ class GlobalListSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ShuffleSampler(GlobalListSampler):
+    """A plain shuffle whose order is a function of ``(seed, epoch)`` only: every rank draws the same permutation and
+    takes its share, and a run resumed at epoch ``e`` sees the order it would have seen uninterrupted (a
+    ``RandomSampler`` draws from the global torch RNG, which a restart does not restore).
+
+    Args:
+        num_samples: dataset length. seed: base seed. num_replicas, rank: DDP world size and rank (read from
+            ``torch.distributed`` when None).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+        if int(num_samples) < 1:
+            raise ValueError(f"ShuffleSampler: num_samples must be >= 1, got {num_samples}")
+        super().__init__(int(num_samples), seed, num_replicas, rank)
+
+    def global_indices(self) -> np.ndarray:
+        return self._rng().permutation(self.epoch_size)
 
 
 class MinimalRandomResamplingSampler(GlobalListSampler):

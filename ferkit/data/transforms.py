@@ -11,12 +11,15 @@ albumentations (2.0) has no ``label_mapping`` to do that; our resize maps pixel 
 (``x' = (x + 0.5) * s - 0.5``) where ``A.Resize`` scales keypoint coordinates as corners, which would move
 landmarks up to half an output pixel off the resized image content.
 
-Randomness (reproducible runs): each transform draws its flips and albumentations' parameters from a private
-generator seeded, on first use in each process, from ``(base, rank, worker id, stream)``: ``base`` is the
-``seed`` argument if given, else inside a DataLoader worker that worker's seed (which derives from the main
-process's torch RNG, so ``L.seed_everything`` fixes it and every worker of every epoch gets its own stream),
-else ``torch.initial_seed()``. ``rank`` (the distributed rank) makes DDP ranks differ, ``stream`` keeps two
-transforms of one process (the weak and the strong view) apart. Nothing draws from OS entropy.
+Randomness (reproducible runs, exact resume): inside a training run the data module calls
+:meth:`FERTransform.set_epoch` every epoch (through its sampler), and each item is then augmented from a generator
+seeded by ``(base, epoch, dataset index, stream)``. An item's augmentation is therefore a pure function of the seed,
+the epoch and its index: the same whichever DataLoader worker or DDP rank draws it, and the same after a run is killed
+and resumed from a checkpoint. ``base`` is the ``seed`` argument if given, else the seed of ``L.seed_everything``
+(``$PL_GLOBAL_SEED``, identical on every rank), else 0; ``stream`` keeps two transforms of one item (the weak and the
+strong view) apart. Used on its own (no epoch set, or called without ``index``), a transform draws from a private
+generator seeded on first use in each process from ``(base, rank, worker id, stream)``, where ``base`` is ``seed``,
+else the DataLoader worker's seed, else ``torch.initial_seed()``. Nothing draws from OS entropy.
 """
 from __future__ import annotations
 
@@ -176,6 +179,8 @@ class FERTransform:
         self.to_tensor = A.Compose([A.Normalize(mean=self.mean.tolist(), std=self.std.tolist(), max_pixel_value=255.0),
                                     ToTensorV2()])
         self._rng: np.random.Generator | None = None
+        self.epoch: int | None = None  # set by the data module each epoch: per-item seeding (see the module docstring)
+        self._epoch_base: int | None = None  # fixed at the first set_epoch (after seed_everything in a run)
         self._seeded_for: tuple | None = None  # (pid, worker id, base seed) the RNG was seeded for
         self._rank_hint: int | None = None
         self._told_resize = False
@@ -189,6 +194,19 @@ class FERTransform:
         state = dict(self.__dict__)
         state["_rank_hint"] = _global_rank(self._rank_hint)
         return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed every item from ``(base, epoch, index, stream)`` from now on (called in the main process before the
+        epoch's DataLoader iterator, and so its workers, are created)."""
+        self.epoch = int(epoch)
+        if self._epoch_base is None:
+            self._epoch_base = int(self.seed) if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _seed_item(self, index: int) -> None:
+        seq = np.random.SeedSequence([self._epoch_base % 2**63, self.epoch, int(index), zlib.crc32(self.stream.encode())])
+        self._rng = np.random.default_rng(seq)
+        self.aug.set_random_seed(int(seq.generate_state(1)[0]))
+        self._seeded_for = None  # a later call without an index reseeds the per-process stream
 
     def reseed(self) -> None:
         """Seed the private generators for this process (called on first use; see the module docstring)."""
@@ -251,8 +269,11 @@ class FERTransform:
             pts += np.array([x0, y0], np.float32)
         return out
 
-    def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> dict:
-        self._ensure_seeded()
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None, index: int | None = None) -> dict:
+        if index is not None and self.epoch is not None:
+            self._seed_item(index)
+        else:
+            self._ensure_seeded()
         image = self._to_channels(np.asarray(image))
         pts = None if landmarks is None else np.asarray(landmarks, np.float32).copy()
         missing = None
@@ -315,10 +336,14 @@ class MultiView:
             raise ValueError("MultiView needs an 'image' view (the main one)")
         self.views = views
 
-    def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> dict:
+    def set_epoch(self, epoch: int) -> None:
+        for t in self.views.values():
+            t.set_epoch(epoch)
+
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None, index: int | None = None) -> dict:
         out: dict = {}
         for name, t in self.views.items():
-            res = t(image=image, landmarks=landmarks)
+            res = t(image=image, landmarks=landmarks, index=index)
             out[name] = res["image"]
             if "landmarks" in res:
                 out["landmarks" if name == "image" else f"landmarks_{name.removeprefix('image_')}"] = res["landmarks"]
