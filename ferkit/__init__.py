@@ -18,7 +18,8 @@ _EXPORTS = {
     "gather_with_grad": "ferkit.state.distributed",
     "Backbone": "ferkit.backbones",
     "register_pool": "ferkit.layers.pools",
-    "FERNet": "ferkit.models.fernet",
+    "FERNet": "ferkit.models",
+    "FERNetConfig": "ferkit.models",
     "create_backbone": "ferkit.backbones",
     # data
     "LabelSpace": "ferkit.core.labels",
@@ -53,13 +54,20 @@ _EXPORTS = {
     "detection_scores": "ferkit.miners",
     "ClassThresholds": "ferkit.state.thresholds",
     "PerSampleBank": "ferkit.state.bank",
-    # Lightning modules
-    "FERClassifier": "ferkit.methods.classifier",
-    "ARMClassifier": "ferkit.methods.arm",
-    "LANet": "ferkit.methods.lanet",
-    "ASM": "ferkit.methods.asm",
-    "ASMNet": "ferkit.methods.asm",
-    "LANetModel": "ferkit.methods.lanet",
+    # LightningModules and their torch models
+    "FERModule": "ferkit.methods",
+    "FERClassifier": "ferkit.methods",
+    "ARMClassifier": "ferkit.methods",
+    "ASMClassifier": "ferkit.methods",
+    "ASMModel": "ferkit.methods",
+    "LANetClassifier": "ferkit.methods",
+    "LANetModel": "ferkit.methods",
+    "OneCycle": "ferkit.methods",
+    "LinearDecay": "ferkit.methods",
+    # export
+    "export_inference_model": "ferkit.export",
+    "save_inference_model": "ferkit.export",
+    "load_inference_model": "ferkit.export",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -1,13 +1,13 @@
-"""Command line for landmark caches: ``python -m ferkit.landmarks extract|draw|summary``.
+"""``ferkit landmarks extract|draw|summary``: build and inspect landmark caches.
 
 Examples::
 
     # all FER2013 / FER+ images (35,887; the cache serves every FER+ label mode, matched by sample id)
-    python -m ferkit.landmarks extract --dataset fer2013 --root ../shared/data/fer2013 --split all \\
+    ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 --split all \\
         --backend dlib --out ~/.cache/ferkit/landmarks/
     # then train with: --data.landmarks_cache ~/.cache/ferkit/landmarks/
-    python -m ferkit.landmarks summary ~/.cache/ferkit/landmarks/fer2013_train.npz
-    python -m ferkit.landmarks draw --dataset fer2013 --root ../shared/data/fer2013 --split train \\
+    ferkit landmarks summary ~/.cache/ferkit/landmarks/fer2013_train.npz
+    ferkit landmarks draw --dataset fer2013 --root ../shared/data/fer2013 --split train \\
         --cache ~/.cache/ferkit/landmarks/ --out faces.png
 
 ``extract`` is resumable: rerun the same command after an interruption and it continues where it stopped
@@ -182,7 +182,7 @@ def cmd_draw(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ferkit.landmarks", description=__doc__,
+    p = argparse.ArgumentParser(prog="ferkit landmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
