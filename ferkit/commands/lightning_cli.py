@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from ferkit.callbacks import PredictionCSVWriter
 from ferkit.data.datamodule import FERDataModule
@@ -179,6 +180,32 @@ class FerkitCLI(LightningCLI):
         expected = Path(str(args.save_dir)).resolve() / str(args.get("name") or "lightning_logs")
         if expected == root:
             args.version = version  # continue the run's folder: one metrics.csv, best checkpoint tracked
+            self._continued_run = True
+
+    def _keep_metrics(self) -> None:
+        """Lightning's CSV logger deletes an existing ``metrics.csv`` when it opens a run folder: when continuing a
+        run, open it now and put the earlier rows back, so the new rows are appended."""
+        logger = self.trainer.logger
+        if not getattr(self, "_continued_run", False) or not isinstance(logger, CSVLogger):
+            return
+        path = Path(logger.log_dir) / "metrics.csv"
+        old = path.read_text() if path.is_file() else None
+        experiment = logger.experiment  # its writer removes metrics.csv here
+        if old:
+            path.write_text(old)
+            experiment.metrics_keys = sorted(old.splitlines()[0].split(","))
+
+    def before_fit(self) -> None:
+        self._keep_metrics()
+
+    def before_validate(self) -> None:
+        self._keep_metrics()
+
+    def before_test(self) -> None:
+        self._keep_metrics()
+
+    def before_predict(self) -> None:
+        self._keep_metrics()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         # choose the progress bar explicitly: with `rich` installed Lightning would pick RichProgressBar
@@ -195,6 +222,8 @@ class FerkitCLI(LightningCLI):
 def build_cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> FerkitCLI:
     """The CLI over any :class:`FERModule` subclass and :class:`FERDataModule` (``args=None``: ``sys.argv``)."""
     args = resolve_config_args(list(sys.argv[1:] if args is None else args))
+    # the arguments are always given explicitly (configs resolved by name): Lightning's warning about sys.argv is moot
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return FerkitCLI(
         FERModule,
         FERDataModule,
