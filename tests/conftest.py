@@ -84,6 +84,14 @@ def make_synthetic_data_args(num_train: int = 48, num_val: int = 24, num_test: i
     return data + [f"--data.img_size={image_size}", "--data.batch_size=16", "--data.eval_batch_size=32"]
 
 
+def synthetic_source_args(num_train: int = 8, num_val: int = 8, num_test: int = 8) -> list[str]:
+    """CLI arguments that replace a config's dataset by a few synthetic faces (its root and sampler dropped)."""
+    sizes = f"{{num_train: {num_train}, num_val: {num_val}, num_test: {num_test}}}"
+    if _typed_data_module():
+        return [f"--data.dataset={{class_path: ferkit.data.SyntheticSource, init_args: {sizes}}}", "--data.sampler=null"]
+    return ["--data.dataset=synthetic", "--data.root=null", f"--data.dataset_kwargs={sizes}", "--data.sampler=none"]
+
+
 @pytest.fixture
 def synthetic_data_args() -> Callable[..., list[str]]:
     return make_synthetic_data_args
