@@ -1,12 +1,14 @@
 """``ferkit demo``: train a method and its plain baseline from a packaged config and print both in one table.
 
 The training is the CLI's own (``ferkit fit`` + ``ferkit test`` of the config's best checkpoint), once with the
-config's model and once with :class:`ferkit.methods.FERClassifier` on the same network with average pooling.
+config's model and once with :class:`ferkit.methods.FERClassifier` on the same network with average pooling
+(same data, optimiser, schedule and epochs).
 Any LightningCLI argument is passed through (``--trainer.max_epochs 2``, ``--data.img_size 48``, ...).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.commands.lightning_cli import build_cli
+from ferkit.methods import FERClassifier, FERModule
 
 # the old demo's flags and the CLI arguments that replace them
 _RENAMED = {"--img-size": "--data.img_size N (and --data.dataset.init_args.image_size N)", "--epochs": "--trainer.max_epochs N",
@@ -22,14 +25,24 @@ _RENAMED = {"--img-size": "--data.img_size N (and --data.dataset.init_args.image
             "--seed": "--seed_everything N", "--no-progress": "--trainer.enable_progress_bar false"}
 
 
-def _run(args: list[str]) -> dict[str, Any]:
+def baseline_of(model: FERModule) -> FERClassifier:
+    """The plain baseline of ``model``: the same network with average pooling, CE, the same optimiser and schedule."""
+    h = model.hparams
+    return FERClassifier(net=dataclasses.replace(model.net, pool="avg", pool_kwargs=None), num_classes=h.num_classes,
+                         class_names=list(model.class_names), in_chans=h.in_chans, img_size=h.img_size,
+                         optimizer=model.optimizer_factory, scheduler=model.scheduler_factory,
+                         label_smoothing=h.label_smoothing)
+
+
+def _run(args: list[str], baseline: bool = False) -> dict[str, Any]:
     cli = build_cli(args=args, run=False)
+    model = baseline_of(cli.model) if baseline else cli.model
     t0 = time.perf_counter()
-    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.trainer.fit(model, cli.datamodule)
     fit_s = time.perf_counter() - t0
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
-    res = cli.model.last_results["test"]
-    return {"model": type(cli.model).__name__, "pool": cli.model.net.pool, "acc": round(100 * float(res["acc"]), 2),
+    cli.trainer.test(model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    res = model.last_results["test"]
+    return {"model": type(model).__name__, "pool": model.net.pool, "acc": round(100 * float(res["acc"]), 2),
             "mean_class_acc": round(100 * float(res["mean_class_acc"]), 2), "fit_seconds": round(fit_s, 1),
             "log_dir": cli.trainer.log_dir}
 
@@ -45,12 +58,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             p.error(f"unrecognized argument {flag}: use {_RENAMED[flag]}")
         if flag.startswith("-") and not flag.startswith(("--trainer.", "--model.", "--data.", "--seed_everything")):
             p.error(f"unrecognized argument {flag}: pass LightningCLI arguments (--trainer.*, --model.*, --data.*)")
-    runs = [["--config", a.config, *rest]]
+    results = [_run(["--config", a.config, *rest])]
     if not a.no_baseline:
-        runs.append(["--config", a.config, *rest, "--model", "ferkit.methods.FERClassifier",
-                     "--model.init_args.net.pool", "avg", "--model.init_args.net.pool_kwargs", "null",
-                     "--trainer.logger.init_args.name", "baseline"])
-    results = [_run(args) for args in runs]
+        results.append(_run(["--config", a.config, *rest, "--trainer.logger.init_args.name=baseline"], baseline=True))
     print("\n" + "=" * 78)
     print(f"ferkit demo ({a.config}): test accuracy on held-out synthetic faces")
     print(f"  {'model':<16} {'pool':<6} {'overall %':>10} {'mean-class %':>13} {'fit s':>7}  outputs")

@@ -1,0 +1,28 @@
+"""``ferkit info``: what is available (methods, datasets, pools, presets, packaged configs)."""
+from __future__ import annotations
+
+import argparse
+
+import ferkit
+from ferkit.commands.lightning_cli import packaged_configs
+from ferkit.data.registry import DATASETS
+from ferkit.data.transforms import available_presets
+from ferkit.layers.pools import available_pools
+from ferkit.methods import __all__ as METHODS
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[str]]:
+    argparse.ArgumentParser(prog="ferkit info", description=__doc__).parse_args(argv)
+    # TODO(data): list the typed dataset sources (ferkit.data.*Source) once the data module is typed
+    info = {
+        "methods": [m for m in METHODS if m.endswith("Classifier")],
+        "datasets": sorted(DATASETS),
+        "pools": list(available_pools()),
+        "presets": list(available_presets()),
+        "configs": sorted(packaged_configs()),
+    }
+    print(f"ferkit {ferkit.__version__}")
+    for key, values in info.items():
+        print(f"{key + ':':<10} {', '.join(values)}")
+    print("Run a packaged config by name from any folder: ferkit fit --config <name>")
+    return info

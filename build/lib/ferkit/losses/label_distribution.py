@@ -1,0 +1,168 @@
+"""LA-Net's label-distribution estimation (LDE) by neighbourhood aggregation (METHODS.md 3.4).
+
+On the global batch of ``M`` samples (all-gathered *with* gradient when distributed):
+
+1. kNN graphs (no gradient): cosine similarity among the expression features ``H_e`` and, separately, among the
+   landmark features ``H_l``; the diagonal is excluded; the top-``k`` neighbours give 0/1 adjacencies ``A``.
+2. A learnable scorer per space: ``u = Linear_{d->d}(h)`` split into halves ``a, b``;
+   ``s_ij = softmax(MLP([a_i; b_j]))[0]`` with ``MLP: d -> d/2 -> ReLU -> d/4 -> ReLU -> 2`` (asymmetric in i, j).
+3. ``w_ij = (s_ij A_ij + eps/M) / (sum_j s_ij A_ij + eps)``.
+4. ``q = 1/2 (W^e + W^l) softmax(Z)``: both spaces aggregate the expression classifier's predictions.
+5. ``q_tilde = m * memory[idx] + (1 - m) * q``; the memory stores ``q_tilde`` (detached) for the whole gathered
+   batch, so every rank keeps the same memory.
+6. ``L_KL = KL(q_tilde || softmax(z))`` over the local samples, batch mean. ``q_tilde`` is **not** detached by
+   default: this gradient is the scorers' only training signal and also reaches the neighbours' logits.
+
+``pairs="knn"`` scores only the ``M k`` neighbour pairs (O(M k d) instead of the official O(M^2 d), pitfall #8);
+the ``eps/M`` term is added in closed form, so it equals ``pairs="all"`` exactly.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ferkit.state.distributed import all_gather_uneven, gather_with_grad, get_rank, is_distributed
+from ferkit.state.label_distribution_bank import LabelDistributionBank
+
+__all__ = ["PairScorer", "LabelDistributionEstimator", "LDEOutput", "knn_adjacency"]
+
+
+class LDEOutput(NamedTuple):
+    """What :class:`LabelDistributionEstimator` returns (local slice of the global batch)."""
+
+    loss: torch.Tensor        #: KL(q_tilde || softmax(z)), batch mean over local samples
+    target: torch.Tensor      #: q_tilde, B x C (graph attached unless detach_target)
+    aggregated: torch.Tensor  #: q, B x C (the neighbourhood aggregate before the memory blend)
+
+
+@torch.no_grad()
+def knn_adjacency(h: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``M x k'`` of each row's ``k' = min(k, M - 1)`` most cosine-similar other rows (self excluded)."""
+    m = h.shape[0]
+    kk = min(int(k), m - 1)
+    if kk <= 0:
+        return torch.zeros((m, 0), dtype=torch.long, device=h.device)
+    z = F.normalize(h.detach().float(), dim=1)
+    sim = z @ z.T
+    sim.fill_diagonal_(-2.0)  # below any cosine similarity: never its own neighbour
+    return sim.topk(kk, dim=1).indices
+
+
+class PairScorer(nn.Module):
+    """``s_ij = softmax(MLP([a_i; b_j]))[0]`` with ``[a; b] = Linear_{d->d}(h)`` (METHODS.md 3.4 step 2)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 4:
+            raise ValueError(f"PairScorer: feature dim must be >= 4, got {dim}")
+        self.dim = int(dim)
+        self.half = self.dim // 2
+        self.proj = nn.Linear(self.dim, self.dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.dim, self.dim // 2), nn.ReLU(inplace=True),
+            nn.Linear(self.dim // 2, self.dim // 4), nn.ReLU(inplace=True),
+            nn.Linear(self.dim // 4, 2),
+        )
+
+    def split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self.proj(h)
+        return u[:, : self.half], u[:, self.half :]
+
+    def score_pairs(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Scores of paired rows: ``a [..., d_a]``, ``b [..., d_b]`` -> ``[...]``."""
+        return torch.softmax(self.mlp(torch.cat([a, b], dim=-1)), dim=-1)[..., 0]
+
+    def forward(self, h: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        """All-pair scores ``M x M`` (``neighbours=None``) or the neighbour scores ``M x k``."""
+        a, b = self.split(h)
+        if neighbours is None:
+            m = h.shape[0]
+            return self.score_pairs(a[:, None, :].expand(m, m, a.shape[1]), b[None, :, :].expand(m, m, b.shape[1]))
+        return self.score_pairs(a[:, None, :].expand(-1, neighbours.shape[1], -1), b[neighbours])
+
+
+class LabelDistributionEstimator(nn.Module):
+    """Neighbourhood label-distribution estimation + memory blend + KL loss (LA-Net's LDE).
+
+    Args:
+        expr_dim, lmk_dim: feature sizes of ``h_expr`` (512e) and ``h_lmk`` (64e).
+        k: neighbours per space (8; assumes a global batch of about 128).
+        eps: the ``eps`` of step 3 (1e-8).
+        detach_target: detach ``q_tilde`` in the KL loss (then the scorers receive no gradient).
+        pairs: ``"knn"`` (score only neighbour pairs; default) or ``"all"`` (all M^2 pairs, as the official code).
+        gather_distributed: all-gather the batch with gradient (:func:`ferkit.state.distributed.gather_with_grad`)
+            when running under DDP; a no-op with one process.
+
+    ``forward(h_expr, h_lmk, logits, index, bank)`` returns :class:`LDEOutput` for the local samples and, in
+    training mode, writes ``q_tilde`` of the gathered batch into ``bank`` (a
+    :class:`~ferkit.state.LabelDistributionBank`). Pass ``update_bank=False`` to leave it untouched.
+    """
+
+    def __init__(self, expr_dim: int, lmk_dim: int, k: int = 8, eps: float = 1e-8, detach_target: bool = False,
+                 pairs: str = "knn", gather_distributed: bool = True) -> None:
+        super().__init__()
+        if pairs not in ("knn", "all"):
+            raise ValueError(f"pairs must be 'knn' or 'all', got {pairs!r}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.eps, self.detach_target, self.pairs = int(k), float(eps), bool(detach_target), pairs
+        self.gather_distributed = bool(gather_distributed)
+        self.scorer_expr = PairScorer(expr_dim)
+        self.scorer_lmk = PairScorer(lmk_dim)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, eps={self.eps}, detach_target={self.detach_target}, pairs={self.pairs!r}"
+
+    def aggregation_weights(self, h: torch.Tensor, scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(neighbours M x k, numerators s_ij for them, denominators sum_j s_ij A_ij + eps)`` for one space."""
+        nbr = knn_adjacency(h, self.k)
+        if self.pairs == "all":
+            s_all = scorer(h)                         # M x M, O(M^2 d): the official formulation
+            s = torch.gather(s_all, 1, nbr)
+        else:
+            s = scorer(h, nbr)                        # M x k
+        return nbr, s, s.sum(dim=1) + self.eps
+
+    def aggregate(self, h_expr: torch.Tensor, h_lmk: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``q = 1/2 (W^e + W^l) probs`` on a (gathered) batch; ``probs = softmax(Z)``, ``M x C``."""
+        m = probs.shape[0]
+        eps_term = (self.eps / m) * probs.sum(dim=0, keepdim=True)  # sum_j (eps/M) p_j, shared by every row
+        q = probs.new_zeros(probs.shape)
+        for h, scorer in ((h_expr, self.scorer_expr), (h_lmk, self.scorer_lmk)):
+            nbr, s, denom = self.aggregation_weights(h, scorer)
+            num = (s.unsqueeze(-1) * probs[nbr]).sum(dim=1) + eps_term  # M x C
+            q = q + 0.5 * num / denom.unsqueeze(-1)
+        return q
+
+    def forward(self, h_expr: torch.Tensor, h_lmk: torch.Tensor, logits: torch.Tensor, index: torch.Tensor,
+                bank: LabelDistributionBank, update_bank: bool | None = None) -> LDEOutput:
+        b = logits.shape[0]
+        if h_expr.shape[0] != b or h_lmk.shape[0] != b or index.shape[0] != b:
+            raise ValueError(f"LDE: batch sizes differ: h_expr {h_expr.shape[0]}, h_lmk {h_lmk.shape[0]}, logits {b}, index {index.shape[0]}")
+        if bank.num_classes != logits.shape[1]:
+            raise ValueError(f"LDE: bank has {bank.num_classes} classes, logits {logits.shape[1]}")
+        index = index.reshape(-1).long()
+        start = 0
+        if self.gather_distributed and is_distributed():
+            # lengths may differ per rank: the local slice starts after the previous ranks' samples
+            sizes = all_gather_uneven(torch.tensor([b], device=logits.device))
+            start = int(sizes[: get_rank()].sum())
+            h_expr, h_lmk, logits_all = gather_with_grad(h_expr), gather_with_grad(h_lmk), gather_with_grad(logits)
+            index_all = all_gather_uneven(index)
+        else:
+            logits_all, index_all = logits, index
+        probs = torch.softmax(logits_all, dim=1)
+        q_all = self.aggregate(h_expr, h_lmk, probs)
+        q_tilde_all = bank.blend(index_all, q_all)
+        if self.training if update_bank is None else update_bank:
+            bank.update(index_all, q_tilde_all)
+        q_tilde = q_tilde_all[start : start + b]
+        if self.detach_target:
+            q_tilde = q_tilde.detach()
+        log_p = F.log_softmax(logits, dim=1)
+        # KL(q_tilde || p) = sum q_tilde (log q_tilde - log p); xlogy gives 0 for q_tilde = 0
+        loss = (torch.special.xlogy(q_tilde, q_tilde) - q_tilde * log_p).sum(dim=1).mean()
+        return LDEOutput(loss, q_tilde, q_all[start : start + b])
