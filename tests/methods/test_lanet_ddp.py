@@ -1,5 +1,5 @@
 """LA-Net's batch-relational state under DDP: a 2-process gloo run on CPU equals one process on the concatenated
-batch -- the label-distribution memory, the targets, the queues, and the gradients (METHODS.md section 7)."""
+batch -- the label-distribution memory, the targets, the queues, and the gradients (exact distributed training: every rank sees the global batch)."""
 from __future__ import annotations
 
 import pytest
