@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,3 +42,17 @@ def test_arm_notebook_tiny(tmp_path, monkeypatch):
     assert "out_features: 121" in text and "on 32 test images" in text
     assert "overall" in text and "mean-class" in text
     assert (tmp_path / "runs/notebook/confusion_matrix_test.png").exists()
+
+
+def test_extend_method_example_runs_and_matches_the_guide():
+    """docs/extending.md shows the class of examples/extend_method.py verbatim, and that class trains."""
+    source = (REPO / "examples/extend_method.py").read_text()
+    guide = (REPO / "docs/extending.md").read_text()
+    cls = source[source.index("class ConfidentARM"):source.index("\n\n\ndef main")]
+    shown = "\n".join(line for line in cls.splitlines() if not line.startswith(('    """', "    Args", "        hidden:", "        entropy_weight:", "    ARM with")))
+    code = guide[guide.index("```python\n") + len("```python\n"):guide.index("```", guide.index("```python\n") + 10)]
+    assert "\n".join(line for line in shown.splitlines() if line.strip()) == "\n".join(line for line in code.splitlines() if line.strip())
+    out = runpy.run_path(str(REPO / "examples/extend_method.py"))["main"]()
+    assert isinstance(out["head"], torch.nn.Sequential) and out["head"][0].out_features == 16
+    assert out["hparams"]["entropy_weight"] == 0.2 and out["hparams"]["hidden"] == 16
+    assert float(out["metrics"]["train/entropy"]) > 0 and "val/mean_class_acc" in out["metrics"]
