@@ -146,6 +146,8 @@ def test_one_network_config_builds_every_network():
     net = cfg.build(num_classes=5, in_chans=1, img_size=32)
     assert isinstance(net, FERNet) and net.config == cfg and net.num_classes == 5 and net.in_chans == 1
     assert FERNetConfig.coerce(cfg.to_dict()) == cfg
+    # keyword shorthand: the same fields, still listed only by FERNetConfig
+    assert FERNet(backbone="resnet10t", small_input=True, dropout=0.1, num_classes=5, img_size=32).config == cfg
     with pytest.raises(TypeError, match="unknown argument.*'widht'"):
         FERNetConfig.coerce({"widht": 3})
 

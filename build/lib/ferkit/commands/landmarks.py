@@ -25,6 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.data.registry import build_dataset, get_entry
+from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, cache_file_name, extract_landmarks
+from ferkit.landmarks.extract import CROP_FACE_BOX, LandmarkStatus, _as_rgb, create_backend
+from ferkit.landmarks.heatmaps import LANET19
+
 __all__ = ["main", "draw_landmarks_grid"]
 
 _SPLITS = ("train", "val", "test")
@@ -38,7 +43,6 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _splits(name: str, split: str) -> list[str]:
-    from ferkit.data.registry import get_entry
 
     entry = get_entry(name)
     if split == "all":
@@ -49,13 +53,11 @@ def _splits(name: str, split: str) -> list[str]:
 
 
 def _build(args: argparse.Namespace, split: str):
-    from ferkit.data.registry import build_dataset
 
     return build_dataset(args.dataset, args.root, split, None, **json.loads(args.dataset_kwargs))
 
 
 def _backend(args: argparse.Namespace):
-    from ferkit.landmarks.extract import CROP_FACE_BOX, create_backend
 
     box = None if args.no_fallback else (tuple(args.face_box) if args.face_box else CROP_FACE_BOX)
     if args.backend == "dlib":
@@ -69,7 +71,6 @@ def _backend(args: argparse.Namespace):
 
 
 def _out_file(out: str, dataset: str, split: str, multi: bool) -> Path:
-    from ferkit.landmarks.cache import cache_file_name
 
     path = Path(out).expanduser()
     if path.suffix == ".npz":
@@ -80,7 +81,6 @@ def _out_file(out: str, dataset: str, split: str, multi: bool) -> Path:
 
 
 def cmd_extract(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ferkit.landmarks.cache import extract_landmarks
 
     backend = _backend(args)
     splits = _splits(args.dataset, args.split)
@@ -101,7 +101,6 @@ def cmd_extract(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from ferkit.landmarks.cache import LandmarkCache
 
     for f in args.cache:
         c = LandmarkCache.load(f)
@@ -114,7 +113,6 @@ def draw_landmarks_grid(images: list[np.ndarray], points: list[np.ndarray | None
     over faces without landmarks."""
     import cv2
 
-    from ferkit.landmarks.extract import _as_rgb
 
     tiles = []
     for k, (img, pts) in enumerate(zip(images, points)):
@@ -142,9 +140,6 @@ def draw_landmarks_grid(images: list[np.ndarray], points: list[np.ndarray | None
 def cmd_draw(args: argparse.Namespace) -> Path:
     import cv2
 
-    from ferkit.landmarks.cache import attach_landmarks
-    from ferkit.landmarks.extract import LandmarkStatus
-    from ferkit.landmarks.heatmaps import LANET19
 
     split = _splits(args.dataset, args.split)[0]
     ds = _build(args, split)
