@@ -17,26 +17,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from ferkit import ARM, ARMClassifier, FERDataModule, FERNetConfig, OneCycle
+from ferkit.data import FERPlusSource, SyntheticSource
 
 
 def make_data(a) -> FERDataModule:
+    if a.data == "synthetic":
+        sizes = {"num_train": 64, "num_val": 32, "num_test": 32} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
+        return FERDataModule(dataset=SyntheticSource(**sizes, image_size=48), img_size=48, channels=3, batch_size=32 if a.tiny else 64)
     tiny = {"train_limit": 64, "val_limit": 64, "test_limit": 64} if a.tiny else {}
-    try:  # the typed data module
-        from ferkit.data import FERPlusSource, SyntheticSource
-
-        if a.data == "synthetic":
-            sizes = {"num_train": 64, "num_val": 32, "num_test": 32} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
-            return FERDataModule(dataset=SyntheticSource(**sizes, image_size=48), img_size=48, channels=3,
-                                 batch_size=32 if a.tiny else 64)
-        return FERDataModule(dataset=FERPlusSource(a.root, label_mode="majority", num_classes=8), img_size=48, channels=1,
-                             batch_size=64, eval_batch_size=256, train_preset="shift", **tiny)
-    except ImportError:  # the string registry (older ferkit)
-        if a.data == "synthetic":
-            sizes = {"num_train": 64, "num_val": 32, "num_test": 32} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
-            return FERDataModule("synthetic", dataset_kwargs={**sizes, "image_size": 48}, img_size=48, channels=3,
-                                 batch_size=32 if a.tiny else 64)
-        return FERDataModule("ferplus", root=a.root, dataset_kwargs={"label_mode": "majority", "num_classes": 8}, img_size=48,
-                             channels=1, batch_size=64, eval_batch_size=256, train_preset="shift", **tiny)
+    return FERDataModule(dataset=FERPlusSource(a.root, label_mode="majority", num_classes=8), img_size=48, channels=1,
+                         batch_size=64, eval_batch_size=256, train_preset="shift", **tiny)
 
 
 def main(argv=None) -> dict:

@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ferkit.commands.asm_report import build_report
-from ferkit.data.datamodule import FERDataModule
+from ferkit.data import FERDataModule, SyntheticSource
 from ferkit.export import export_inference_model
 from ferkit.losses import TriRegularization
 from ferkit.methods import ASMClassifier, ASMModel
-from ferkit.methods.asm import judge_dataloader
 from ferkit.miners import ASMMiner, detection_scores
 from ferkit.models import FERNetConfig
 
@@ -40,12 +39,7 @@ def make_data(a) -> FERDataModule:
     sizes = {"num_train": 96, "num_val": 32, "num_test": 64} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
     common = dict(img_size=a.img_size, channels=3, batch_size=32 if a.tiny else 64, eval_batch_size=128, train_preset="weak",
                   strong_preset="strong", label_noise=0.3, noise_mode="symmetric", noise_seed=0)
-    try:  # the typed data module
-        from ferkit.data import SyntheticSource
-
-        return FERDataModule(dataset=SyntheticSource(**sizes, image_size=a.img_size), **common)
-    except ImportError:  # the string registry (older ferkit)
-        return FERDataModule("synthetic", dataset_kwargs={**sizes, "image_size": a.img_size}, **common)
+    return FERDataModule(dataset=SyntheticSource(**sizes, image_size=a.img_size), **common)
 
 
 def torch_flavour(a) -> dict:
@@ -62,7 +56,7 @@ def torch_flavour(a) -> dict:
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
     loader = dm.train_dataloader()
     # the judging loader: the same samples (same dataset indices), no augmentation
-    judge = judge_dataloader(dm, "eval")
+    judge = dm.judge_dataloader(preset="eval")
     flipped = torch.as_tensor(train.labels != train.clean_labels)
     for epoch in range(1, a.epochs + 1):  # 1-based, as the lambda ramp expects
         if epoch > a.warmup:

@@ -48,14 +48,9 @@ def main() -> dict:
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ferkit import FERDataModule, FERNetConfig
+    from ferkit.data import SyntheticSource
 
-    try:  # the typed data module
-        from ferkit.data import SyntheticSource
-
-        dm = FERDataModule(SyntheticSource(num_train=64, num_val=32, num_test=32, image_size=32), img_size=32, batch_size=16)
-    except ImportError:  # the string registry (older ferkit)
-        dm = FERDataModule("synthetic", dataset_kwargs={"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 32},
-                           img_size=32, batch_size=16)
+    dm = FERDataModule(SyntheticSource(num_train=64, num_val=32, num_test=32, image_size=32), img_size=32, batch_size=16)
     model = ConfidentARM(hidden=16, entropy_weight=0.2, net=FERNetConfig(backbone="resnet10t", pool="arm", small_input=True),
                          num_classes=dm.num_classes, class_names=dm.class_names, img_size=32)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from ferkit.data.datamodule import FERDataModule
+from ferkit.data import FERDataModule, SyntheticSource
 from ferkit.export import export_inference_model
 from ferkit.landmarks import HeatmapTargets
 from ferkit.layers.landmark_contrastive_head import LandmarkContrastiveHead
@@ -39,7 +39,7 @@ def components_demo(backbone: str, size: int) -> None:
     logits, h_expr, h_lmk, heatmaps = net.forward_train(x)
     targets = HeatmapTargets(19, stride=net.heatmap_stride, subset="lanet19")  # 19 of the 68 points
     heat, weight = targets(landmarks, heatmaps.shape[-2:])
-    l_lmk = AdaptiveWingLoss()(heatmaps, heat, weight)
+    l_lmk = AdaptiveWingLoss()(heatmaps, heat, weight).total  # every ferkit loss returns a LossOutput
     bank = LabelDistributionBank(0, 7)
     bank.init_from_labels(labels)                             # per-sample memory, a registered buffer
     lde = LabelDistributionEstimator(net.num_features, net.lmk_dim, k=4)
@@ -48,8 +48,8 @@ def components_demo(backbone: str, size: int) -> None:
     q_expr, q_lmk = head(h_expr, h_lmk)
     k_expr, k_lmk = head.keys(h_expr.detach(), h_lmk.detach())  # LANet takes the keys from a momentum encoder
     el = ExpressionLandmarkContrastiveLoss(dim=64, queue_size=64)
-    l_el = el(q_expr, q_lmk, k_expr, k_lmk, target=out.target, index=index)  # confidence-gated pseudo-labels
-    print(f"[components] heatmaps {tuple(heatmaps.shape)}, L_lmk {l_lmk.item():.3f}, L_KL {out.loss.item():.3f}, "
+    l_el = el(q_expr, q_lmk, k_expr, k_lmk, target=out.target, index=index).total  # confidence-gated pseudo-labels
+    print(f"[components] heatmaps {tuple(heatmaps.shape)}, L_lmk {l_lmk.item():.3f}, L_KL {out.total.item():.3f}, "
           f"L_EL {l_el.item():.3f}, memory row 0 {bank.memory[0].numpy().round(3)}")
 
 
@@ -70,12 +70,7 @@ def main(argv=None) -> dict:
         L.seed_everything(0, verbose=False)
         common = dict(img_size=size, channels=3, batch_size=8 if a.tiny else 64, label_noise=a.noise, train_preset="default",
                       hflip=0.5, drop_last=True)
-        try:  # the typed data module
-            from ferkit.data import SyntheticSource
-
-            dm = FERDataModule(dataset=SyntheticSource(**sizes, image_size=size), **common)
-        except ImportError:  # the string registry (older ferkit)
-            dm = FERDataModule("synthetic", dataset_kwargs={**sizes, "image_size": size}, **common)
+        dm = FERDataModule(dataset=SyntheticSource(**sizes, image_size=size), **common)
         model = LANetClassifier(net=FERNetConfig(backbone=a.backbone, small_input=True), img_size=size,
                                 num_classes=dm.num_classes, class_names=dm.class_names, queue_size=64 if a.tiny else 4096,
                                 lde_k=4 if a.tiny else 8, **weights)

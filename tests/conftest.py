@@ -1,11 +1,10 @@
 """Fixtures shared by the whole test suite.
 
-The data module and the CLI's data arguments are built in ONE place each (:func:`synthetic_dm`,
-:func:`synthetic_data_args`), so switching to the typed data module changes only these two functions.
+The synthetic data module and the CLI's data arguments are built in ONE place each (:func:`make_synthetic_dm`,
+:func:`make_synthetic_data_args`, :func:`synthetic_source_args`).
 """
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -45,26 +44,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _typed_data_module() -> bool:
-    from ferkit.data.datamodule import FERDataModule
-
-    return "dataset_kwargs" not in inspect.signature(FERDataModule.__init__).parameters
-
-
 def make_synthetic_dm(num_train: int = 64, num_val: int = 32, num_test: int = 32, image_size: int = 32, **kw: Any):
     """A FERDataModule over the synthetic faces (``img_size`` defaults to ``image_size``)."""
-    from ferkit.data.datamodule import FERDataModule
+    from ferkit.data import FERDataModule, SyntheticSource
 
     kw.setdefault("img_size", image_size)
     kw.setdefault("batch_size", 16)
-    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test, "image_size": image_size}
-    if _typed_data_module():
-        from ferkit.data import SyntheticSource
-
-        if kw.get("sampler") == "none":
-            kw["sampler"] = None
-        return FERDataModule(dataset=SyntheticSource(**sizes), **kw)
-    return FERDataModule(dataset="synthetic", dataset_kwargs=sizes, **kw)
+    source = SyntheticSource(num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size)
+    return FERDataModule(dataset=source, **kw)
 
 
 @pytest.fixture
@@ -75,21 +62,15 @@ def synthetic_dm() -> Callable[..., Any]:
 
 def make_synthetic_data_args(num_train: int = 48, num_val: int = 24, num_test: int = 24, image_size: int = 32) -> list[str]:
     """CLI arguments that shrink a packaged synthetic config's data to a tiny set at ``image_size`` px."""
-    sizes = f"{{num_train: {num_train}, num_val: {num_val}, num_test: {num_test}, image_size: {image_size}}}"
-    if _typed_data_module():
-        data = [f"--data.dataset.init_args.num_train={num_train}", f"--data.dataset.init_args.num_val={num_val}",
-                f"--data.dataset.init_args.num_test={num_test}", f"--data.dataset.init_args.image_size={image_size}"]
-    else:
-        data = [f"--data.dataset_kwargs={sizes}"]
-    return data + [f"--data.img_size={image_size}", "--data.batch_size=16", "--data.eval_batch_size=32"]
+    return [f"--data.dataset.init_args.num_train={num_train}", f"--data.dataset.init_args.num_val={num_val}",
+            f"--data.dataset.init_args.num_test={num_test}", f"--data.dataset.init_args.image_size={image_size}",
+            f"--data.img_size={image_size}", "--data.batch_size=16", "--data.eval_batch_size=32"]
 
 
 def synthetic_source_args(num_train: int = 8, num_val: int = 8, num_test: int = 8) -> list[str]:
-    """CLI arguments that replace a config's dataset by a few synthetic faces (its root and sampler dropped)."""
+    """CLI arguments that replace a config's dataset by a few synthetic faces (its sampler dropped)."""
     sizes = f"{{num_train: {num_train}, num_val: {num_val}, num_test: {num_test}}}"
-    if _typed_data_module():
-        return [f"--data.dataset={{class_path: ferkit.data.SyntheticSource, init_args: {sizes}}}", "--data.sampler=null"]
-    return ["--data.dataset=synthetic", "--data.root=null", f"--data.dataset_kwargs={sizes}", "--data.sampler=none"]
+    return [f"--data.dataset={{class_path: ferkit.data.SyntheticSource, init_args: {sizes}}}", "--data.sampler=null"]
 
 
 @pytest.fixture

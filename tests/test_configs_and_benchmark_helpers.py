@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import shared_data_path, synthetic_source_args
-from ferkit.commands.lightning_cli import build_cli, legacy_data_module, packaged_configs
+from ferkit.commands.lightning_cli import build_cli, packaged_configs
 from ferkit.methods import FERModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_every_config_parses_and_instantiates(name: str, path: Path, tmp_path, m
     root = (source.get("init_args") or {}).get("root")
     if root is not None and str(root).startswith("../shared/data/"):  # relative to the repository root
         root = shared_data_path() / str(root)[len("../shared/data/"):]
-        args.append(f"--data.dataset.init_args.root={root}" if not legacy_data_module() else f"--data.root={root}")
+        args.append(f"--data.dataset.init_args.root={root}")
     if root is not None and not Path(root).exists():
         # the dataset is not on this machine: check the model part against a synthetic data module of the same
         # geometry and label-space size (the data section itself is parsed; only reading its files is skipped)

@@ -13,8 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from conftest import make_synthetic_dm
 from ferkit.export import export_inference_model, load_inference_model, save_inference_model
-from ferkit.methods.asm import ASMClassifier, ASMModel, judge_dataloader
-from ferkit.methods.asm.lightning_model import _reset_observations
+from ferkit.methods.asm import ASMClassifier, ASMModel
 from ferkit.models import FERNetConfig
 
 IMG = 32
@@ -109,12 +108,12 @@ def test_fit_mines_after_warmup_and_logs(fitted) -> None:
 
 
 def test_judge_a_loaded_checkpoint_outside_fit(fitted) -> None:
-    """judge_dataloader(datamodule) judges a loaded checkpoint without a trainer (benchmarks/asm_rule_study.py)."""
+    """The data module's judge_dataloader judges a loaded checkpoint without a trainer (benchmarks/asm_rule_study.py)."""
     dm = fitted["dm"]
     model = ASMClassifier.load_from_checkpoint(fitted["tmp"] / "ckpt" / "last.ckpt", map_location="cpu")
-    loader = judge_dataloader(dm, model.hparams.judge_transform)
+    loader = dm.judge_dataloader(preset=model.hparams.judge_transform)
     assert len(loader.dataset) == len(dm.train_set)
-    _reset_observations(model.miner)
+    model.miner.reset_observations()
     model.judge(loader)
     assert bool((model.miner.acc_count.values == 1).all())  # every training sample judged exactly once
     split = model.miner.mine()
