@@ -114,3 +114,22 @@ def test_ddp_two_processes_matches_one_process(tmp_path, synthetic_data_args):
     assert results[2]["num_samples"] == results[1]["num_samples"] == 40
     assert results[2]["confusion_matrix"] == results[1]["confusion_matrix"]
     assert results[2]["acc"] == results[1]["acc"] and results[2]["mean_class_acc"] == results[1]["mean_class_acc"]
+
+
+def test_data_check_reads_every_file_and_sets_the_exit_status(tmp_path, capsys):
+    good = ["--config", "arm_folder", f"--data.dataset.init_args.root={tmp_path}"]
+    import numpy as np
+    import cv2
+
+    for split in ("train", "val", "test"):
+        for name in ("happy", "sad"):
+            (tmp_path / split / name).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / split / name / "a.png"), np.full((20, 20, 3), 128, np.uint8))
+    assert main(["data", "check", *good]) is None or True  # exit status 0: no SystemExit
+    assert "read correctly" in capsys.readouterr().out
+    (tmp_path / "train/sad/broken.png").write_bytes(b"not an image")
+    (tmp_path / "test/happy/broken.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "check", *good])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1 and "broken.png" in out and "broken.jpg" in out  # every bad file, at once

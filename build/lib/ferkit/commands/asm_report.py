@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -37,8 +36,7 @@ import torch
 
 from ferkit.commands.lightning_cli import build_cli
 from ferkit.data.datamodule import FERDataModule
-from ferkit.methods.asm import ASMClassifier, judge_dataloader
-from ferkit.methods.asm.lightning_model import _reset_observations
+from ferkit.methods.asm import ASMClassifier
 from ferkit.miners.split import SUBSET_NAMES, detection_scores
 
 log = logging.getLogger(__name__)
@@ -126,19 +124,18 @@ def contact_sheet(path: str | Path, dataset, miner, class_names: Sequence[str], 
     return path
 
 
-def _datamodule(ckpt: dict[str, Any], config: str | None, root: str | None, overrides: list[str]):
+def _datamodule(ckpt: dict[str, Any], config: str | None, root: str | None, overrides: list[str]) -> FERDataModule:
     if config:
-        args = ["--config", config] + (["--data.root", root] if root else []) + overrides
-        cli = build_cli(args=args, run=False)
-        return cli.datamodule
-    accepted = set(inspect.signature(FERDataModule.__init__).parameters) - {"self"}
-    # LightningCLI adds bookkeeping entries (``_instantiator``, ``_class_path``): keep the constructor's arguments
-    hp = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items() if k in accepted}
+        args = ["--config", config] + ([f"--data.dataset.init_args.root={root}"] if root else []) + overrides
+        return build_cli(args=args, run=False).datamodule
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
     if not hp:
         raise ValueError("the checkpoint does not record its data-module settings: pass --config with the training config")
     if root:
-        hp["root"] = root
-    return FERDataModule(**hp)
+        source = dict(hp["dataset"])
+        source["init_args"] = {**dict(source.get("init_args") or {}), "root": root}
+        hp["dataset"] = source
+    return FERDataModule.from_hparams(hp)
 
 
 def build_report(ckpt_path: str, out: str, config: str | None = None, root: str | None = None, top: int = 8,
@@ -161,8 +158,8 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
                          "(same label noise rate, mode and seed)")
     recomputed = bool(recompute or not miner.has_split)
     if recomputed:
-        loader = judge_dataloader(dm, "eval")
-        _reset_observations(miner)
+        loader = dm.judge_dataloader(preset="eval")
+        miner.reset_observations()
         model.judge(loader)
         miner.mine()
     out_dir = Path(out)

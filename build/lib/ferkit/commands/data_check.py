@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ferkit.commands.lightning_cli import build_cli
+from ferkit.data import check_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,12 +14,4 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("action", choices=["check"], help="check: read every file once and list the bad ones")
         p.parse_args(argv[:1] or ["--help"])
     cli = build_cli(args=argv[1:], run=False)
-    dm = cli.datamodule
-    if not hasattr(dm, "check"):  # TODO(data): FERDataModule.check() arrives with the typed data module
-        print("ferkit data check: this FERDataModule has no check() yet", file=sys.stderr)
-        return 2
-    bad = dm.check()
-    for where, reason in bad:
-        print(f"{where}: {reason}")
-    print(f"[ferkit] {len(bad)} bad file(s)")
-    return 1 if bad else 0
+    return check_data(cli.datamodule)

@@ -5,7 +5,7 @@ import argparse
 
 import ferkit
 from ferkit.commands.lightning_cli import packaged_configs
-from ferkit.data.registry import DATASETS
+from ferkit.data.sources import available_sources
 from ferkit.data.transforms import available_presets
 from ferkit.layers.pools import available_pools
 from ferkit.methods import __all__ as METHODS
@@ -13,10 +13,9 @@ from ferkit.methods import __all__ as METHODS
 
 def main(argv: list[str] | None = None) -> dict[str, list[str]]:
     argparse.ArgumentParser(prog="ferkit info", description=__doc__).parse_args(argv)
-    # TODO(data): list the typed dataset sources (ferkit.data.*Source) once the data module is typed
     info = {
         "methods": [m for m in METHODS if m.endswith("Classifier")],
-        "datasets": sorted(DATASETS),
+        "datasets": sorted(available_sources()),
         "pools": list(available_pools()),
         "presets": list(available_presets()),
         "configs": sorted(packaged_configs()),

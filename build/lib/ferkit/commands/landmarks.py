@@ -17,6 +17,7 @@ and become NaN landmarks when the cache is attached to a dataset.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.data.registry import build_dataset, get_entry
+from ferkit.data.sources import DatasetSource
 from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, cache_file_name, extract_landmarks
 from ferkit.landmarks.extract import CROP_FACE_BOX, LandmarkStatus, _as_rgb, create_backend
 from ferkit.landmarks.heatmaps import LANET19
@@ -33,28 +34,43 @@ from ferkit.landmarks.heatmaps import LANET19
 __all__ = ["main", "draw_landmarks_grid"]
 
 _SPLITS = ("train", "val", "test")
+# short names for the shipped sources (also the cache file prefix: <name>_<split>.npz)
+SOURCES = {"fer2013": "ferkit.data.FER2013Source", "ferplus": "ferkit.data.FERPlusSource", "rafdb": "ferkit.data.RAFDBSource",
+           "affectnet": "ferkit.data.AffectNetSource", "folder": "ferkit.data.FolderSource",
+           "synthetic": "ferkit.data.SyntheticSource"}
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="registered dataset name (ferkit.data.registry), e.g. fer2013, ferplus, affectnet, synthetic")
+    p.add_argument("--dataset", required=True, help=f"a dataset source: {', '.join(SOURCES)} (or a class path, e.g. ferkit.data.FERPlusSource)")
     p.add_argument("--root", default=None, help="folder (or file) holding the dataset")
     p.add_argument("--split", default="all", help="train, val, test, or all (every split the dataset has)")
-    p.add_argument("--dataset-kwargs", default="{}", help="JSON of extra dataset arguments, e.g. '{\"label_mode\": \"probability\"}'")
+    p.add_argument("--dataset-kwargs", default="{}", help="JSON of extra source arguments, e.g. '{\"label_mode\": \"soft\"}'")
 
 
-def _splits(name: str, split: str) -> list[str]:
+def _source(args: argparse.Namespace) -> DatasetSource:
+    """The dataset source named by ``--dataset`` (a short name or a class path), with ``--root`` and its kwargs."""
+    path = SOURCES.get(args.dataset, args.dataset)
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "ferkit.data"), name)
+    except (ImportError, AttributeError) as err:
+        raise SystemExit(f"--dataset {args.dataset}: unknown; use one of {', '.join(SOURCES)} or a class path") from err
+    kwargs = json.loads(args.dataset_kwargs)
+    if args.root is not None:
+        kwargs["root"] = args.root
+    return cls(**kwargs)
 
-    entry = get_entry(name)
+
+def _splits(source: DatasetSource, split: str) -> list[str]:
     if split == "all":
-        return [s for s in _SPLITS if entry.splits.get(s)]
+        return [s for s in _SPLITS if source.has_split(s)]
     if split not in _SPLITS:
         raise SystemExit(f"--split must be one of {_SPLITS} or all, got {split!r}")
     return [split]
 
 
 def _build(args: argparse.Namespace, split: str):
-
-    return build_dataset(args.dataset, args.root, split, None, **json.loads(args.dataset_kwargs))
+    return _source(args).build(split, None)
 
 
 def _backend(args: argparse.Namespace):
@@ -83,7 +99,7 @@ def _out_file(out: str, dataset: str, split: str, multi: bool) -> Path:
 def cmd_extract(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     backend = _backend(args)
-    splits = _splits(args.dataset, args.split)
+    splits = _splits(_source(args), args.split)
     summaries = []
     for split in splits:
         ds = _build(args, split)
@@ -141,7 +157,7 @@ def cmd_draw(args: argparse.Namespace) -> Path:
     import cv2
 
 
-    split = _splits(args.dataset, args.split)[0]
+    split = _splits(_source(args), args.split)[0]
     ds = _build(args, split)
     cache = attach_landmarks(ds, args.cache, split=split)
     rng = np.random.default_rng(args.seed)

@@ -12,17 +12,14 @@ What it adds to Lightning's CLI:
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import sys
-import tempfile
 import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -68,57 +65,9 @@ def resolve_config_args(argv: list[str]) -> list[str]:
             else:
                 raise SystemExit(f"ferkit: --config {value}: no such file and no packaged config of that name; packaged "
                                  f"configs: {', '.join(sorted(configs))} (`ferkit info` lists them)")
-        if legacy_data_module():
-            path = _legacy_config(path)
         out.extend([f"--config={path}"] if joined else [a, path])
         i += 1 if joined else 2
     return out
-
-
-# --- TEMPORARY ADAPTER (delete when the typed FERDataModule is merged) -----------------------------------------
-# The packaged configs are written for the typed data module (``data.dataset`` as class_path/init_args, a typed
-# ``data.sampler``). Until it lands, a config is translated to the string-registry data module on the fly.
-_LEGACY_SOURCES = {"SyntheticSource": "synthetic", "FER2013Source": "fer2013", "FERPlusSource": "ferplus",
-                   "RAFDBSource": "rafdb", "AffectNetSource": "affectnet", "FolderSource": "folder"}
-_LEGACY_SAMPLERS = {"MinimalRandomResamplingSampler": "mrr", "ClassBalancedSampler": "balanced",
-                    "ProgressivelyBalancedSampler": "progressive"}
-
-
-def legacy_data_module() -> bool:
-    return "dataset_kwargs" in inspect.signature(FERDataModule.__init__).parameters
-
-
-def legacy_data_section(data: dict[str, Any]) -> dict[str, Any]:
-    """A typed ``data:`` section in the string-registry data module's shape."""
-    data = dict(data)
-    src = data.get("dataset")
-    if isinstance(src, dict) and "class_path" in src:
-        kw = dict(src.get("init_args") or {})
-        data["dataset"] = _LEGACY_SOURCES[src["class_path"].rsplit(".", 1)[-1]]
-        if "root" in kw:
-            data["root"] = kw.pop("root")
-        if kw.get("label_mode") == "soft":
-            kw["label_mode"] = "probability"
-        data["dataset_kwargs"] = kw
-    sampler = data.get("sampler")
-    if isinstance(sampler, dict):
-        data["sampler"] = _LEGACY_SAMPLERS[sampler["class_path"].rsplit(".", 1)[-1]]
-    elif "sampler" in data and sampler is None:
-        data["sampler"] = "none"
-    for key in ("on_bad_image", "resize", "predict_folder"):
-        data.pop(key, None)
-    return data
-
-
-def _legacy_config(path: str) -> str:
-    cfg = yaml.safe_load(Path(path).read_text())
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
-        return path
-    cfg["data"] = legacy_data_section(cfg["data"])
-    out = Path(tempfile.mkdtemp(prefix="ferkit_cfg_")) / Path(path).name
-    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return str(out)
-# --- end of the temporary adapter ------------------------------------------------------------------------------
 
 
 def _run_folder(ckpt_path: str | None) -> tuple[Path, int] | None:

@@ -109,12 +109,16 @@ class FERNet(nn.Module):
     Args:
         config: the architecture (:class:`FERNetConfig`, or a dict of its fields).
         num_classes: output classes. in_chans: image channels. img_size: side of the (square) input images.
+        **arch: shorthand for fields of the config (``FERNet(pool="arm", small_input=True, img_size=48)``); they
+            override ``config``'s.
     """
 
     def __init__(self, config: FERNetConfig | dict[str, Any] | None = None, num_classes: int = 7, in_chans: int = 3,
-                 img_size: int = 112) -> None:
+                 img_size: int = 112, **arch: Any) -> None:
         super().__init__()
         config = FERNetConfig.coerce(config)
+        if arch:
+            config = FERNetConfig.coerce({**config.to_dict(), **arch})
         if num_classes < 1:
             raise ValueError(f"FERNet: num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= config.dropout < 1.0:

@@ -4,7 +4,7 @@ The building blocks are independent: :class:`ferkit.state.ClassThresholds`, :cla
 :class:`ferkit.losses.TriRegularization`; this package assembles them into the network (:class:`ASMModel`) and the
 LightningModule (:class:`ASMClassifier`). Export: :mod:`ferkit.export`; split report: ``ferkit asm-report``.
 """
-from ferkit.methods.asm.lightning_model import ASMClassifier, asm_optimizer, asm_scheduler, judge_dataloader
+from ferkit.methods.asm.lightning_model import ASMClassifier, asm_optimizer, asm_scheduler
 from ferkit.methods.asm.torch_model import ASMModel
 
-__all__ = ["ASMClassifier", "ASMModel", "asm_optimizer", "asm_scheduler", "judge_dataloader"]
+__all__ = ["ASMClassifier", "ASMModel", "asm_optimizer", "asm_scheduler"]

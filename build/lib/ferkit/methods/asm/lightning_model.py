@@ -12,7 +12,7 @@ Adaptive Sample Mining (Zhang et al., PRCV 2023), trained with MAN's Tri-Regular
 
 Inference uses ``1/2 (z1 + z2)`` (:class:`ASMModel`). Under DDP the statistics are gathered by dataset index, so
 every rank holds the same thresholds and split; all per-sample state lives in the miner's registered buffers and
-comes back exactly on resume. The mining pass is timed by Lightning's profiler (``asm_mining``; e.g.
+comes back exactly on resume. The judging pass runs over the data module's ``judge_dataloader``. The mining pass is timed by Lightning's profiler (``asm_mining``; e.g.
 ``--trainer.profiler simple``).
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch.utils.data import DataLoader
 
 from ferkit.losses.tri_regularization import TriRegularization
 from ferkit.methods.asm.torch_model import ASMModel
@@ -33,11 +32,11 @@ from ferkit.methods.base import FERModule
 from ferkit.miners.asm import ASMMiner
 from ferkit.miners.split import SUBSET_NAMES, SampleSplit, detection_scores
 from ferkit.models import FERNetConfig
-from ferkit.state.distributed import broadcast, get_rank, get_world_size, is_distributed
+from ferkit.state.distributed import broadcast, is_distributed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ASMClassifier", "asm_optimizer", "asm_scheduler", "judge_dataloader"]
+__all__ = ["ASMClassifier", "asm_optimizer", "asm_scheduler"]
 
 
 def asm_optimizer(params) -> torch.optim.Optimizer:
@@ -48,46 +47,6 @@ def asm_optimizer(params) -> torch.optim.Optimizer:
 def asm_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning rate times 0.9 after every epoch."""
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
-
-
-def judge_dataloader(datamodule, judge_transform: str = "eval", batch_size: int | None = None) -> DataLoader:
-    """The training set, in the judging transform, never shuffled (sharded over ranks under DDP).
-
-    The data module's ``judge_dataloader(preset=...)`` provides it. TEMPORARY ADAPTER (remove when the typed
-    FERDataModule lands): older data modules without that method get the same loader built here from their
-    hyper-parameters.
-    """
-    if hasattr(datamodule, "judge_dataloader"):
-        kw = {"batch_size": batch_size} if batch_size else {}
-        return datamodule.judge_dataloader(preset=judge_transform, **kw)
-    from ferkit.data.base import FERDataset, SubsetFER  # temporary adapter only
-    from ferkit.data.transforms import FERTransform
-
-    ds, dh = getattr(datamodule, "train_set", None), datamodule.hparams
-    if not isinstance(ds, FERDataset):
-        raise RuntimeError("stats='extra_pass' needs a ferkit FERDataModule (set up for fit); use stats='train_forward' otherwise")
-    common = dict(img_size=dh["img_size"], channels=dh["channels"], mean=dh.get("mean"), std=dh.get("std"))
-    if judge_transform == "eval":
-        tf = FERTransform(preset=dh.get("eval_preset", "eval"), hflip=0.0, **common)
-    else:
-        tf = FERTransform(preset=dh.get("train_preset", "weak"), hflip=dh.get("hflip", 0.5), **common)
-    judge_set = SubsetFER(ds, np.arange(len(ds)), transform=tf)
-    sampler = None
-    if is_distributed():
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(judge_set, num_replicas=get_world_size(), rank=get_rank(), shuffle=False)
-    bs = batch_size or dh.get("eval_batch_size") or dh.get("batch_size") or 256
-    return DataLoader(judge_set, batch_size=bs, shuffle=False, sampler=sampler, num_workers=dh.get("num_workers", 0))
-
-
-def _reset_observations(miner: ASMMiner) -> None:
-    # TEMPORARY: until the miner has a public reset_observations() (lower floors), clear the accumulators directly
-    if hasattr(miner, "reset_observations"):
-        miner.reset_observations()
-    else:
-        miner.acc_sum.reset()
-        miner.acc_count.reset()
 
 
 def _resolve_callable(fn: str | Callable | None) -> Callable | None:
@@ -218,9 +177,9 @@ class ASMClassifier(FERModule):
         """The split for this epoch: judge the training set first (``extra_pass``), or use the statistics the
         previous epoch's training steps accumulated (``train_forward``)."""
         if self.hparams.stats == "extra_pass":
-            _reset_observations(self.miner)
+            self.miner.reset_observations()
             h = self.hparams
-            self.judge(judge_dataloader(self.trainer.datamodule, h.judge_transform, h.judge_batch_size))
+            self.judge(self.trainer.datamodule.judge_dataloader(preset=h.judge_transform, batch_size=h.judge_batch_size))
         return self.miner.mine(epoch=self.epoch)
 
     def on_train_epoch_start(self) -> None:
@@ -233,7 +192,7 @@ class ASMClassifier(FERModule):
                 self.mine()
             self._log_mining()
         if h.stats == "train_forward" and int(self.stats_epoch) != e:
-            _reset_observations(self.miner)  # start this epoch's statistics (kept on a mid-epoch resume)
+            self.miner.reset_observations()  # start this epoch's statistics (kept on a mid-epoch resume)
             self.stats_epoch.fill_(e)
 
     def _log_mining(self) -> None:
@@ -305,8 +264,7 @@ class ASMClassifier(FERModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=is_distributed())
         self.log("train/acc", (((z1 + z2) * 0.5).argmax(1) == y).float().mean(), prog_bar=True, batch_size=bs)
         if parts is not None:
-            # TODO(lower floors): LossOutput.terms will name these; until then read the fields
-            for name in ("clean", "ambiguous", "noisy"):
-                self.log(f"train/loss_{name}", getattr(parts, name), batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+            for name, value in parts.terms.items():
+                self.log(f"train/loss_{name}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
             self.log("asm/lambda", parts.lambda_, on_step=False, on_epoch=True, sync_dist=True)
         return loss

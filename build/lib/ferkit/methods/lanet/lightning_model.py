@@ -153,7 +153,7 @@ class LANetClassifier(FERModule):
             )
         target, weight = self.heatmap_targets(lmk.to(heatmaps.device), tuple(heatmaps.shape[-2:]))
         missing = (~torch.isfinite(lmk).all(dim=-1)).all(dim=-1).sum()
-        return self.awing(heatmaps.float(), target, weight), missing
+        return self.awing(heatmaps.float(), target, weight).total, missing
 
     @property
     def uses_auxiliary_losses(self) -> bool:
@@ -190,14 +190,14 @@ class LANetClassifier(FERModule):
         if h.kl_weight > 0 or h.el_weight > 0:  # the EL pseudo-labels come from the LDE target
             lde = self.lde(h_expr, h_lmk, logits, index, self.lde_bank)
         if lde is not None and h.kl_weight > 0:
-            loss = loss + h.kl_weight * lde.loss
-            logs["train/kl"] = lde.loss.detach()
+            loss = loss + h.kl_weight * lde.total
+            logs["train/kl"] = lde.total.detach()
         if lde is not None and self.key_model is not None and h.el_weight > 0:
             with torch.no_grad():
                 self.key_model.eval()
                 k_expr, k_lmk = self.el_head.keys(*self.key_model.forward_keys(x))
             q_expr, q_lmk = self.el_head(h_expr, h_lmk)
-            el = self.el_loss(q_expr, q_lmk, k_expr, k_lmk, target=lde.target, index=index)
+            el = self.el_loss(q_expr, q_lmk, k_expr, k_lmk, target=lde.target, index=index).total
             loss = loss + h.el_weight * el
             logs["train/el"] = el.detach()
             logs["train/confident"] = (lde.target.detach().max(dim=1).values >= h.conf_thresh).float().mean()
