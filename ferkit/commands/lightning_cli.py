@@ -4,7 +4,8 @@ What it adds to Lightning's CLI:
 
 * the label space and input geometry are linked from the data module to the model (one source of truth);
 * ``--config arm_ferplus`` names a config packaged in ``ferkit/configs`` (any folder works; a path works too);
-* the progress bar is chosen explicitly (:class:`TQDMProgressBar`), so runs look the same with or without ``rich``;
+* the progress bar and model summary are chosen explicitly (:class:`TQDMProgressBar`, :class:`ModelSummary`), so
+  runs look the same with or without ``rich``;
 * ``--ckpt_path .../version_N/checkpoints/last.ckpt`` logs into the same ``version_N`` folder (one ``metrics.csv``,
   best-checkpoint tracking restored); ``test`` / ``predict`` of a run's checkpoint write into that run's folder
   instead of opening a new ``version_M``;
@@ -20,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -157,10 +158,12 @@ class FerkitCLI(LightningCLI):
         self._keep_metrics()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
-        # choose the progress bar explicitly: with `rich` installed Lightning would pick RichProgressBar
+        # choose the progress bar and model summary explicitly: with `rich` installed Lightning would pick its rich ones
         listed = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in listed):
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=10)]
+        if config.get("enable_model_summary", True) is not False and not any(isinstance(c, ModelSummary) for c in listed):
+            callbacks = [*callbacks, ModelSummary(max_depth=1)]
         return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser, args) -> None:
