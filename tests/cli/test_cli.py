@@ -2,6 +2,7 @@
 and DDP on 2 CPU processes. (fit -> resume -> test -> predict -> export of every method: tests/integration.)"""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -51,7 +52,12 @@ def test_info_lists_the_packaged_configs(capsys):
 
 
 def test_wheel_ships_configs_and_py_typed(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "ferkit", src / "ferkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
                            "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and "No module named" in proc.stderr:
         pytest.skip(f"cannot build a wheel here: {proc.stderr.strip().splitlines()[-1]}")

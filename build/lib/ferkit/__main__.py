@@ -1,4 +1,0 @@
-"""``python -m ferkit`` is ``ferkit``."""
-from ferkit.cli import main
-
-main()
