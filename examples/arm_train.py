@@ -4,18 +4,29 @@
     python examples/arm_train.py --data ferplus --root ../shared/data/fer2013 --epochs 3
     python examples/arm_train.py --tiny                            # a smoke run (used by the tests)
 
-The same run from the command line is `ferkit fit --config configs/arm_synthetic.yaml` (or arm_ferplus.yaml).
+The same run from the command line is `ferkit fit --config arm_synthetic` (or `--config arm_ferplus`).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from ferkit import ARM, ARMClassifier, FERDataModule
+from ferkit import ARM, ARMClassifier, FERDataModule, FERNetConfig, OneCycle
+from ferkit.data import FERPlusSource, SyntheticSource
+
+
+def make_data(a) -> FERDataModule:
+    if a.data == "synthetic":
+        sizes = {"num_train": 64, "num_val": 32, "num_test": 32} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
+        return FERDataModule(dataset=SyntheticSource(**sizes, image_size=48), img_size=48, channels=3, batch_size=32 if a.tiny else 64)
+    tiny = {"train_limit": 64, "val_limit": 64, "test_limit": 64} if a.tiny else {}
+    return FERDataModule(dataset=FERPlusSource(a.root, label_mode="majority", num_classes=8), img_size=48, channels=1,
+                         batch_size=64, eval_batch_size=256, train_preset="shift", **tiny)
 
 
 def main(argv=None) -> dict:
@@ -29,13 +40,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
 
     L.seed_everything(0, verbose=False)
-    if a.data == "synthetic":
-        sizes = {"num_train": 64, "num_val": 32, "num_test": 32} if a.tiny else {"num_train": 3000, "num_val": 1000, "num_test": 1000}
-        dm = FERDataModule("synthetic", dataset_kwargs={**sizes, "image_size": 48}, img_size=48, channels=3, batch_size=32 if a.tiny else 64)
-    else:
-        dm = FERDataModule("ferplus", root=a.root, dataset_kwargs={"label_mode": "majority", "num_classes": 8}, img_size=48, channels=1,
-                           batch_size=64, eval_batch_size=256, train_preset="shift",
-                           train_limit=64 if a.tiny else None, val_limit=64 if a.tiny else None, test_limit=64 if a.tiny else None)
+    dm = make_data(a)
 
     # The ARM layer on its own: it replaces global pooling, B x C x H x W -> B x out_features.
     # With small_input a 48 px face gives a 3 x 3 map of 512 channels: pixel shuffle 16 -> 2 x 48 x 48,
@@ -44,18 +49,21 @@ def main(argv=None) -> dict:
     print(arm, "->", arm.out_features, "features")
     assert arm(torch.randn(2, 512, 3, 3)).shape == (2, arm.out_features)
 
-    model = ARMClassifier(backbone="resnet18", small_input=True, img_size=48, in_chans=dm.hparams.channels,
-                          num_classes=dm.num_classes, class_names=dm.class_names,
-                          pool_kwargs={"shuffle": 16, "kernel_size": 16, "stride": 8, "affinity": a.affinity},
-                          optimizer="adamw", lr=2e-3, weight_decay=5e-4, scheduler="onecycle")
+    net = FERNetConfig(backbone="resnet18", pool="arm", small_input=True,
+                       pool_kwargs={"shuffle": 16, "kernel_size": 16, "stride": 8, "affinity": a.affinity})
+    model = ARMClassifier(net=net, img_size=48, in_chans=dm.hparams.channels, num_classes=dm.num_classes,
+                          class_names=dm.class_names,
+                          optimizer=functools.partial(torch.optim.AdamW, lr=2e-3, weight_decay=5e-4),
+                          scheduler=functools.partial(OneCycle, pct_start=0.15))  # sized to the run by the module
     trainer = L.Trainer(max_epochs=1 if a.tiny else a.epochs, accelerator="auto", devices=1,
                         limit_train_batches=2 if a.tiny else None, logger=CSVLogger(a.out, name=f"arm_{a.data}"),
-                        callbacks=[ModelCheckpoint(monitor="val/acc", mode="max", save_last=True)],
-                        enable_progress_bar=not a.tiny)
+                        callbacks=[ModelCheckpoint(monitor="val/acc", mode="max"), TQDMProgressBar(refresh_rate=10)],
+                        enable_progress_bar=True)
     trainer.fit(model, dm)
     trainer.test(model, datamodule=dm, ckpt_path="best", verbose=False)
     res = model.last_results["test"]
-    out = {"overall_acc": float(res["acc"]), "mean_class_acc": float(res["mean_class_acc"]), "log_dir": trainer.logger.log_dir}
+    out = {"overall_acc": float(res["acc"]), "mean_class_acc": float(res["mean_class_acc"]), "log_dir": trainer.logger.log_dir,
+           "test_samples": int(res["num_samples"]), "arm_features": model.model.num_features}
     print(f"test overall accuracy {100 * out['overall_acc']:.2f} %, mean-class accuracy {100 * out['mean_class_acc']:.2f} %")
     return out
 

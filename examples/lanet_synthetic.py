@@ -9,7 +9,7 @@
     python examples/lanet_synthetic.py                  # ~10 min on a 2-core CPU
     python examples/lanet_synthetic.py --tiny           # a smoke run (used by the tests)
 
-On FER+ use the config: ``ferkit fit --config configs/lanet_ferplus.yaml --data.label_noise 0.3``.
+On FER+ use the config: ``ferkit fit --config lanet_ferplus --data.label_noise 0.3``.
 """
 from __future__ import annotations
 
@@ -17,26 +17,29 @@ import argparse
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
-from ferkit.data.datamodule import FERDataModule
+from ferkit.data import FERDataModule, SyntheticSource
+from ferkit.export import export_inference_model
 from ferkit.landmarks import HeatmapTargets
 from ferkit.layers.landmark_contrastive_head import LandmarkContrastiveHead
 from ferkit.losses import AdaptiveWingLoss, ExpressionLandmarkContrastiveLoss, LabelDistributionEstimator
-from ferkit.methods.lanet import LANet, LANetModel, export_inference_model
+from ferkit.methods import LANetClassifier, LANetModel
+from ferkit.models import FERNetConfig
 from ferkit.state.label_distribution_bank import LabelDistributionBank
 
 
 def components_demo(backbone: str, size: int) -> None:
     """One LA-Net step by hand, without Lightning."""
     torch.manual_seed(0)
-    net = LANetModel(backbone, num_classes=7, img_size=size, small_input=True)
+    net = LANetModel(FERNetConfig(backbone=backbone, small_input=True), num_classes=7, img_size=size)
     x = torch.randn(8, 3, size, size)
     landmarks = torch.rand(8, 68, 2) * (size - 1)            # 68 iBUG points in input pixels
     index, labels = torch.arange(8), torch.randint(0, 7, (8,))
     logits, h_expr, h_lmk, heatmaps = net.forward_train(x)
     targets = HeatmapTargets(19, stride=net.heatmap_stride, subset="lanet19")  # 19 of the 68 points
     heat, weight = targets(landmarks, heatmaps.shape[-2:])
-    l_lmk = AdaptiveWingLoss()(heatmaps, heat, weight)
+    l_lmk = AdaptiveWingLoss()(heatmaps, heat, weight).total  # every ferkit loss returns a LossOutput
     bank = LabelDistributionBank(0, 7)
     bank.init_from_labels(labels)                             # per-sample memory, a registered buffer
     lde = LabelDistributionEstimator(net.num_features, net.lmk_dim, k=4)
@@ -45,8 +48,8 @@ def components_demo(backbone: str, size: int) -> None:
     q_expr, q_lmk = head(h_expr, h_lmk)
     k_expr, k_lmk = head.keys(h_expr.detach(), h_lmk.detach())  # LANet takes the keys from a momentum encoder
     el = ExpressionLandmarkContrastiveLoss(dim=64, queue_size=64)
-    l_el = el(q_expr, q_lmk, k_expr, k_lmk, target=out.target, index=index)  # confidence-gated pseudo-labels
-    print(f"[components] heatmaps {tuple(heatmaps.shape)}, L_lmk {l_lmk.item():.3f}, L_KL {out.loss.item():.3f}, "
+    l_el = el(q_expr, q_lmk, k_expr, k_lmk, target=out.target, index=index).total  # confidence-gated pseudo-labels
+    print(f"[components] heatmaps {tuple(heatmaps.shape)}, L_lmk {l_lmk.item():.3f}, L_KL {out.total.item():.3f}, "
           f"L_EL {l_el.item():.3f}, memory row 0 {bank.memory[0].numpy().round(3)}")
 
 
@@ -65,17 +68,21 @@ def main(argv=None) -> dict:
     results = {}
     for name, weights in (("ce", {"landmark_weight": 0.0, "kl_weight": 0.0, "el_weight": 0.0}), ("lanet", {})):
         L.seed_everything(0, verbose=False)
-        dm = FERDataModule("synthetic", dataset_kwargs={**sizes, "image_size": size}, img_size=size, channels=3,
-                           batch_size=8 if a.tiny else 64, label_noise=a.noise, train_preset="default", hflip=0.5, drop_last=True)
-        model = LANet(backbone=a.backbone, small_input=True, img_size=size, num_classes=dm.num_classes,
-                      class_names=dm.class_names, queue_size=64 if a.tiny else 4096, lde_k=4 if a.tiny else 8, **weights)
+        common = dict(img_size=size, channels=3, batch_size=8 if a.tiny else 64, label_noise=a.noise, train_preset="default",
+                      hflip=0.5, drop_last=True)
+        dm = FERDataModule(dataset=SyntheticSource(**sizes, image_size=size), **common)
+        model = LANetClassifier(net=FERNetConfig(backbone=a.backbone, small_input=True), img_size=size,
+                                num_classes=dm.num_classes, class_names=dm.class_names, queue_size=64 if a.tiny else 4096,
+                                lde_k=4 if a.tiny else 8, **weights)
         trainer = L.Trainer(max_epochs=1 if a.tiny else a.epochs, accelerator="cpu", logger=False,
                             enable_checkpointing=False, enable_progress_bar=not a.tiny, enable_model_summary=False,
+                            callbacks=[TQDMProgressBar(refresh_rate=10)] if not a.tiny else None,
                             default_root_dir=a.out, num_sanity_val_steps=0)
         trainer.fit(model, dm)
         trainer.test(model, datamodule=dm, verbose=False)
         r = model.last_results["test"]
-        results[name] = {"overall_acc": float(r["acc"]), "mean_class_acc": float(r["mean_class_acc"])}
+        results[name] = {"overall_acc": float(r["acc"]), "mean_class_acc": float(r["mean_class_acc"]),
+                         "test_samples": int(r["num_samples"])}
         if name == "lanet":
             plain = export_inference_model(model)
             x = torch.randn(2, 3, size, size)

@@ -1,8 +1,13 @@
-"""Generic fixtures shared by the whole test suite."""
+"""Fixtures shared by the whole test suite.
+
+The synthetic data module and the CLI's data arguments are built in ONE place each (:func:`make_synthetic_dm`,
+:func:`make_synthetic_data_args`, :func:`synthetic_source_args`).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 # On a small shared CPU, busy-waiting OpenMP threads slow every other process down; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -10,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_BACKBONE = "resnet10t"  # the smallest timm ResNet: the same code paths as resnet18 at a fraction of the cost
 
 
 def shared_data_path() -> Path:
@@ -36,3 +42,70 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_synthetic_dm(num_train: int = 64, num_val: int = 32, num_test: int = 32, image_size: int = 32, **kw: Any):
+    """A FERDataModule over the synthetic faces (``img_size`` defaults to ``image_size``)."""
+    from ferkit.data import FERDataModule, SyntheticSource
+
+    kw.setdefault("img_size", image_size)
+    kw.setdefault("batch_size", 16)
+    source = SyntheticSource(num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size)
+    return FERDataModule(dataset=source, **kw)
+
+
+@pytest.fixture
+def synthetic_dm() -> Callable[..., Any]:
+    """Factory: ``synthetic_dm(num_train=64, num_val=32, num_test=32, image_size=32, **datamodule_kwargs)``."""
+    return make_synthetic_dm
+
+
+def make_synthetic_data_args(num_train: int = 48, num_val: int = 24, num_test: int = 24, image_size: int = 32) -> list[str]:
+    """CLI arguments that shrink a packaged synthetic config's data to a tiny set at ``image_size`` px."""
+    return [f"--data.dataset.init_args.num_train={num_train}", f"--data.dataset.init_args.num_val={num_val}",
+            f"--data.dataset.init_args.num_test={num_test}", f"--data.dataset.init_args.image_size={image_size}",
+            f"--data.img_size={image_size}", "--data.batch_size=16", "--data.eval_batch_size=32"]
+
+
+def synthetic_source_args(num_train: int = 8, num_val: int = 8, num_test: int = 8) -> list[str]:
+    """CLI arguments that replace a config's dataset by a few synthetic faces (its sampler dropped)."""
+    sizes = f"{{num_train: {num_train}, num_val: {num_val}, num_test: {num_test}}}"
+    return [f"--data.dataset={{class_path: ferkit.data.SyntheticSource, init_args: {sizes}}}", "--data.sampler=null"]
+
+
+@pytest.fixture
+def synthetic_data_args() -> Callable[..., list[str]]:
+    return make_synthetic_data_args
+
+
+@pytest.fixture
+def tiny_trainer(tmp_path) -> Callable[..., Any]:
+    """Factory: a CPU Trainer without logger, progress bar or summary (``**kw`` override)."""
+    import lightning as L
+
+    def make(root: Path | None = None, **kw: Any):
+        args = dict(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(root or tmp_path),
+                    log_every_n_steps=1)
+        args.update(kw)
+        return L.Trainer(**args)
+
+    return make
+
+
+@pytest.fixture
+def tiny_module() -> Callable[..., Any]:
+    """Factory: ``tiny_module(cls, dm, net=None, **kw)``, a method on ``dm``'s label space with a tiny backbone."""
+    from ferkit.models import FERNetConfig
+
+    def make(cls, dm, net: dict[str, Any] | None = None, **kw: Any):
+        import torch
+
+        torch.manual_seed(0)
+        cfg = FERNetConfig(**{"backbone": TINY_BACKBONE, "small_input": True, **(net or {})})
+        args = dict(net=cfg, num_classes=dm.num_classes, class_names=dm.class_names, img_size=dm.hparams.img_size,
+                    in_chans=dm.hparams.channels)
+        args.update(kw)
+        return cls(**args)
+
+    return make

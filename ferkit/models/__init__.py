@@ -1,4 +1,4 @@
-"""Complete pure-torch networks assembled from backbones, pools and heads."""
-from ferkit.models.fernet import FERNet
+"""The network factory: :class:`FERNetConfig` (the architecture) and :class:`FERNet` (backbone -> pool -> head)."""
+from ferkit.models.fernet import MIN_ARM_FEATURES, FERNet, FERNetConfig
 
-__all__ = ["FERNet"]
+__all__ = ["FERNet", "FERNetConfig", "MIN_ARM_FEATURES"]

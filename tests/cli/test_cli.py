@@ -1,80 +1,117 @@
-"""The command line end to end on tiny synthetic data: fit, test, predict, resume, demo, and DDP on 2 CPU processes."""
-import csv
+"""The ``ferkit`` command: help for every command, packaged configs by name, override warnings on resume, the demo,
+and DDP on 2 CPU processes. (fit -> resume -> test -> predict -> export of every method: tests/integration.)"""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from ferkit.cli import main, run_demo
+from ferkit.cli import COMMANDS, main
+from ferkit.commands import demo
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--data.dataset_kwargs={num_train: 64, num_val: 32, num_test: 40, image_size: 32}", "--data.img_size=32",
-        "--data.batch_size=16", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def _args(cmd, tmp_path, *extra):
-    return [cmd, "--config", str(REPO / "configs/arm_synthetic.yaml"), *TINY,
-            f"--trainer.logger.init_args.save_dir={tmp_path}", f"--model.init_args.output_dir={tmp_path / 'out'}", *extra]
+def _ferkit(*args, cwd, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "ferkit", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
 
 
-def test_fit_resume_test_predict(tmp_path):
-    main(_args("fit", tmp_path, "--trainer.max_epochs=1", "--model.init_args.scheduler=exponential"))
-    ckpts = sorted(tmp_path.glob("arm_synthetic/version_0/checkpoints/last.ckpt"))
-    assert ckpts, list(tmp_path.rglob("*"))
-    # the saved config is the reproducibility record
-    assert (tmp_path / "arm_synthetic/version_0/config.yaml").exists()
-    # resume for one more epoch from the last checkpoint
-    main(_args("fit", tmp_path, "--trainer.max_epochs=2", "--model.init_args.scheduler=exponential", f"--ckpt_path={ckpts[0]}"))
-    import torch
-
-    last = torch.load(tmp_path / "arm_synthetic/version_1/checkpoints/last.ckpt", weights_only=False)
-    assert last["epoch"] == 1 and last["ferkit"]["class_names"][3] == "happy"
-    # the per-epoch schedule continued where it stopped: lr after 2 epochs = lr * 0.9**2
-    assert last["lr_schedulers"][0]["last_epoch"] == 2
-    # a finished one-cycle schedule cannot be silently extended
-    with pytest.raises(RuntimeError, match="one-cycle"):
-        main(_args("fit", tmp_path, "--trainer.max_epochs=1"))
-        main(_args("fit", tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={tmp_path / 'arm_synthetic/version_2/checkpoints/last.ckpt'}"))
-    main(_args("test", tmp_path, f"--ckpt_path={ckpts[0]}"))
-    metrics = json.loads((tmp_path / "out/metrics_test.json").read_text())
-    assert metrics["num_samples"] == 40 and len(metrics["confusion_matrix"]) == 7
-    assert (tmp_path / "out/confusion_matrix_test.csv").exists() and (tmp_path / "out/confusion_matrix_test.png").exists()
-    pred = tmp_path / "pred.csv"
-    main(_args("predict", tmp_path, f"--ckpt_path={ckpts[0]}", f"--prediction_writer.output={pred}"))
-    rows = list(csv.DictReader(pred.open()))
-    assert len(rows) == 40 and rows[0]["id"] == "synthetic:test:0"
-    probs = [float(rows[0][f"prob_{c}"]) for c in ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]]
-    assert abs(sum(probs) - 1) < 1e-4 and rows[0]["pred"] in ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-def test_demo_prints_both_accuracies(tmp_path, capsys):
-    summary = run_demo(["--epochs", "1", "--num-train", "64", "--num-eval", "32", "--img-size", "32", "--small-input", "--no-progress",
-                        "--output-dir", str(tmp_path)])
+def test_help_lists_every_command_and_each_names_itself(tmp_path, capsys):
+    main(["--help"])
     out = capsys.readouterr().out
-    assert "test overall accuracy" in out and "test mean-class accuracy" in out
-    assert 0 <= summary["test_overall_acc"] <= 100 and 0 <= summary["test_mean_class_acc"] <= 100
+    for name in ("fit", "validate", "test", "predict", "demo", "info", "asm-report", "landmarks", "export", "data"):
+        assert f"\n  {name} " in out, name
+    for name in ("asm-report", "landmarks", "export", "demo", "info", "data"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert capsys.readouterr().out.startswith(f"usage: ferkit {name}"), name
+    proc = _ferkit("fit", "--help", cwd=tmp_path, timeout=120)
+    first = proc.stdout.splitlines()[0] if proc.stdout else ""
+    assert proc.returncode == 0 and first.startswith("usage: ferkit [options] fit "), first + proc.stderr[-2000:]
 
 
-def test_ddp_two_processes_matches_one_process(tmp_path):
+def test_unknown_command_and_unknown_config_say_what_exists(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["trian"])
+    assert "unknown command 'trian'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="packaged configs: .*arm_ferplus"):
+        main(["fit", "--config", "arm_ferplsu"])
+
+
+def test_info_lists_the_packaged_configs(capsys):
+    info = main(["info"])
+    assert "arm_ferplus" in info["configs"] and "ARMClassifier" in info["methods"]
+    assert "arm_ferplus" in capsys.readouterr().out
+
+
+def test_wheel_ships_configs_and_py_typed(tmp_path):
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "ferkit", src / "ferkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"cannot build a wheel here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("ferkit-*.whl"))).namelist()
+    packaged = {Path(n).stem for n in names if n.startswith("ferkit/configs/") and n.endswith(".yaml")}
+    assert {p.stem for p in (REPO / "ferkit/configs").glob("*.yaml")} == packaged
+    assert "ferkit/py.typed" in names
+
+
+def test_packaged_config_by_name_from_any_folder_and_override_warning(tmp_path, monkeypatch, synthetic_data_args):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "avg_synthetic", *synthetic_data_args(), "--model.init_args.net.backbone=resnet10t", *QUIET,
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    main(["fit", *args])
+    last = tmp_path / "runs/avg_synthetic/version_0/checkpoints/last.ckpt"
+    assert last.is_file()
+    # a model argument given on the command line but replaced by the checkpoint's is named in a warning
+    with pytest.warns(UserWarning, match=r"--model.init_args.label_smoothing 0.3 -> 0.0"):
+        main(["test", *args, "--model.init_args.label_smoothing=0.3", f"--ckpt_path={last}"])
+
+
+def test_demo_prints_method_and_baseline_in_one_table(tmp_path, monkeypatch, capsys, synthetic_data_args):
+    monkeypatch.chdir(tmp_path)
+    results = demo.main([*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
+                         "--model.init_args.net.small_input=true", "--trainer.max_epochs=1", *QUIET])
+    out = capsys.readouterr().out
+    assert [r["model"] for r in results] == ["ARMClassifier", "FERClassifier"] and [r["pool"] for r in results] == ["arm", "avg"]
+    assert "ARMClassifier" in out and "FERClassifier" in out and "mean-class %" in out
+    assert (tmp_path / "runs/demo/arm/version_0").is_dir() and (tmp_path / "runs/demo/baseline/version_0").is_dir()
+
+
+def test_demo_names_the_real_flag(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--img-size", "32"])
+    assert "--data.img_size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_matches_one_process(tmp_path, synthetic_data_args):
     """ARM trained with DDP on 2 CPU processes; its test evaluation on 2 processes equals the one on 1 process."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    ferkit = [sys.executable, "-m", "ferkit.cli"]
+    common = ["--config", "arm_synthetic", *synthetic_data_args(num_test=40), "--model.init_args.net.backbone=resnet10t", *QUIET]
+
     def run(*args):
-        proc = subprocess.run([*ferkit, *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        proc = _ferkit(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc
-    fit = _args("fit", tmp_path, "--trainer.max_epochs=1", "--trainer.devices=2", "--trainer.strategy=ddp")
-    run(*fit)
-    ckpt = tmp_path / "arm_synthetic/version_0/checkpoints/last.ckpt"
+
+    run("fit", *common, "--trainer.max_epochs=1", "--trainer.devices=2", "--trainer.strategy=ddp")
+    ckpt = tmp_path / "runs/arm_synthetic/version_0/checkpoints/last.ckpt"
     assert ckpt.exists()
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"eval{devices}"
-        args = _args("test", tmp_path, f"--ckpt_path={ckpt}", f"--trainer.devices={devices}",
-                     f"--model.init_args.output_dir={out}")
+        args = ["test", *common, f"--ckpt_path={ckpt}", f"--trainer.devices={devices}", f"--model.init_args.output_dir={out}"]
         if devices == 2:
             args.append("--trainer.strategy=ddp")
         run(*args)
@@ -83,3 +120,22 @@ def test_ddp_two_processes_matches_one_process(tmp_path):
     assert results[2]["num_samples"] == results[1]["num_samples"] == 40
     assert results[2]["confusion_matrix"] == results[1]["confusion_matrix"]
     assert results[2]["acc"] == results[1]["acc"] and results[2]["mean_class_acc"] == results[1]["mean_class_acc"]
+
+
+def test_data_check_reads_every_file_and_sets_the_exit_status(tmp_path, capsys):
+    good = ["--config", "arm_folder", f"--data.dataset.init_args.root={tmp_path}"]
+    import numpy as np
+    import cv2
+
+    for split in ("train", "val", "test"):
+        for name in ("happy", "sad"):
+            (tmp_path / split / name).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / split / name / "a.png"), np.full((20, 20, 3), 128, np.uint8))
+    assert main(["data", "check", *good]) is None or True  # exit status 0: no SystemExit
+    assert "read correctly" in capsys.readouterr().out
+    (tmp_path / "train/sad/broken.png").write_bytes(b"not an image")
+    (tmp_path / "test/happy/broken.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "check", *good])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1 and "broken.png" in out and "broken.jpg" in out  # every bad file, at once

@@ -163,18 +163,19 @@ IMG = 32
 
 
 def _dm():
-    from ferkit.data.datamodule import FERDataModule
+    from conftest import make_synthetic_dm
 
-    return FERDataModule(dataset="synthetic", dataset_kwargs={"num_train": 45, "num_val": 8, "num_test": 8, "image_size": IMG},
-                         img_size=IMG, channels=3, batch_size=8, train_preset="weak", strong_preset="strong",
-                         label_noise=0.3, noise_seed=0)
+    return make_synthetic_dm(num_train=45, num_val=8, num_test=8, image_size=IMG, channels=3, batch_size=8,
+                             train_preset="weak", strong_preset="strong", label_noise=0.3, noise_seed=0)
 
 
 def _model(dm):
-    from ferkit.methods.asm import ASM
+    from ferkit.methods.asm import ASMClassifier
+    from ferkit.models import FERNetConfig
 
-    return ASM(backbone="test_resnet", small_input=True, num_classes=dm.num_classes, class_names=dm.class_names,
-               img_size=IMG, in_chans=3, warmup_epochs=1, threshold_momentum=0.0, t_clean=0.6, t_noisy=0.3)
+    return ASMClassifier(net=FERNetConfig(backbone="test_resnet", small_input=True), num_classes=dm.num_classes,
+                         class_names=dm.class_names, img_size=IMG, in_chans=3, warmup_epochs=1, threshold_momentum=0.0,
+                         t_clean=0.6, t_noisy=0.3)
 
 
 class Recorder(Callback):

@@ -1,48 +1,37 @@
-"""The base LightningModule: training, evaluation hygiene, checkpoints, NaN handling."""
-import lightning as L
+"""The base LightningModule: training, evaluation hygiene, checkpoints, NaN handling, optimisers and schedules,
+the network factory and ARM's geometry."""
+import functools
+import warnings
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from ferkit.data.datamodule import FERDataModule
-from ferkit.methods.arm import ARMClassifier
-from ferkit.methods.classifier import FERClassifier, NonFiniteLossError
+from ferkit.core.errors import NonFiniteLossError
+from ferkit.methods import ARMClassifier, FERClassifier, LinearDecay, OneCycle
+from ferkit.models import FERNet, FERNetConfig
 
-SMALL = {"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 32}
 ARM_32 = {"shuffle": 16, "kernel_size": 16, "stride": 8}  # 32 px + small_input -> 2x2 map -> 32x32 -> 3x3
 
 
-def _dm():
-    return FERDataModule(dataset="synthetic", dataset_kwargs=SMALL, img_size=32, channels=3, batch_size=16)
-
-
-def _trainer(tmp_path, **kw):
-    args = dict(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                enable_model_summary=False, default_root_dir=tmp_path)
-    args.update(kw)
-    return L.Trainer(**args)
-
-
-def _model(cls=FERClassifier, **kw):
-    dm = _dm()
-    args = dict(backbone="resnet18", small_input=True, img_size=32, num_classes=dm.num_classes, class_names=dm.class_names)
-    args.update(kw)
-    return cls(**args), dm
-
-
-def test_fit_test_and_checkpoint_carries_label_names(tmp_path):
-    model, dm = _model(ARMClassifier, pool_kwargs=ARM_32, output_dir=str(tmp_path / "out"))
-    trainer = _trainer(tmp_path, enable_checkpointing=True)
+def test_fit_test_and_checkpoint_carries_label_names(tmp_path, synthetic_dm, tiny_module, tiny_trainer):
+    dm = synthetic_dm()
+    model = tiny_module(ARMClassifier, dm, net={"pool": "arm", "pool_kwargs": ARM_32}, output_dir=str(tmp_path / "out"))
+    trainer = tiny_trainer(enable_checkpointing=True)
     trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     res = model.last_results["test"]
-    assert int(res["num_samples"]) == 32 and 0.0 <= float(res["acc"]) <= 1.0
+    assert int(res["num_samples"]) == 32 and int(res["confusion_matrix"].sum()) == 32
     assert (tmp_path / "out" / "confusion_matrix_test.png").exists()
     assert (tmp_path / "out" / "metrics_test.json").exists()
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=False)
     assert ckpt["ferkit"]["class_names"] == dm.class_names
+    assert ckpt["ferkit"]["class_path"] == "ferkit.methods.arm.lightning_model.ARMClassifier"
     assert "model.pool.g_ema" in ckpt["state_dict"]
+    assert ckpt["hyper_parameters"]["net"]["pool_kwargs"] == ARM_32  # plain data: readable with weights_only=True
+    torch.load(path, weights_only=True)
     restored = ARMClassifier.load_from_checkpoint(path)
     restored.eval(), model.eval()
     x = torch.randn(3, 3, 32, 32)
@@ -51,9 +40,9 @@ def test_fit_test_and_checkpoint_carries_label_names(tmp_path):
 
 @pytest.mark.parametrize("pool,kw,independent", [("avg", None, True), ("arm", dict(ARM_32, affinity="ema"), True),
                                                  ("arm", dict(ARM_32, affinity="none"), True), ("arm", dict(ARM_32, affinity="batch"), False)])
-def test_eval_output_does_not_depend_on_batch_companions(pool, kw, independent):
+def test_eval_output_does_not_depend_on_batch_companions(pool, kw, independent, synthetic_dm, tiny_module):
     torch.manual_seed(0)
-    model, _ = _model(pool=pool, pool_kwargs=kw)
+    model = tiny_module(FERClassifier, synthetic_dm(), net={"pool": pool, "pool_kwargs": kw})
     model.train()
     model(torch.randn(8, 3, 32, 32))  # one training forward initialises running statistics / g_ema
     model.eval()
@@ -69,20 +58,22 @@ def test_eval_output_does_not_depend_on_batch_companions(pool, kw, independent):
         assert not torch.allclose(alone, other, atol=1e-4)
 
 
-def test_nan_loss_raises_or_is_skipped_and_counted(tmp_path):
-    model, dm = _model()
+def test_nan_loss_raises_or_is_skipped_and_counted(synthetic_dm, tiny_module, tiny_trainer):
+    dm = synthetic_dm()
+    model = tiny_module(FERClassifier, dm)
     model.classification_loss = lambda logits, batch: logits.sum() * float("nan")
-    with pytest.raises(NonFiniteLossError, match="nan_policy=skip"):
-        _trainer(tmp_path, max_steps=1).fit(model, dm)
-    model, dm = _model(nan_policy="skip")
+    with pytest.raises(NonFiniteLossError, match="nan_policy skip"):
+        tiny_trainer(max_steps=1).fit(model, dm)
+    model = tiny_module(FERClassifier, dm, nan_policy="skip")
     model.classification_loss = lambda logits, batch: logits.sum() * float("nan")
-    _trainer(tmp_path, max_epochs=1, enable_checkpointing=False, limit_val_batches=0).fit(model, dm)
+    tiny_trainer(limit_val_batches=0).fit(model, dm)
     assert int(model.skipped_nonfinite) == 4  # one epoch of 64 samples / 16 = 4 batches, all skipped
 
 
-def test_checkpoint_with_other_classes_is_refused(tmp_path):
-    model, dm = _model()
-    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+def test_checkpoint_with_other_classes_is_refused(tmp_path, synthetic_dm, tiny_module, tiny_trainer):
+    dm = synthetic_dm()
+    model = tiny_module(FERClassifier, dm)
+    trainer = tiny_trainer(max_steps=1)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     ckpt = torch.load(tmp_path / "m.ckpt", weights_only=False)
@@ -91,25 +82,86 @@ def test_checkpoint_with_other_classes_is_refused(tmp_path):
         model.on_load_checkpoint(ckpt)
 
 
-def test_optimisers_and_schedulers():
-    from types import SimpleNamespace
+def test_soft_labels_are_used_whenever_the_batch_carries_them(synthetic_dm, tiny_module):
+    model = tiny_module(FERClassifier, synthetic_dm())
+    logits = torch.randn(4, 7)
+    hard = {"label": torch.tensor([0, 1, 2, 3])}
+    soft = dict(hard, soft_label=torch.softmax(torch.randn(4, 7), 1))
+    expected = -(soft["soft_label"] * torch.log_softmax(logits, 1)).sum(1).mean()
+    torch.testing.assert_close(model.classification_loss(logits, soft), expected)
+    torch.testing.assert_close(model.classification_loss(logits, hard), torch.nn.functional.cross_entropy(logits, hard["label"]))
 
-    model, _ = _model()
-    model._trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=3)  # what configure_optimizers reads
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    for opt, cls in kinds.items():
-        for sched in ("none", "onecycle", "cosine", "exponential", "step"):
-            model.hparams.optimizer, model.hparams.scheduler = opt, sched
-            out = model.configure_optimizers()
-            optimizer = out if sched == "none" else out["optimizer"]
-            assert isinstance(optimizer, cls)
-            # norms, biases and ARM's alpha carry no weight decay
-            assert optimizer.param_groups[1]["weight_decay"] == 0.0
-            if sched == "onecycle":
-                assert out["lr_scheduler"]["interval"] == "step" and out["lr_scheduler"]["scheduler"].total_steps == 10
-    model.hparams.optimizer = "lion"
-    with pytest.raises(ValueError, match="optimizer"):
-        model.configure_optimizers()
-    model.hparams.optimizer, model.hparams.scheduler = "adam", "poly"
-    with pytest.raises(ValueError, match="scheduler"):
-        model.configure_optimizers()
+
+def test_optimiser_and_scheduler_callables(synthetic_dm, tiny_module):
+    dm = synthetic_dm()
+    model = tiny_module(FERClassifier, dm, optimizer=functools.partial(torch.optim.SGD, lr=0.1, weight_decay=1e-3),
+                        scheduler=OneCycle)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=40)  # what configure_optimizers reads
+    out = model.configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["weight_decay"] == 1e-3
+    assert opt.param_groups[1]["weight_decay"] == 0.0  # norms, biases and ARM's alpha carry no weight decay
+    assert sched["interval"] == "step" and sched["scheduler"].total_steps == 40  # sized to the run
+    # a one-cycle plan cannot be silently extended
+    for _ in range(40):
+        opt.step(), sched["scheduler"].step()
+    with pytest.raises(RuntimeError, match="one-cycle"):
+        model.lr_scheduler_step(sched["scheduler"], None)
+    model = tiny_module(FERClassifier, dm, scheduler=LinearDecay)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    out = model.configure_optimizers()
+    sched = out["lr_scheduler"]["scheduler"]
+    assert out["lr_scheduler"]["interval"] == "step" and sched.total_iters == 10
+    for _ in range(10):
+        out["optimizer"].step(), sched.step()
+    assert out["optimizer"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    model = tiny_module(FERClassifier, dm, scheduler=functools.partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.5))
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    assert model.configure_optimizers()["lr_scheduler"]["interval"] == "epoch"
+    assert isinstance(tiny_module(FERClassifier, dm, scheduler=None).configure_optimizers(), torch.optim.AdamW)
+
+
+def test_a_subclass_argument_is_available_in_build_model(synthetic_dm):
+    """The network is built after every __init__ has run, so a new argument needs no hparams look-up."""
+
+    class Wider(FERClassifier):
+        def __init__(self, hidden: int = 32, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = hidden
+
+        def build_model(self):
+            net = super().build_model()
+            net.head = torch.nn.Sequential(torch.nn.Linear(net.num_features, self.hidden), torch.nn.ReLU(),
+                                           torch.nn.Linear(self.hidden, net.num_classes))
+            return net
+
+    dm = synthetic_dm()
+    model = Wider(hidden=5, net=FERNetConfig(backbone="resnet10t", small_input=True), num_classes=7, img_size=32)
+    assert model.model.head[0].out_features == 5 and model.hparams.hidden == 5
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_one_network_config_builds_every_network():
+    cfg = FERNetConfig(backbone="resnet10t", pool="avg", small_input=True, dropout=0.1)
+    net = cfg.build(num_classes=5, in_chans=1, img_size=32)
+    assert isinstance(net, FERNet) and net.config == cfg and net.num_classes == 5 and net.in_chans == 1
+    assert FERNetConfig.coerce(cfg.to_dict()) == cfg
+    # keyword shorthand: the same fields, still listed only by FERNetConfig
+    assert FERNet(backbone="resnet10t", small_input=True, dropout=0.1, num_classes=5, img_size=32).config == cfg
+    with pytest.raises(TypeError, match="unknown argument.*'widht'"):
+        FERNetConfig.coerce({"widht": 3})
+
+
+def test_arm_geometry_follows_the_real_map_and_refuses_degenerate_ones():
+    # no ARM geometry given: chosen for the real map (64 px without small_input: ResNet map 2x2 -> 3x3 = 9 features)
+    model = ARMClassifier(net=FERNetConfig(backbone="resnet10t", pool="arm"), num_classes=7, img_size=64)
+    assert model.model.pool.out_features == 9
+    # a geometry that leaves fewer than 4 features is an error that names the fix
+    bad = FERNetConfig(backbone="resnet10t", pool="arm", small_input=True, pool_kwargs={"shuffle": 16, "kernel_size": 32, "stride": 16})
+    with pytest.raises(ValueError, match="fewer than 4.*remove net.pool_kwargs"):
+        bad.build(num_classes=7, in_chans=3, img_size=32)
+    # far fewer features than average pooling would give: a warning
+    with pytest.warns(UserWarning, match="ARM gives 9 features where average pooling would give 512"):
+        FERNetConfig(backbone="resnet10t", pool="arm").build(num_classes=7, in_chans=3, img_size=64)
+    with pytest.raises(ValueError, match="net.pool must be 'arm'"):
+        ARMClassifier(net=FERNetConfig(pool="avg"))

@@ -1,5 +1,5 @@
 """LA-Net's batch-relational state under DDP: a 2-process gloo run on CPU equals one process on the concatenated
-batch -- the label-distribution memory, the targets, the queues, and the gradients (METHODS.md section 7)."""
+batch -- the label-distribution memory, the targets, the queues, and the gradients (exact distributed training: every rank sees the global batch)."""
 from __future__ import annotations
 
 import pytest
@@ -49,8 +49,8 @@ def _run(sl: slice, gather: bool = True) -> list[dict[str, torch.Tensor]]:
         leaves = {k: d[k][sl].clone().requires_grad_(True) for k in ("h_e", "h_l", "logits", "q_e", "q_l")}
         lde.zero_grad()
         res = lde(leaves["h_e"], leaves["h_l"], leaves["logits"], d["index"][sl], bank)
-        loss_el = el(leaves["q_e"], leaves["q_l"], d["k_e"][sl], d["k_l"][sl], target=res.target, index=d["index"][sl])
-        (res.loss + loss_el).backward()
+        loss_el = el(leaves["q_e"], leaves["q_l"], d["k_e"][sl], d["k_l"][sl], target=res.target, index=d["index"][sl]).total
+        (res.total + loss_el).backward()  # every ferkit loss returns a LossOutput: .total is the scalar
         rec = {f"grad_{k}": v.grad.clone() for k, v in leaves.items()}
         rec.update({f"param_{n}": p.grad.clone() for n, p in lde.named_parameters()})
         rec.update(target=res.target.detach().clone(), memory=bank.memory.clone(), queue_keys=el.queue.keys.clone(),

@@ -1,25 +1,46 @@
-"""ARM as a LightningModule: FERClassifier with the ARM pool and the paper's optimisation recipe as defaults."""
+"""ARM as a LightningModule: the FER network with the ARM pool and the paper's optimisation recipe as defaults."""
 from __future__ import annotations
 
 from typing import Any
 
-from ferkit.methods.classifier import FERClassifier
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from ferkit.methods.base import FERModule
+from ferkit.models import FERNetConfig
+
+__all__ = ["ARMClassifier", "arm_optimizer", "arm_scheduler"]
 
 
-class ARMClassifier(FERClassifier):
-    """FERClassifier whose pool is ARM.
+def arm_optimizer(params) -> torch.optim.Optimizer:
+    """The official RAF-DB recipe of ARM (Shi et al., 2021): Adam, lr 1e-3, weight decay 1e-4."""
+    return torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
 
-    Defaults follow the official RAF-DB recipe (METHODS.md §1.3): Adam lr 1e-3, weight decay 1e-4, ExponentialLR
-    0.9 per epoch. ``pool_kwargs`` configures the layer (``affinity`` = ``"ema"`` (default, batch-independent
-    evaluation), ``"batch"`` (paper-faithful, batch-dependent) or ``"none"``). The affinity mode and the evaluation
-    batch size are logged at the start of every evaluation, because in ``"batch"`` mode results depend on them.
+
+def arm_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The official recipe's schedule: the learning rate times 0.9 after every epoch."""
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+
+
+class ARMClassifier(FERModule):
+    """The FER network with ARM, the amend-representation module (Shi et al., arXiv 2103.10189), as its pool.
+
+    ``net`` defaults to ``FERNetConfig(pool="arm")``; with no ARM geometry in ``net.pool_kwargs`` it is chosen for
+    the real feature-map size (:meth:`ferkit.layers.ARM.suggest_config`), and a geometry giving fewer than 4
+    features is an error. ``pool_kwargs.affinity``: ``"ema"`` (default; evaluation independent of the batch),
+    ``"batch"`` (as in the paper; predictions depend on the other images of the batch) or ``"none"``. The affinity
+    mode and the evaluation batch size are printed at the start of every test / validate run, because in
+    ``"batch"`` mode results depend on them.
     """
 
-    def __init__(self, backbone: str = "resnet18", pool: str = "arm", pool_kwargs: dict[str, Any] | None = None,
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "exponential",
-                 gamma: float = 0.9, **kwargs: Any) -> None:
-        super().__init__(backbone=backbone, pool=pool, pool_kwargs=pool_kwargs, optimizer=optimizer, lr=lr,
-                         weight_decay=weight_decay, scheduler=scheduler, gamma=gamma, **kwargs)
+    def __init__(self, net: FERNetConfig | None = None, optimizer: OptimizerCallable = arm_optimizer,
+                 scheduler: LRSchedulerCallable | None = arm_scheduler, **kwargs: Any) -> None:
+        super().__init__(net, optimizer=optimizer, scheduler=scheduler, **kwargs)
+        if self.net.pool.lower() != "arm":
+            raise ValueError(f"ARMClassifier: net.pool must be 'arm', got {self.net.pool!r}; use FERClassifier for other pools")
+
+    def default_net(self) -> FERNetConfig:
+        return FERNetConfig(pool="arm")
 
     @property
     def affinity(self) -> str:

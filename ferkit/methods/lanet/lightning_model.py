@@ -1,4 +1,4 @@
-"""LA-Net as a LightningModule (METHODS.md section 3): the paper's losses, weights and recipe as defaults.
+"""LA-Net as a LightningModule (Wu & Cui, ICCV 2023): the paper's losses, weights and recipe as defaults.
 
 ``L = CE(z, y) + 1.0 L_lmk + 1.0 L_KL + 0.1 L_EL`` with
 
@@ -10,14 +10,12 @@
 * ``L_EL``: the expression-landmark contrastive loss (:class:`ferkit.losses.ExpressionLandmarkContrastiveLoss`)
   between query heads and a momentum key encoder (:class:`ferkit.layers.LandmarkContrastiveHead`).
 
-Evaluation and prediction run the expression branch only (``forward(x)`` returns logits), so the inherited
-:class:`~ferkit.methods.classifier.FERClassifier` evaluation works unchanged; export with
-:func:`ferkit.methods.lanet.export_inference_model`.
+Evaluation and prediction run the expression branch only (``forward(x)`` returns logits), so the evaluation of
+:class:`~ferkit.methods.FERModule` works unchanged; :func:`ferkit.export.export_inference_model` exports it.
 
 Distributed training: the LDE aggregates over the all-gathered global batch with gradient, and the EL loss uses
 gathered keys; every rank updates the memory and the queues with the same gathered data, so they stay identical
-without being broadcast. Train with ``Trainer(sync_batchnorm=True)`` as the recipe did (SyncBN); DDP's
-per-step buffer broadcast is unnecessary for this state (``DDPStrategy(broadcast_buffers=False)`` saves it).
+without being broadcast. Train with ``Trainer(sync_batchnorm=True)`` as the recipe did (SyncBN).
 """
 from __future__ import annotations
 
@@ -26,25 +24,36 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from ferkit.landmarks.heatmaps import HeatmapTargets, get_subset
 from ferkit.layers.landmark_contrastive_head import LandmarkContrastiveHead, make_momentum_copy, momentum_update
 from ferkit.losses.adaptive_wing import AdaptiveWingLoss
 from ferkit.losses.expression_landmark_contrastive import ExpressionLandmarkContrastiveLoss
 from ferkit.losses.label_distribution import LabelDistributionEstimator
-from ferkit.methods.classifier import FERClassifier
+from ferkit.methods.base import FERModule
+from ferkit.methods.lanet.torch_model import LANetModel
+from ferkit.methods.schedulers import LinearDecay
+from ferkit.models import FERNetConfig
 from ferkit.state.label_distribution_bank import LabelDistributionBank
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LANet"]
+__all__ = ["LANetClassifier", "lanet_optimizer"]
 
 
-class LANet(FERClassifier):
+def lanet_optimizer(params) -> torch.optim.Optimizer:
+    """LA-Net's recipe: Adam, lr 1e-3, no weight decay."""
+    return torch.optim.Adam(params, lr=1e-3, weight_decay=0.0)
+
+
+class LANetClassifier(FERModule):
     """LA-Net (Wu & Cui, ICCV 2023) for FER under label noise.
 
-    Args (beyond :class:`~ferkit.methods.classifier.FERClassifier`'s):
+    Unlike the other methods, the network is built at the end of ``__init__`` (the heads' sizes come from it):
+    a subclass that overrides :meth:`build_model` with its own arguments sets them before ``super().__init__``.
+
+    Args (beyond :class:`~ferkit.methods.FERModule`'s):
         landmark_subset: how the items' landmarks map to heatmap channels: ``"lanet19"`` (19 of the 68 iBUG points,
             default), ``"ibug68"``, a list of 68-point indices, or None (use the items' points as they are,
             ``num_points`` of them).
@@ -56,20 +65,13 @@ class LANet(FERClassifier):
         queue_size, temperature, conf_thresh, key_momentum, el_positives: EL (8192, 0.1, 0.7, 0.999, ``"global"``).
         ce_weight, landmark_weight, kl_weight, el_weight: loss weights (1, 1, 1, 0.1).
         gather_distributed: gather the batch across ranks for LDE / EL under DDP.
-        optimizer, lr, weight_decay, scheduler: Adam, 1e-3, 0, ``"linear"`` (1 -> 0 per step over the run).
+        optimizer / scheduler: Adam 1e-3 without weight decay; the learning rate falls linearly to 0 over the run,
+            every step (:class:`ferkit.methods.LinearDecay`).
     """
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        pool: str = "avg",
-        pool_kwargs: dict[str, Any] | None = None,
-        num_classes: int = 7,
-        class_names: list[str] | None = None,
-        in_chans: int = 3,
-        img_size: int = 224,
-        pretrained: str | None = None,
-        small_input: bool = False,
+        net: FERNetConfig | None = None,
         landmark_subset: str | Sequence[int] | None = "lanet19",
         num_points: int = 19,
         heatmap_sigma: float = 1.5,
@@ -94,19 +96,15 @@ class LANet(FERClassifier):
         kl_weight: float = 1.0,
         el_weight: float = 0.1,
         gather_distributed: bool = True,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        scheduler: str = "linear",
+        optimizer: OptimizerCallable = lanet_optimizer,
+        scheduler: LRSchedulerCallable | None = LinearDecay,
         **kwargs: Any,
     ) -> None:
         subset = get_subset(landmark_subset)
         self._num_points = subset.num_points if subset is not None else int(num_points)
-        super().__init__(backbone=backbone, pool=pool, pool_kwargs=pool_kwargs, num_classes=num_classes,
-                         class_names=class_names, in_chans=in_chans, img_size=img_size, pretrained=pretrained,
-                         small_input=small_input, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                         scheduler=scheduler, **kwargs)
-        net = self.model
+        super().__init__(net, optimizer=optimizer, scheduler=scheduler, **kwargs)
+        num_classes = self.hparams.num_classes
+        net = self.model  # built here: the heads' sizes come from it
         self.heatmap_targets = HeatmapTargets(self._num_points, stride=net.heatmap_stride, sigma=heatmap_sigma,
                                               fg_weight=heatmap_fg_weight, fg_thresh=heatmap_fg_thresh, subset=subset)
         self.awing = AdaptiveWingLoss(awing_alpha, awing_omega, awing_eps, awing_theta)
@@ -123,13 +121,10 @@ class LANet(FERClassifier):
         self.key_model = make_momentum_copy(self.model) if el_weight > 0 else None
 
     # -- model -----------------------------------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        from ferkit.methods.lanet.torch_model import LANetModel
-
+    def build_model(self) -> LANetModel:
         h = self.hparams
-        return LANetModel(backbone=h.backbone, pool=h.pool, pool_kwargs=h.pool_kwargs, num_classes=h.num_classes,
-                          num_points=self._num_points, in_chans=h.in_chans, img_size=h.img_size, pretrained=h.pretrained,
-                          small_input=h.small_input, dropout=h.dropout)
+        return LANetModel(self.net, num_classes=h.num_classes, num_points=self._num_points, in_chans=h.in_chans,
+                          img_size=h.img_size)
 
     def setup(self, stage: str) -> None:
         """Initialise the label-distribution memory with the (noisy) training labels (resume then overwrites it)."""
@@ -139,12 +134,12 @@ class LANet(FERClassifier):
         ds = getattr(dm, "train_set", None)
         if ds is None:
             raise RuntimeError(
-                "LANet needs the training labels to initialise its label-distribution memory: train with a "
+                "LANetClassifier needs the training labels to initialise its label-distribution memory: train with a "
                 "FERDataModule (its train_set is read in setup), or call model.lde_bank.init_from_labels(labels) "
                 "before trainer.fit"
             )
         self.lde_bank.init_from_labels(torch.as_tensor(np.asarray(ds.labels)))
-        log.info("LANet: label-distribution memory initialised for %d training samples", len(self.lde_bank))
+        log.info("LANetClassifier: label-distribution memory initialised for %d training samples", len(self.lde_bank))
 
     # -- training ----------------------------------------------------------------------------------------------------
     def landmark_loss(self, heatmaps: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,13 +147,13 @@ class LANet(FERClassifier):
         lmk = batch.get("landmarks")
         if lmk is None:
             raise KeyError(
-                "LANet: the batch has no 'landmarks'. Use a dataset that ships them (AffectNet, synthetic) or attach "
-                "a landmark cache (data.landmarks_cache=..., made by `python -m ferkit.landmarks extract`), or set "
+                "LANetClassifier: the batch has no 'landmarks'. Use a dataset that ships them (AffectNet, synthetic) or attach "
+                "a landmark cache (data.landmarks_cache=..., made by `ferkit landmarks extract`), or set "
                 "model.landmark_weight=0"
             )
         target, weight = self.heatmap_targets(lmk.to(heatmaps.device), tuple(heatmaps.shape[-2:]))
         missing = (~torch.isfinite(lmk).all(dim=-1)).all(dim=-1).sum()
-        return self.awing(heatmaps.float(), target, weight), missing
+        return self.awing(heatmaps.float(), target, weight).total, missing
 
     @property
     def uses_auxiliary_losses(self) -> bool:
@@ -195,14 +190,14 @@ class LANet(FERClassifier):
         if h.kl_weight > 0 or h.el_weight > 0:  # the EL pseudo-labels come from the LDE target
             lde = self.lde(h_expr, h_lmk, logits, index, self.lde_bank)
         if lde is not None and h.kl_weight > 0:
-            loss = loss + h.kl_weight * lde.loss
-            logs["train/kl"] = lde.loss.detach()
+            loss = loss + h.kl_weight * lde.total
+            logs["train/kl"] = lde.total.detach()
         if lde is not None and self.key_model is not None and h.el_weight > 0:
             with torch.no_grad():
                 self.key_model.eval()
                 k_expr, k_lmk = self.el_head.keys(*self.key_model.forward_keys(x))
             q_expr, q_lmk = self.el_head(h_expr, h_lmk)
-            el = self.el_loss(q_expr, q_lmk, k_expr, k_lmk, target=lde.target, index=index)
+            el = self.el_loss(q_expr, q_lmk, k_expr, k_lmk, target=lde.target, index=index).total
             loss = loss + h.el_weight * el
             logs["train/el"] = el.detach()
             logs["train/confident"] = (lde.target.detach().max(dim=1).values >= h.conf_thresh).float().mean()
@@ -214,17 +209,3 @@ class LANet(FERClassifier):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict(logs, batch_size=bs)
         return loss
-
-    # -- optimisation -------------------------------------------------------------------------------------------------
-    def configure_optimizers(self):
-        """Adds ``scheduler="linear"`` (LA-Net: LinearLR 1 -> 0 per step over the whole run) to the base choices."""
-        if self.hparams.scheduler != "linear":
-            return super().configure_optimizers()
-        self.hparams.scheduler = "none"
-        try:
-            opt = super().configure_optimizers()
-        finally:
-            self.hparams.scheduler = "linear"
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

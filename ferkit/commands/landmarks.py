@@ -1,13 +1,13 @@
-"""Command line for landmark caches: ``python -m ferkit.landmarks extract|draw|summary``.
+"""``ferkit landmarks extract|draw|summary``: build and inspect landmark caches.
 
 Examples::
 
     # all FER2013 / FER+ images (35,887; the cache serves every FER+ label mode, matched by sample id)
-    python -m ferkit.landmarks extract --dataset fer2013 --root ../shared/data/fer2013 --split all \\
+    ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 --split all \\
         --backend dlib --out ~/.cache/ferkit/landmarks/
     # then train with: --data.landmarks_cache ~/.cache/ferkit/landmarks/
-    python -m ferkit.landmarks summary ~/.cache/ferkit/landmarks/fer2013_train.npz
-    python -m ferkit.landmarks draw --dataset fer2013 --root ../shared/data/fer2013 --split train \\
+    ferkit landmarks summary ~/.cache/ferkit/landmarks/fer2013_train.npz
+    ferkit landmarks draw --dataset fer2013 --root ../shared/data/fer2013 --split train \\
         --cache ~/.cache/ferkit/landmarks/ --out faces.png
 
 ``extract`` is resumable: rerun the same command after an interruption and it continues where it stopped
@@ -17,6 +17,7 @@ and become NaN landmarks when the cache is attached to a dataset.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -25,37 +26,54 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.data.sources import DatasetSource
+from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, cache_file_name, extract_landmarks
+from ferkit.landmarks.extract import CROP_FACE_BOX, LandmarkStatus, _as_rgb, create_backend
+from ferkit.landmarks.heatmaps import LANET19
+
 __all__ = ["main", "draw_landmarks_grid"]
 
 _SPLITS = ("train", "val", "test")
+# short names for the shipped sources (also the cache file prefix: <name>_<split>.npz)
+SOURCES = {"fer2013": "ferkit.data.FER2013Source", "ferplus": "ferkit.data.FERPlusSource", "rafdb": "ferkit.data.RAFDBSource",
+           "affectnet": "ferkit.data.AffectNetSource", "folder": "ferkit.data.FolderSource",
+           "synthetic": "ferkit.data.SyntheticSource"}
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="registered dataset name (ferkit.data.registry), e.g. fer2013, ferplus, affectnet, synthetic")
+    p.add_argument("--dataset", required=True, help=f"a dataset source: {', '.join(SOURCES)} (or a class path, e.g. ferkit.data.FERPlusSource)")
     p.add_argument("--root", default=None, help="folder (or file) holding the dataset")
     p.add_argument("--split", default="all", help="train, val, test, or all (every split the dataset has)")
-    p.add_argument("--dataset-kwargs", default="{}", help="JSON of extra dataset arguments, e.g. '{\"label_mode\": \"probability\"}'")
+    p.add_argument("--dataset-kwargs", default="{}", help="JSON of extra source arguments, e.g. '{\"label_mode\": \"soft\"}'")
 
 
-def _splits(name: str, split: str) -> list[str]:
-    from ferkit.data.registry import get_entry
+def _source(args: argparse.Namespace) -> DatasetSource:
+    """The dataset source named by ``--dataset`` (a short name or a class path), with ``--root`` and its kwargs."""
+    path = SOURCES.get(args.dataset, args.dataset)
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "ferkit.data"), name)
+    except (ImportError, AttributeError) as err:
+        raise SystemExit(f"--dataset {args.dataset}: unknown; use one of {', '.join(SOURCES)} or a class path") from err
+    kwargs = json.loads(args.dataset_kwargs)
+    if args.root is not None:
+        kwargs["root"] = args.root
+    return cls(**kwargs)
 
-    entry = get_entry(name)
+
+def _splits(source: DatasetSource, split: str) -> list[str]:
     if split == "all":
-        return [s for s in _SPLITS if entry.splits.get(s)]
+        return [s for s in _SPLITS if source.has_split(s)]
     if split not in _SPLITS:
         raise SystemExit(f"--split must be one of {_SPLITS} or all, got {split!r}")
     return [split]
 
 
 def _build(args: argparse.Namespace, split: str):
-    from ferkit.data.registry import build_dataset
-
-    return build_dataset(args.dataset, args.root, split, None, **json.loads(args.dataset_kwargs))
+    return _source(args).build(split, None)
 
 
 def _backend(args: argparse.Namespace):
-    from ferkit.landmarks.extract import CROP_FACE_BOX, create_backend
 
     box = None if args.no_fallback else (tuple(args.face_box) if args.face_box else CROP_FACE_BOX)
     if args.backend == "dlib":
@@ -69,7 +87,6 @@ def _backend(args: argparse.Namespace):
 
 
 def _out_file(out: str, dataset: str, split: str, multi: bool) -> Path:
-    from ferkit.landmarks.cache import cache_file_name
 
     path = Path(out).expanduser()
     if path.suffix == ".npz":
@@ -80,10 +97,9 @@ def _out_file(out: str, dataset: str, split: str, multi: bool) -> Path:
 
 
 def cmd_extract(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ferkit.landmarks.cache import extract_landmarks
 
     backend = _backend(args)
-    splits = _splits(args.dataset, args.split)
+    splits = _splits(_source(args), args.split)
     summaries = []
     for split in splits:
         ds = _build(args, split)
@@ -101,7 +117,6 @@ def cmd_extract(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from ferkit.landmarks.cache import LandmarkCache
 
     for f in args.cache:
         c = LandmarkCache.load(f)
@@ -114,7 +129,6 @@ def draw_landmarks_grid(images: list[np.ndarray], points: list[np.ndarray | None
     over faces without landmarks."""
     import cv2
 
-    from ferkit.landmarks.extract import _as_rgb
 
     tiles = []
     for k, (img, pts) in enumerate(zip(images, points)):
@@ -142,11 +156,8 @@ def draw_landmarks_grid(images: list[np.ndarray], points: list[np.ndarray | None
 def cmd_draw(args: argparse.Namespace) -> Path:
     import cv2
 
-    from ferkit.landmarks.cache import attach_landmarks
-    from ferkit.landmarks.extract import LandmarkStatus
-    from ferkit.landmarks.heatmaps import LANET19
 
-    split = _splits(args.dataset, args.split)[0]
+    split = _splits(_source(args), args.split)[0]
     ds = _build(args, split)
     cache = attach_landmarks(ds, args.cache, split=split)
     rng = np.random.default_rng(args.seed)
@@ -182,7 +193,7 @@ def cmd_draw(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ferkit.landmarks", description=__doc__,
+    p = argparse.ArgumentParser(prog="ferkit landmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -1,8 +1,8 @@
-"""What did ASM find? Write the current split of the training set as CSV plus a contact sheet of suspects.
+"""``ferkit asm-report``: what did ASM find? The training set's current split as CSV plus a contact sheet of suspects.
 
 ::
 
-    python -m ferkit.methods.asm.report --ckpt runs/asm_ferplus/version_0/checkpoints/last.ckpt --out reports/asm
+    ferkit asm-report --ckpt runs/asm_ferplus/version_0/checkpoints/last.ckpt --out reports/asm
         [--config configs/asm_ferplus.yaml] [--root ../shared/data/fer2013] [--top 8] [--recompute]
 
 Outputs in ``--out``:
@@ -34,6 +34,9 @@ import cv2
 import numpy as np
 import torch
 
+from ferkit.commands.lightning_cli import build_cli
+from ferkit.data.datamodule import FERDataModule
+from ferkit.methods.asm import ASMClassifier
 from ferkit.miners.split import SUBSET_NAMES, detection_scores
 
 log = logging.getLogger(__name__)
@@ -121,39 +124,28 @@ def contact_sheet(path: str | Path, dataset, miner, class_names: Sequence[str], 
     return path
 
 
-def _datamodule(ckpt: dict[str, Any], config: str | None, root: str | None, overrides: list[str]):
-    from ferkit.data.datamodule import FERDataModule
-
+def _datamodule(ckpt: dict[str, Any], config: str | None, root: str | None, overrides: list[str]) -> FERDataModule:
     if config:
-        from ferkit.cli import build_cli
-
-        args = ["--config", config] + (["--data.root", root] if root else []) + overrides
-        cli = build_cli(args=args, run=False)
-        return cli.datamodule
-    import inspect
-
-    accepted = set(inspect.signature(FERDataModule.__init__).parameters) - {"self"}
-    # LightningCLI adds bookkeeping entries (``_instantiator``, ``_class_path``): keep the constructor's arguments
-    hp = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items() if k in accepted}
+        args = ["--config", config] + ([f"--data.dataset.init_args.root={root}"] if root else []) + overrides
+        return build_cli(args=args, run=False).datamodule
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
     if not hp:
         raise ValueError("the checkpoint does not record its data-module settings: pass --config with the training config")
     if root:
-        hp["root"] = root
-    return FERDataModule(**hp)
+        source = dict(hp["dataset"])
+        source["init_args"] = {**dict(source.get("init_args") or {}), "root": root}
+        hp["dataset"] = source
+    return FERDataModule.from_hparams(hp)
 
 
 def build_report(ckpt_path: str, out: str, config: str | None = None, root: str | None = None, top: int = 8,
                  recompute: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Write the split CSV, contact sheet and summary for the ASM checkpoint ``ckpt_path`` into ``out``."""
-    from ferkit.data.base import SubsetFER
-    from ferkit.data.transforms import FERTransform
-    from ferkit.methods.asm.lightning_model import ASM
-
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     dm = _datamodule(ckpt, config, root, list(overrides or []))
     dm.setup("fit")
     ds = dm.train_set
-    model = ASM.load_from_checkpoint(ckpt_path, map_location="cpu")
+    model = ASMClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
     model.eval()
     miner = model.miner
     if miner.num_samples != len(ds):
@@ -166,12 +158,8 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
                          "(same label noise rate, mode and seed)")
     recomputed = bool(recompute or not miner.has_split)
     if recomputed:
-        h = dm.hparams
-        tf = FERTransform(img_size=h.img_size, channels=h.channels, preset=h.eval_preset, mean=h.mean, std=h.std)
-        loader = torch.utils.data.DataLoader(SubsetFER(ds, np.arange(len(ds)), transform=tf),
-                                             batch_size=h.eval_batch_size or h.batch_size, num_workers=h.num_workers)
-        miner.acc_sum.reset()
-        miner.acc_count.reset()
+        loader = dm.judge_dataloader(preset="eval")
+        miner.reset_observations()
         model.judge(loader)
         miner.mine()
     out_dir = Path(out)
@@ -189,8 +177,8 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m ferkit.methods.asm.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="an ASM checkpoint")
+    p = argparse.ArgumentParser(prog="ferkit asm-report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="an ASMClassifier checkpoint")
     p.add_argument("--out", default="asm_report", help="output folder")
     p.add_argument("--config", default=None, help="the training config (default: the data settings stored in the checkpoint)")
     p.add_argument("--root", default=None, help="where the dataset lives now (overrides data.root)")

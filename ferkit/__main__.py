@@ -1,0 +1,4 @@
+"""``python -m ferkit`` is ``ferkit``."""
+from ferkit.cli import main
+
+main()

@@ -1,0 +1,290 @@
+"""FERModule: the LightningModule every ferkit method subclasses.
+
+It owns what every method shares: the network built from one :class:`ferkit.models.FERNetConfig`, evaluation
+(overall / mean-class accuracy, per-class recall, confusion matrices), prediction output, the non-finite-loss
+policy, the optimiser and scheduler (LightningCLI's ``OptimizerCallable`` / ``LRSchedulerCallable``) and the
+label names stored in checkpoints.
+
+A method overrides a few hooks, each documented below: :meth:`FERModule.build_model` (the network),
+:meth:`FERModule.training_step` (its losses; :meth:`FERModule.classification_loss` for the supervised term),
+:meth:`FERModule.parameter_groups` (what is optimised, with which weight decay). The network is built lazily (in
+:meth:`configure_model`, or on first access of ``self.model``), so a subclass may set its own attributes in its
+``__init__`` after ``super().__init__(...)`` and use them in ``build_model``. See ``docs/extending.md``.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+import ferkit
+from ferkit.core.errors import NonFiniteLossError
+from ferkit.methods.schedulers import OneCycle
+from ferkit.metrics import FERMetrics, format_report, save_confusion_matrix
+from ferkit.models import FERNetConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FERModule", "default_optimizer"]
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    """AdamW, lr 1e-3, weight decay 1e-4 (on the weights; norms and biases get none, see ``parameter_groups``)."""
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+def _unset_total_steps(factory: Callable) -> bool:
+    """Whether the scheduler ``factory`` (a class, or LightningCLI's partial of one) takes ``total_steps`` and the
+    config left it unset: then the run's step count is passed in."""
+    target, given = factory, {}
+    while isinstance(target, functools.partial):
+        given = {**target.keywords, **given}
+        classes = [a for a in target.args if isinstance(a, type)]
+        target = classes[0] if classes else target.func
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return "total_steps" in params and given.get("total_steps") is None
+
+
+class FERModule(L.LightningModule):
+    """The base of every method: a network from ``net``, evaluated, predicted and optimised the same way.
+
+    Args:
+        net: the network's architecture (:class:`ferkit.models.FERNetConfig`; a dict of its fields is accepted).
+        num_classes / class_names: the label space (the CLI links them from the data module).
+        in_chans / img_size: input channels and side (the CLI links them from ``data.channels`` / ``data.img_size``).
+        optimizer: an ``OptimizerCallable`` (``class_path: torch.optim.AdamW`` in a config); it receives
+            :meth:`parameter_groups`. Default: :func:`default_optimizer`.
+        scheduler: an ``LRSchedulerCallable`` or None. A scheduler with a ``total_steps`` argument left unset
+            (:class:`ferkit.methods.OneCycle`, :class:`ferkit.methods.LinearDecay`, ``OneCycleLR``) gets the run's
+            optimiser steps; one with ``interval = "step"`` (or ``OneCycleLR``) steps every batch, others every epoch.
+        label_smoothing: cross-entropy label smoothing. Batches that carry ``soft_label`` (e.g. FER+ vote
+            distributions with ``label_mode: soft``) are trained on those distributions.
+        nan_policy: ``"raise"`` (stop with a clear error) or ``"skip"`` (skip the batch, count it in
+            ``train/skipped_nonfinite``).
+        output_dir: where test/validate write confusion matrices and metrics (default: the logger's directory).
+    """
+
+    def __init__(
+        self,
+        net: FERNetConfig | None = None,
+        num_classes: int = 7,
+        class_names: list[str] | None = None,
+        in_chans: int = 3,
+        img_size: int = 112,
+        optimizer: OptimizerCallable = default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        nan_policy: Literal["raise", "skip"] = "raise",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        self.net = FERNetConfig.coerce(net if net is not None else self.default_net())
+        # output_dir belongs to this run, not to the model; optimiser and scheduler factories are not plain data
+        # (checkpoints are read with weights_only=True by Lightning's CLI): keep them out of the hyper-parameters
+        self.save_hyperparameters(ignore=["output_dir", "optimizer", "scheduler"])
+        self.hparams["net"] = self.net.to_dict()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.output_dir = output_dir
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        self.val_metrics = FERMetrics(num_classes, self.class_names)
+        self.test_metrics = FERMetrics(num_classes, self.class_names)
+        self.register_buffer("skipped_nonfinite", torch.zeros((), dtype=torch.long))
+        self.last_results: dict[str, dict[str, Any]] = {}
+
+    # -- model -----------------------------------------------------------------------------------------
+    def default_net(self) -> FERNetConfig:
+        """The architecture used when ``net`` is not given (override to change a method's default pool)."""
+        return FERNetConfig()
+
+    def build_model(self) -> nn.Module:
+        """Override to build the method's network. Called once, lazily (see :meth:`configure_model`), after every
+        ``__init__`` in the class chain has run, so a subclass's own attributes are available here.
+
+        The default is ``self.net.build(num_classes, in_chans, img_size)``: a :class:`ferkit.models.FERNet`.
+        Evaluation and prediction call ``self(x)``, so the returned module's ``forward(x)`` must give logits.
+        """
+        h = self.hparams
+        return self.net.build(num_classes=h.num_classes, in_chans=h.in_chans, img_size=h.img_size)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network (built by :meth:`build_model` on first access)."""
+        if "model" not in self._modules:
+            self._modules["model"] = self.build_model()
+        return self._modules["model"]
+
+    def configure_model(self) -> None:
+        """Lightning's hook (called by the Trainer and by ``load_from_checkpoint`` before weights are loaded):
+        builds the network. A subclass that builds more modules from the network's shapes extends it."""
+        self.model  # noqa: B018 (builds it)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the inference network (evaluation, prediction and export use it)."""
+        return self.model(x)
+
+    # -- training --------------------------------------------------------------------------------------
+    def classification_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The supervised term: cross-entropy with the batch's ``soft_label`` distributions when it carries them,
+        else with its hard ``label`` (both with ``label_smoothing``). Override to change the supervised loss."""
+        target = batch["soft_label"] if "soft_label" in batch else batch["label"]
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
+    def check_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> bool:
+        """True if ``loss`` is finite; otherwise raise or count a skip, per ``nan_policy``. Call it in
+        ``training_step`` and return None when it is False (Lightning then skips the batch)."""
+        if torch.isfinite(loss).all():
+            return True
+        idx = batch.get("index")
+        where = f"epoch {self.current_epoch}, step {self.global_step}"
+        if idx is not None:
+            where += f", dataset indices {idx[:8].tolist()}{'...' if len(idx) > 8 else ''}"
+        if self.hparams.nan_policy == "raise":
+            raise NonFiniteLossError(f"non-finite training loss ({loss.detach().item()}) at {where}; lower the learning rate, "
+                                     "check the inputs, or pass --model.init_args.nan_policy skip to skip such batches")
+        self.skipped_nonfinite += 1
+        log.warning("skipping batch with non-finite loss at %s (%d skipped so far)", where, int(self.skipped_nonfinite))
+        self.log("train/skipped_nonfinite", self.skipped_nonfinite.float())
+        return False
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
+        """One optimisation step's loss. Override for a method's losses; keep logging ``train/loss``.
+
+        The batch is a dict with ``image``, ``label``, ``index`` and, depending on the data, ``soft_label``,
+        ``image_strong``, ``landmarks``, ``clean_label``. Return None to skip the batch.
+        """
+        logits = self(batch["image"])
+        loss = self.classification_loss(logits, batch)
+        if not self.check_finite(loss, batch):
+            return None
+        bs = logits.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), prog_bar=True, batch_size=bs)
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: FERMetrics, stage: str) -> None:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        metrics.update(logits, batch["label"], batch["index"])
+        self.log(f"{stage}/loss", loss, batch_size=logits.shape[0], sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def _eval_epoch_end(self, metrics: FERMetrics, stage: str) -> None:
+        result = metrics.compute()
+        metrics.reset()
+        # values are already global (computed from all ranks' gathered predictions); sync_dist averages equal numbers
+        self.log(f"{stage}/acc", result["acc"], sync_dist=True)
+        self.log(f"{stage}/mean_class_acc", result["mean_class_acc"], prog_bar=stage == "val", sync_dist=True)
+        for name, r in zip(self.class_names, result["per_class_recall"]):
+            if not math.isnan(float(r)):
+                self.log(f"{stage}/recall_{name}", r, sync_dist=True)
+        self.last_results[stage] = {k: v.detach().cpu() for k, v in result.items()}
+        if stage == "test" or self.trainer.state.fn == "validate":
+            self._report(stage, result)
+
+    def _report(self, stage: str, result: dict[str, torch.Tensor]) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        out = self.output_directory()
+        self.print(format_report(result, self.class_names, title=f"[ferkit] {stage} results ({type(self).__name__})"))
+        if out is None:
+            return
+        save_confusion_matrix(result["confusion_matrix"], self.class_names, out / f"confusion_matrix_{stage}.csv",
+                              out / f"confusion_matrix_{stage}.png", title=f"{stage}: {type(self).__name__}")
+        summary = {
+            "stage": stage, "model": type(self).__name__, "class_names": self.class_names,
+            "acc": float(result["acc"]), "mean_class_acc": float(result["mean_class_acc"]),
+            "per_class_recall": [None if math.isnan(v) else v for v in result["per_class_recall"].tolist()],
+            "confusion_matrix": result["confusion_matrix"].tolist(), "num_samples": int(result["num_samples"]),
+        }
+        (out / f"metrics_{stage}.json").write_text(json.dumps(summary, indent=2))
+        self.print(f"[ferkit] wrote {out / f'confusion_matrix_{stage}.png'} and metrics_{stage}.json")
+
+    def output_directory(self) -> Path | None:
+        """Where reports go: ``output_dir``, else the logger's run folder, else None (nothing written)."""
+        if self.output_dir:
+            p = Path(self.output_dir)
+        elif self._trainer is not None and self.trainer.log_dir:
+            p = Path(self.trainer.log_dir)
+        else:
+            return None
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_metrics, "test")
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """``{"index", "probs"[, "label"]}`` per batch (written to CSV by :class:`ferkit.callbacks.PredictionCSVWriter`)."""
+        probs = torch.softmax(self(batch["image"]), dim=1)
+        out = {"index": batch["index"], "probs": probs}
+        if "label" in batch:
+            out["label"] = batch["label"]
+        return out
+
+    # -- optimisation ----------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Parameters to optimise, given to the optimiser factory. Default: two groups, the weights with the
+        optimiser's weight decay, and norms, biases and scalars (e.g. ARM's alpha) with none."""
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return opt
+        kwargs = {}
+        if _unset_total_steps(self.scheduler_factory):
+            kwargs["total_steps"] = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = self.scheduler_factory(opt, **kwargs)
+        interval = getattr(sched, "interval", "step" if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) else "epoch")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.last_epoch + 1 > scheduler.total_steps:
+            raise RuntimeError(
+                f"the one-cycle learning-rate schedule was planned for {scheduler.total_steps} steps and is over. When "
+                "resuming, keep trainer.max_epochs of the run you resume; to train longer, start a new run from the "
+                "checkpoint's weights or use another scheduler")
+        super().lr_scheduler_step(scheduler, metric)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ferkit"] = {"version": ferkit.__version__, "class_names": self.class_names,
+                                "num_classes": self.hparams.num_classes, "model_class": type(self).__qualname__,
+                                "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("ferkit")
+        if meta and meta.get("class_names") and list(meta["class_names"]) != self.class_names:
+            raise ValueError(f"checkpoint was trained with classes {meta['class_names']} but this model has {self.class_names}")
