@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -36,13 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--results", default=str(DEFAULT_RESULTS))
     g.add_argument("--suite", nargs="*", default=None)
 
-    sub.add_parser("list", help="list the suites and their runs")
+    ls = sub.add_parser("list", help="list the suites and their runs")
+    ls.add_argument("-v", "--verbose", action="store_true", help="show each run's overrides")
     argv = list(sys.argv[1:] if argv is None else argv)
     # after `--`: more overrides given to every ferkit call of `run`
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
     if a.command == "run":
+        # a time limit's SIGTERM stops the current run like Ctrl-C (its ferkit process too); the next call resumes it
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         run_suite(load_suite(a.suite), only=a.only, work_dir=Path(a.work_dir), results_dir=Path(a.results),
                   data_root=a.root, smoke=a.smoke, accelerator=a.accelerator, extra=extra,
                   keep_going=not a.stop_on_failure)
@@ -63,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             s = load_suite(name)
             print(f"{name}: {s.description}")
             for run in s.runs:
-                print(f"  {run.name:<28} {run.config:<22} seed {run.seed}  {' '.join(run.overrides)}")
+                print(f"  {run.name:<16} {run.config:<24} seed {run.seed}  method {run.method}"
+                      + (f"  vs {run.baseline}" if run.baseline else "")
+                      + (f"\n      {' '.join(run.overrides)}" if a.verbose else ""))
+            if s.pending:
+                print(f"  (cannot run yet: {s.pending})")
     return 0
 
 

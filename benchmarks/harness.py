@@ -142,7 +142,16 @@ def call_ferkit(args: list[str], log_path: Path, env: dict | None) -> tuple[int,
     with open(log_path, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        rc = subprocess.call(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        try:
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C, or SIGTERM from a time limit: stop the run too, it resumes next time
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     return rc, time.perf_counter() - t0
 
 
@@ -305,6 +314,8 @@ def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFA
               accelerator: str | None = None, extra: list[str] | None = None, env: dict | None = None,
               keep_going: bool = True) -> list[dict]:
     """Run (or continue) the selected runs of ``suite`` in order; return the records written now."""
+    if suite.pending:
+        raise SystemExit(f"suite {suite.name} cannot run yet: {suite.pending}")
     common: list[str] = []
     if suite.data_root_override:
         root = Path(data_root or DEFAULT_DATA_ROOT).expanduser()
@@ -320,8 +331,8 @@ def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFA
     common += list(extra or [])
     written, failed = [], []
     for run in suite.select(only):
-        driver = RunDriver(suite, run, work_dir, results_dir, extra=common, env=env, accelerator=accelerator,
-                           tag=SMOKE_TAG if smoke else "")
+        driver = RunDriver(suite, run, work_dir, results_dir, extra=common + (run.smoke if smoke else []), env=env,
+                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "")
         try:
             rec = driver.execute()
         except RunFailed as e:

@@ -21,7 +21,8 @@ class Run:
         seed: passed as ``--seed_everything``.
         overrides: command-line overrides for ``ferkit fit`` and ``ferkit test``, e.g. ``["--trainer.max_epochs", "30"]``.
         method: the table row; runs that differ only in seed share a method label.
-        baseline: the method label this one is compared with (``None``: no gap column for this row).
+        baseline: the method label(s) this one is compared with (``None``: no gap for this row).
+        smoke: overrides this run adds under ``--smoke``, after the suite's (e.g. one warm-up epoch for ASM).
     """
 
     name: str
@@ -29,7 +30,8 @@ class Run:
     seed: int = 0
     overrides: list[str] = field(default_factory=list)
     method: str = ""
-    baseline: str | None = None
+    baseline: str | list[str] | None = None
+    smoke: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.method = self.method or self.name
@@ -50,6 +52,7 @@ class Suite:
         data_root_override: the option that sets the data folder (``--root`` of the harness), or ``None`` when the
             suite needs no files.
         data_files: files that must exist under the data folder; the harness stops with a clear message otherwise.
+        pending: why the suite cannot run yet (a missing ferkit feature); ``None`` when it can.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Suite:
     smoke: list[str] = field(default_factory=list)
     data_root_override: str | None = None
     data_files: list[str] = field(default_factory=list)
+    pending: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):

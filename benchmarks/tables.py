@@ -68,8 +68,9 @@ class Row:
     records: list[dict]
 
     @property
-    def baseline(self) -> str | None:
-        return self.records[0].get("baseline")
+    def baselines(self) -> list[str]:
+        b = self.records[0].get("baseline")
+        return [b] if isinstance(b, str) else list(b or [])
 
 
 def group(records: list[dict]) -> list[Row]:
@@ -95,13 +96,14 @@ def suite_table(records: list[dict]) -> str:
         acc = mean_spread([r["test"]["acc"] for r in recs])
         mca_vals = [r["test"]["mean_class_acc"] for r in recs if r["test"].get("mean_class_acc") is not None]
         mca = pct(*mean_spread(mca_vals)) if mca_vals else "—"
-        if row.baseline and row.baseline in by_name:
-            g_mean, g_sd, paired = gap(recs, by_name[row.baseline].records)
-            g = f"{pct(g_mean, g_sd, signed=True)} vs {row.baseline}" + ("" if paired or len(recs) < 2 else " (unpaired)")
-        elif row.baseline:
-            g = f"({row.baseline}: no records)"
-        else:
-            g = "—"
+        gaps = []
+        for b in row.baselines:
+            if b in by_name:
+                g_mean, g_sd, paired = gap(recs, by_name[b].records)
+                gaps.append(f"{pct(g_mean, g_sd, signed=True)} vs {b}" + ("" if paired or len(recs) < 2 else " (unpaired)"))
+            else:
+                gaps.append(f"({b}: no records)")
+        g = "; ".join(gaps) or "—"
         val = ", ".join(f"{100 * r['selection']['value']:.2f} ({r['selection']['epoch'] + 1})" for r in recs)
         fit_min = statistics.fmean(r["wall_seconds"]["fit"] for r in recs) / 60
         devices = sorted({r["machine"].get("device", "?") for r in recs})
