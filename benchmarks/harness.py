@@ -256,7 +256,9 @@ class RunDriver:
             self.save_state(state)
             raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit test exited with {rc}. Last lines of "
                             f"{self.dir / 'test.log'}:\n{tail(self.dir / 'test.log')}")
-        state["test"] = read_test_metrics(self.dir / "test" / f"attempt_{attempt}")
+        folder = self.dir / "test" / f"attempt_{attempt}"
+        # the pinned logger folder; if ferkit put its logs elsewhere under test/, the newest ones
+        state["test"] = read_test_metrics(folder if any(folder.rglob("metrics*")) else self.dir / "test")
         state["phase"] = "tested"
         self.save_state(state)
         return state
@@ -265,7 +267,8 @@ class RunDriver:
         if "test" not in state:
             raise RunFailed(f"{self.dir}: state.json has no test result; delete the run folder to start again")
         history = read_history(self.dir / HISTORY)
-        configs = sorted((self.dir / "fit").glob("attempt_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
+        # the first attempt's saved config (with the logger folder pinned: fit/attempt_0/config.yaml)
+        configs = sorted((self.dir / "fit").rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
         resolved = yaml.safe_load(configs[0].read_text()) if configs else None
         plain, stats = stats_history(history)
         return {
@@ -285,7 +288,7 @@ class RunDriver:
 def read_test_metrics(test_dir: Path) -> dict:
     """The test metrics a ferkit test run wrote: ``metrics_test.json`` if present (with the confusion matrix), else the
     ``test/*`` columns of its ``metrics.csv``."""
-    found = sorted(test_dir.rglob("metrics_test.json"))
+    found = sorted(test_dir.rglob("metrics_test.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     if found:
         m = json.loads(found[0].read_text())
         names = m.get("class_names") or [str(i) for i in range(len(m.get("per_class_recall", [])))]
