@@ -47,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "run":
         # a time limit's SIGTERM stops the current run like Ctrl-C (its ferkit process too); the next call resumes it
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        run_suite(load_suite(a.suite), only=a.only, work_dir=Path(a.work_dir), results_dir=Path(a.results),
-                  data_root=a.root, smoke=a.smoke, accelerator=a.accelerator, extra=extra,
-                  keep_going=not a.stop_on_failure)
+        try:
+            run_suite(load_suite(a.suite), only=a.only, work_dir=Path(a.work_dir), results_dir=Path(a.results),
+                      data_root=a.root, smoke=a.smoke, accelerator=a.accelerator, extra=extra,
+                      keep_going=not a.stop_on_failure)
+        except KeyboardInterrupt:
+            print("[bench] interrupted; the same command continues from the last checkpoints", file=sys.stderr)
+            return 130
     elif a.command == "table":
         from benchmarks.tables import update_tables
 

@@ -201,6 +201,15 @@ class RunDriver:
             f"chosen on {self.suite.monitor}) -> {self.record_path}")
         return record
 
+    def call(self, args: list[str], stage: str, state: dict) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        try:
+            return call_ferkit(args, self.dir / f"{stage}.log", self.env)
+        except BaseException:  # interrupted: keep the time spent, then stop
+            state[f"{stage}_seconds"] = state.get(f"{stage}_seconds", 0.0) + time.perf_counter() - t0
+            self.save_state(state)
+            raise
+
     def fit(self, state: dict) -> dict:
         ckpt, msg = resume_checkpoint(self.ckpt_dir)
         if msg:
@@ -223,7 +232,7 @@ class RunDriver:
             args += ["--ckpt_path", str(ckpt)]
         log(f"{self.suite.name}/{self.run.name}: fitting (attempt {attempt + 1}{', resumed' if ckpt else ''}); "
             f"log {self.dir / 'fit.log'}")
-        rc, seconds = call_ferkit(args, self.dir / "fit.log", self.env)
+        rc, seconds = self.call(args, "fit", state)
         state["fit_seconds"] = state.get("fit_seconds", 0.0) + seconds
         state.setdefault("resumed_from", [])
         if ckpt is not None:
@@ -233,6 +242,11 @@ class RunDriver:
             raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit exited with {rc}; the same command continues "
                             f"the run. Last lines of {self.dir / 'fit.log'}:\n{tail(self.dir / 'fit.log')}")
         history = read_history(self.dir / HISTORY)
+        missing = self.missing_epochs(history)
+        if missing:
+            self.save_state(state)
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit ended without error but epochs {missing} were "
+                            "not trained (stopped by a signal?); the same command continues the run")
         epoch, value = select_epoch(history, self.suite.monitor, self.suite.mode)
         best = self.ckpt_dir / f"best-epoch={epoch}.ckpt"
         if not checkpoint_ok(best):
@@ -250,7 +264,7 @@ class RunDriver:
                 "--ckpt_path", state["best_checkpoint"]]
         log(f"{self.suite.name}/{self.run.name}: testing the epoch-{state['selected_epoch']} checkpoint "
             f"(best {self.suite.monitor})")
-        rc, seconds = call_ferkit(args, self.dir / "test.log", self.env)
+        rc, seconds = self.call(args, "test", state)
         state["test_seconds"] = state.get("test_seconds", 0.0) + seconds
         if rc != 0:
             self.save_state(state)
@@ -262,6 +276,22 @@ class RunDriver:
         state["phase"] = "tested"
         self.save_state(state)
         return state
+
+    def missing_epochs(self, history: list[dict]) -> list[int]:
+        """Epochs below ``trainer.max_epochs`` of the latest saved config that have no history line (none when the
+        config stops early on purpose, e.g. with an EarlyStopping callback, or has no saved config)."""
+        configs = sorted((self.dir / "fit").rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+        if not configs:
+            return []
+        trainer = (yaml.safe_load(configs[-1].read_text()) or {}).get("trainer") or {}
+        callbacks = trainer.get("callbacks") or []
+        if any("EarlyStopping" in str((c or {}).get("class_path", "")) for c in callbacks if isinstance(c, dict)):
+            return []
+        max_epochs = trainer.get("max_epochs")
+        if not isinstance(max_epochs, int) or max_epochs < 0 or trainer.get("max_steps", -1) not in (-1, None):
+            return []
+        done = {h["epoch"] for h in history}
+        return [e for e in range(max_epochs) if e not in done]
 
     def build_record(self, state: dict) -> dict:
         if "test" not in state:

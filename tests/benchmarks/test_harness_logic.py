@@ -44,6 +44,7 @@ class FakeFerkit:
         self.kill_after: int | None = None       # exit with 137 after this epoch's checkpoints
         self.kill_while_saving: bool = False     # ... leaving a truncated last.ckpt behind
         self.test_fails = False
+        self.quiet_stop_after: int | None = None  # exit 0 after this epoch, as a gracefully stopped trainer does
         self.resumed_from_epoch: list[int] = []  # the epoch held by --ckpt_path at each resumed fit
 
     @staticmethod
@@ -68,7 +69,7 @@ class FakeFerkit:
     def fit(self, args: list[str], log_dir: Path) -> int:
         ckpt_dir = Path(self.arg(args, "--trainer.callbacks.dirpath"))
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "config.yaml").write_text("model: {lr: 0.1}\n")
+        (log_dir / "config.yaml").write_text(f"model: {{lr: 0.1}}\ntrainer: {{max_epochs: {len(VAL)}}}\n")
         resume = self.arg(args, "--ckpt_path")
         start = ckpt_epoch(Path(resume)) + 1 if resume else 0
         if resume:
@@ -91,6 +92,8 @@ class FakeFerkit:
             write_ckpt(ckpt_dir / LAST, epoch)
             if self.kill_after == epoch:
                 return 137
+            if self.quiet_stop_after == epoch:
+                return 0
         return 0
 
 
@@ -125,7 +128,7 @@ def test_record_fields(tmp_path, fake) -> None:
     assert json.loads(path.read_text()) == rec
     assert rec["suite"] == "fake" and rec["run"] == "a_s0" and rec["method"] == "a" and rec["seed"] == 0
     assert rec["config"] == "avg_synthetic" and rec["overrides"] == ["--data.x", "1"]
-    assert rec["resolved_config"] == {"model": {"lr": 0.1}}
+    assert rec["resolved_config"] == {"model": {"lr": 0.1}, "trainer": {"max_epochs": 4}}
     assert set(rec["machine"]) >= {"cpu", "cores", "torch", "device"} and rec["git"]["commit"]
     assert [h["val/acc"] for h in rec["history"]] == VAL and rec["epochs"] == 4
     assert "asm/frac_noisy" not in rec["history"][0]
@@ -157,6 +160,17 @@ def test_a_killed_run_continues_from_last_ckpt(tmp_path, fake) -> None:
     assert len(fits) == 2 and FakeFerkit.arg(fits[1], "--ckpt_path").endswith(LAST) and fake.resumed_from_epoch == [1]
     assert rec["fit_attempts"] == 2 and len(rec["resumed_from"]) == 1
     assert [h["val/acc"] for h in rec["history"]] == VAL and rec["test"]["acc"] == TEST[1]
+
+
+def test_a_fit_that_ends_early_without_error_is_continued_not_tested(tmp_path, fake) -> None:
+    fake.quiet_stop_after = 1
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    assert [c[0] for c in fake.calls] == ["fit"]
+    fake.quiet_stop_after = None
+    (rec,) = run(tmp_path)
+    assert [c[0] for c in fake.calls] == ["fit", "fit", "test"] and fake.resumed_from_epoch == [1]
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
 
 
 def test_a_run_killed_while_saving_falls_back_to_the_previous_checkpoint(tmp_path, fake, capsys) -> None:
