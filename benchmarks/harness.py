@@ -225,6 +225,7 @@ class RunDriver:
         state.update(phase="fitting", attempts=attempt + 1)
         self.save_state(state)
         args = ["fit", *self.common_args(), *generic_args(self.dir, "fit", attempt, self.run.seed),
+                "--trainer.enable_checkpointing", "true",
                 "--trainer.callbacks+=benchmarks.checkpoint.BenchmarkCheckpoint",
                 "--trainer.callbacks.dirpath", str(self.ckpt_dir),
                 "--trainer.callbacks.monitor", self.suite.monitor, "--trainer.callbacks.mode", self.suite.mode]
