@@ -240,8 +240,8 @@ class RunDriver:
             state["resumed_from"].append(str(ckpt))
         if rc != 0:
             self.save_state(state)
-            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit exited with {rc}; the same command continues "
-                            f"the run. Last lines of {self.dir / 'fit.log'}:\n{tail(self.dir / 'fit.log')}")
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit exited with {rc}; once the cause is fixed, "
+                            f"the same command continues the run from its last checkpoint. Last lines of {self.dir / 'fit.log'}:\n{tail(self.dir / 'fit.log')}")
         history = read_history(self.dir / HISTORY)
         missing = self.missing_epochs(history)
         if missing:
