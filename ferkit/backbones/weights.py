@@ -12,6 +12,13 @@ ferkit never downloads anything. ``pretrained`` is either
 Loading unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers, strips ``module.`` / ``model.`` /
 ``backbone.`` prefixes, drops classifier keys (``fc.*``, ``classifier.*``, ``head.*``, ...), adapts the first
 convolution to the requested number of input channels, and refuses shape mismatches with a list of the keys.
+
+timm's own tools do the reading (``timm.models.load_state_dict``: torch pickles with ``weights_only=True`` and
+safetensors, ``state_dict`` / ``model`` containers, the ``module.`` prefix) and the first-conv adaptation
+(``timm.models.adapt_input_conv``). ferkit does not load through ``timm.create_model(pretrained=True,
+pretrained_cfg_overlay=dict(file=...))``: that path would not unwrap Lightning checkpoints or strip
+``model.`` / ``backbone.`` prefixes, would raise timm's error rather than ours naming the exact file to create
+when the file is missing, and would fall back to a hub download for a configuration without a file.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from timm.models import adapt_input_conv
+from timm.models import load_state_dict as timm_load_state_dict
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -91,19 +100,16 @@ def resolve_weights(name: str, pretrained: str | os.PathLike | None) -> Path | N
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch pickle (``weights_only=True``) and unwrap containers."""
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: Any = load_file(str(path), device="cpu")
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling of arbitrary objects is refused on purpose
-            raise RuntimeError(
-                f"could not read weights from {str(path)!r} with torch.load(weights_only=True): {err}. If the file is "
-                "a full pickled model or checkpoint from a source you trust, re-save only its tensors, e.g. "
-                "torch.save(torch.load(p, weights_only=False).state_dict(), 'weights.pth'), and pass that file."
-            ) from err
+    try:
+        # timm reads safetensors or a torch pickle (weights_only=True), unwraps "state_dict" / "model" and strips
+        # "module."; use_ema=False keeps the trained weights of a file that also holds an EMA copy
+        obj: Any = timm_load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as err:  # unpickling of arbitrary objects is refused on purpose
+        raise RuntimeError(
+            f"could not read weights from {str(path)!r} with torch.load(weights_only=True) / safetensors: {err}. If the "
+            "file is a full pickled model or checkpoint from a source you trust, re-save only its tensors, e.g. "
+            "torch.save(torch.load(p, weights_only=False).state_dict(), 'weights.pth'), and pass that file."
+        ) from err
     # unwrap {"state_dict": {...}} / {"model": {...}} / Lightning checkpoints, possibly nested
     for _ in range(3):
         if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
@@ -136,17 +142,10 @@ def _first_conv_keys(model: nn.Module) -> list[str]:
 
 
 def _adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Map a ``O x I x k x k`` first-conv weight to ``in_chans`` inputs, preserving the response to grey input."""
-    src = weight.shape[1]
-    if src == in_chans:
-        return weight
-    w = weight.float()
-    if in_chans == 1:
-        out = w.sum(dim=1, keepdim=True)  # a grey image replicated to RGB gives the same activations
-    else:
-        reps = -(-in_chans // src)
-        out = w.repeat(1, reps, 1, 1)[:, :in_chans] * (src / in_chans)
-    return out.to(weight.dtype)
+    """Map a ``O x I x k x k`` first-conv weight to ``in_chans`` inputs with timm's rule: summed over the inputs for
+    one channel (a grey image replicated to RGB gives the same activations), else repeated and scaled by
+    ``I / in_chans``."""
+    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, in_chans: int = 3) -> tuple[list[str], list[str]]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ferkit.core.errors import DataError
 from ferkit.core.labels import LabelSpace
@@ -35,6 +35,9 @@ class FERDataset(Dataset):
     soft_labels: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     ids: Sequence[str]
+    #: "raise" (default) or "skip": an unreadable image makes ``__getitem__`` return a marker item
+    #: ``{"bad_image": id, "reason": ...}`` that :func:`skip_bad_collate` drops and the data module counts
+    on_bad_image: str = "raise"
 
     def __init__(self, label_space: LabelSpace, transform: Callable[..., dict] | None = None) -> None:
         self.label_space = label_space
@@ -83,7 +86,12 @@ class FERDataset(Dataset):
         return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.get_raw(index)
+        try:
+            item = self.get_raw(index)
+        except DataError as exc:
+            if self.on_bad_image != "skip":
+                raise
+            return {"bad_image": str(self.ids[index]), "reason": str(exc)}
         if self.transform is not None:
             out = self.transform(image=item["image"], landmarks=item.get("landmarks"))
             item.update(out)
@@ -111,6 +119,24 @@ class SubsetFER(FERDataset):
         self.soft_labels = None if parent.soft_labels is None else np.asarray(parent.soft_labels)[idx]
         self.landmarks = None if parent.landmarks is None else np.asarray(parent.landmarks)[idx]
         self.ids = [parent.ids[i] for i in idx]
+        self.on_bad_image = parent.on_bad_image
 
     def load_image(self, index: int) -> np.ndarray:
         return self.parent.load_image(int(self.parent_indices[index]))
+
+
+def skip_bad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` over the readable items; the ids and reasons of skipped ones go to ``batch["bad_images"]``.
+
+    Used with ``on_bad_image="skip"``; the data module pops ``bad_images`` before the batch reaches the model,
+    counts them and logs each one.
+    """
+    bad = [(it["bad_image"], it["reason"]) for it in items if "bad_image" in it]
+    good = [it for it in items if "bad_image" not in it]
+    if not good:
+        raise DataError("every image of a batch is unreadable: " + "; ".join(f"{i}: {r}" for i, r in bad[:5])
+                        + " -- run the data check (FERDataModule.check) to list all bad files")
+    batch = default_collate(good)
+    if bad:
+        batch["bad_images"] = bad
+    return batch

@@ -94,9 +94,12 @@ def _parse(path: Path) -> Fer2013Table:
     lower = [c.lower() for c in header]
     missing = [c for c in ("emotion", "pixels", "usage") if c not in lower]
     if missing:
+        first = lines[0].decode("utf-8-sig", "replace")
+        quoted = first if len(first) <= 80 else f"{first[:77]}..."
         raise DataError(
-            f"{path}: bad header {header}; expected the columns 'emotion', 'pixels' and 'Usage' "
-            f"(Kaggle fer2013.csv), missing {missing}"
+            f"{path}: bad header {quoted!r} ({len(first)} characters); expected the columns 'emotion', 'pixels' "
+            f"and 'Usage' (Kaggle fer2013.csv), missing {missing}; if the file has no header, add the first line "
+            "'emotion,pixels,Usage'"
         )
     i_emo, i_pix, i_use = lower.index("emotion"), lower.index("pixels"), lower.index("usage")
     ncols = len(header)

@@ -20,13 +20,13 @@ import numpy as np
 
 from ferkit.core.errors import DataError
 from ferkit.data.base import FERDataset
-from ferkit.data.fer2013 import SPLITS, USAGE_TO_SPLIT, check_split, read_fer2013_csv
+from ferkit.data.fer2013 import FER2013, SPLITS, USAGE_TO_SPLIT, check_split, read_fer2013_csv
 from ferkit.data.io import PathLike, file_cache_key, read_text_lines
 from ferkit.core.labels import FERPLUS_COLUMNS, LabelSpace, make_mapping
 
 log = logging.getLogger(__name__)
 
-LABEL_MODES: tuple[str, ...] = ("majority", "probability", "crossentropy")
+LABEL_MODES: tuple[str, ...] = ("majority", "soft")
 NUM_EMOTIONS = 8  # the first 8 vote columns are expressions; 'unknown' and 'NF' (not a face) are not
 _CONTEMPT = FERPLUS_COLUMNS.index("contempt")
 _MEMO: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -52,7 +52,7 @@ def ferplus_vote_target(votes: Sequence[int], mode: str = "majority") -> tuple[l
     * Every vote count of 1 is an outlier and set to 0 (all modes); ``total`` is the sum of what remains.
     * ``majority``: the image is kept when its most-voted column has more than ``total / 2`` votes and is an
       emotion; ``kept`` are then all remaining emotion votes (the distribution whose argmax is the majority).
-    * ``probability`` / ``crossentropy``: take the remaining columns in groups of equal, decreasing vote count
+    * ``soft``: take the remaining columns in groups of equal, decreasing vote count
       (ties in column order) while fewer than 75 % of ``total`` are taken and fewer than 3 columns are taken.
       When unknown/NF comes up, accumulation stops; it is kept (and so dominates) only if nothing was taken
       before it. The image is dropped when unknown/NF dominates, when the taken emotions hold no more than
@@ -170,13 +170,13 @@ class FERPlus(FERDataset):
 
             * ``"majority"`` keeps an image only if one emotion holds more than half of the remaining votes
               (images whose majority is unknown/NF, or with no majority, are dropped). ``label`` is that emotion;
-              ``soft_labels`` are the remaining emotion votes, normalised.
-            * ``"probability"`` and ``"crossentropy"`` (the same data; the names say which loss the authors
-              trained with) keep the largest vote groups until they cover at least 75 % of the votes or 3
+              items carry no ``soft_label`` (``votes`` keeps the raw counts).
+            * ``"soft"`` (the vote distribution the authors trained on in their "probability" and
+              "crossentropy" schemes, which use the same kept votes) keeps the largest vote groups until they cover at least 75 % of the votes or 3
               emotions; unknown/NF stops the accumulation (and is not kept unless it came first). The image is
               dropped if unknown/NF dominates, if the kept emotions hold no more than half of the votes, or if a
-              tie made more than 3 kept emotions. ``soft_labels`` are the kept votes, normalised; ``label`` is
-              their argmax.
+              tie made more than 3 kept emotions. ``soft_labels`` are the kept votes, normalised (items carry
+              them as ``soft_label``); ``label`` is their argmax.
 
             Ties for ``label`` are broken in FER+'s column order (neutral, happiness, surprise, ...), as the
             authors' reader does. :func:`ferplus_vote_target` is the rule for one image.
@@ -185,7 +185,8 @@ class FERPlus(FERDataset):
         transform: see :class:`~ferkit.data.base.FERDataset`.
 
     Attributes:
-        soft_labels: float32 [N, C] in the canonical class order, each row sums to 1.
+        soft_labels: float32 [N, C] in the canonical class order, each row sums to 1 (``"soft"`` mode only;
+            None in ``"majority"`` mode).
         votes: int64 [N, 10], the raw votes in ``FERPLUS_COLUMNS`` order (before outlier removal).
         rows: int64 [N], the row index in both csv files.
         drop_counts: ``{reason: count}`` of the images of this split that were left out (see :data:`DROP_REASONS`).
@@ -201,7 +202,8 @@ class FERPlus(FERDataset):
         transform: Callable[..., dict] | None = None,
     ) -> None:
         if label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r} (the former "
+                             "'probability' and 'crossentropy' modes are both 'soft')")
         if num_classes not in (7, 8):
             raise ValueError(f"FER+ has 8 classes, or 7 without contempt; num_classes={num_classes}")
         super().__init__(LabelSpace.basic(num_classes), transform)
@@ -249,7 +251,8 @@ class FERPlus(FERDataset):
         kv = np.asarray(kept_votes, dtype=np.float64).reshape(-1, NUM_EMOTIONS)
         hard_col = np.argmax(kv, axis=1) if len(kv) else np.zeros(0, dtype=np.int64)  # first max: FER+ column order
         soft = kv[:, cols]  # canonical order; contempt's column left out when num_classes == 7
-        self.soft_labels = (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+        distribution = (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+        self.soft_labels = distribution if label_mode == "soft" else None
         lut = np.array([col_to_id.get(c, -1) for c in range(NUM_EMOTIONS)], dtype=np.int64)
         self.labels = lut[hard_col]
         self.votes = votes[self.rows]
@@ -267,3 +270,55 @@ class FERPlus(FERDataset):
 
     def load_image(self, index: int) -> np.ndarray:
         return self.images[index]
+
+
+def ferplus_majority_labels(ferplus_csv: PathLike, label_space: LabelSpace) -> np.ndarray:
+    """The FER+ majority label of every row of ``fer2013new.csv`` in ``label_space`` (7 or 8 classes), -1 where
+    the row has none: no image name, no majority, an unknown / not-a-face majority, or (7 classes) contempt."""
+    votes, _, has_name = read_ferplus_csv(ferplus_csv)
+    col_to_id = make_mapping(FERPLUS_COLUMNS[:NUM_EMOTIONS], label_space)  # contempt absent from a 7-class space
+    out = np.full(len(votes), -1, dtype=np.int64)
+    for r in np.flatnonzero(has_name).tolist():
+        kept, _ = ferplus_vote_target(votes[r].tolist(), "majority")
+        if kept is not None:
+            out[r] = col_to_id.get(int(np.argmax(kept[:NUM_EMOTIONS])), -1)
+    return out
+
+
+class FER2013RealNoise(FER2013):
+    """FER2013 with its own labels as (noisy) training labels and the FER+ majority vote as ``clean_labels``.
+
+    FER2013's crowd-sourced labels disagree with the FER+ 10-annotator majority (Barsoum et al. 2016) on about a
+    third of the images, unevenly over classes: real label noise whose ground truth is known. On the ``train``
+    split, ``labels`` are FER2013's and ``clean_labels`` the FER+ 7-class majority; on ``val`` / ``test``,
+    ``labels`` are the FER+ majority (evaluation against clean labels) and ``clean_labels`` FER2013's originals.
+    Images without a 7-class FER+ majority (see :func:`ferplus_majority_labels`) are dropped; ``dropped`` counts
+    them and the log says how many.
+
+    Attributes:
+        agreement: the fraction of kept images whose FER2013 label equals the FER+ majority.
+    """
+
+    def __init__(self, fer2013_csv: PathLike, ferplus_csv: PathLike, split: str = "train",
+                 transform: Callable[..., dict] | None = None) -> None:
+        super().__init__(fer2013_csv, split=split, transform=transform)
+        self.ferplus_csv = Path(ferplus_csv)
+        majority = ferplus_majority_labels(self.ferplus_csv, self.label_space)
+        table = read_fer2013_csv(self.csv_path)
+        if len(majority) != len(table):
+            raise DataError(
+                f"{self.ferplus_csv} has {len(majority)} rows but {self.csv_path} has {len(table)}: FER+ joins the two "
+                "by row index, so they must be the unmodified files (35,887 rows each)")
+        clean = majority[self.rows]
+        keep = np.flatnonzero(clean >= 0)
+        self.dropped = int(len(self.rows) - keep.size)
+        own = self.labels[keep]
+        self.rows, self.images, clean = self.rows[keep], self.images[keep], clean[keep]
+        self.ids = [self.ids[i] for i in keep.tolist()]
+        if split == "train":
+            self.labels, self.clean_labels = own, clean
+        else:
+            self.labels, self.clean_labels = clean, own
+        self.agreement = float(np.mean(own == clean)) if keep.size else float("nan")
+        log.info("FER2013 %s with FER+ clean labels: kept %d images with a 7-class FER+ majority, dropped %d; "
+                 "FER2013 labels agree with FER+ on %.1f %%", split, keep.size, self.dropped, 100 * self.agreement)

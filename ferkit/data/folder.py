@@ -24,6 +24,9 @@ from ferkit.core.labels import _ALIASES, LabelSpace, canonical_name  # _ALIASES:
 
 log = logging.getLogger(__name__)
 
+#: folder names accepted as the validation split, in the order they are looked for
+VAL_FOLDER_NAMES: tuple[str, ...] = ("val", "valid", "validation")
+
 _SPLIT_LIKE = {"train", "training", "val", "valid", "validation", "test", "testing", "publictest", "privatetest"}
 
 
@@ -60,7 +63,9 @@ class ImageFolderFER(FERDataset):
         if not base.is_dir():
             subdirs = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
             where = f"; folders in {root}: {subdirs}" if root.is_dir() else ""
-            raise DataError(f"{base}: dataset folder not found{where}")
+            fix = (f"; name the validation folder one of {list(VAL_FOLDER_NAMES)}, or set data.val_fraction to hold "
+                   "out part of train") if split in VAL_FOLDER_NAMES else ""
+            raise DataError(f"{base}: dataset folder not found{where}{fix}")
         class_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not class_dirs:
             raise DataError(f"{base}: no class folders found; expected {base}/<class>/<images>")
@@ -122,3 +127,36 @@ class ImageFolderFER(FERDataset):
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.paths[index], grayscale=self.grayscale)
 
+
+
+class UnlabelledImageFolder(FERDataset):
+    """Every image under ``root`` (recursively, any extension the loaders read), without labels: for ``predict``.
+
+    Items carry ``image``, ``index`` and ``id`` (the path relative to ``root``) and no ``label``.
+
+    Args:
+        root: the folder of images.
+        label_space: the classes predictions are named after (the trained model's).
+        grayscale: read images as grayscale.
+        transform: see :class:`~ferkit.data.base.FERDataset`.
+    """
+
+    def __init__(self, root: PathLike, label_space: LabelSpace, grayscale: bool = False,
+                 transform: Callable[..., dict] | None = None) -> None:
+        super().__init__(label_space, transform)
+        self.root, self.grayscale = Path(root).expanduser(), grayscale
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: predict folder not found; pass data.predict_folder= a folder of images")
+        self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        if not self.paths:
+            raise DataError(f"{self.root}: no images found (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
+        self.labels = np.full(len(self.paths), -1, dtype=np.int64)
+        self.ids = [p.relative_to(self.root).as_posix() for p in self.paths]
+        log.info("%s: %d unlabelled images to predict", self.root, len(self.paths))
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.paths[index], grayscale=self.grayscale)
+
+    def get_raw(self, index: int) -> dict:
+        return {"image": self.load_image(index), "index": int(index), "id": self.ids[index]}

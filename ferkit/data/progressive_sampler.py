@@ -1,10 +1,10 @@
-"""LA-Net's progressively class-balanced sampler, correct under DDP (METHODS.md 3.5).
+"""LA-Net's progressively class-balanced sampler, correct under DDP (Wu & Cui, LA-Net, ICCV 2023, arXiv 2307.09023).
 
 At 0-based epoch ``t`` of ``E``, class ``k`` gets the share ``p_k(t) = (1 - t/E) n_k / N + (t/E) / C``: the natural
 distribution at the start, moving linearly towards uniform. Counts are ``m_k = ceil(p_k N)`` with the last class
 taking the remainder, so the epoch length stays ``N``; a class is drawn without replacement if ``m_k <= n_k``,
 otherwise as ``floor(m_k / n_k)`` full copies plus a draw without replacement for the rest. The list is shuffled,
-depends only on ``(seed, epoch)`` (no global RNG, pitfall #9) and is split across ranks like the other ferkit
+depends only on ``(seed, epoch)`` (never the global RNG, so every rank builds the same list) and is split across ranks like the other ferkit
 samplers (rank ``r`` takes positions ``r, r + W, ...``). Use it with ``Trainer(use_distributed_sampler=False)``
 or rely on it being a ``DistributedSampler`` subclass, which Lightning does not wrap again.
 
@@ -20,12 +20,12 @@ import math
 
 import numpy as np
 
-from ferkit.data.samplers import _as_labels, _GlobalListSampler, _largest_remainder
+from ferkit.data.samplers import as_labels, GlobalListSampler, largest_remainder
 
 __all__ = ["ProgressivelyBalancedSampler"]
 
 
-class ProgressivelyBalancedSampler(_GlobalListSampler):
+class ProgressivelyBalancedSampler(GlobalListSampler):
     """Class shares move linearly from the natural distribution (epoch 0) towards uniform (epoch ``max_epochs``).
 
     Args:
@@ -39,7 +39,7 @@ class ProgressivelyBalancedSampler(_GlobalListSampler):
                  rank: int | None = None) -> None:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
-        self.labels = _as_labels(labels)
+        self.labels = as_labels(labels)
         self.max_epochs = int(max_epochs)
         self.class_counts = np.bincount(self.labels)
         self._present = np.flatnonzero(self.class_counts > 0)
@@ -65,7 +65,7 @@ class ProgressivelyBalancedSampler(_GlobalListSampler):
         m[present[-1]] = n - int(m[present[:-1]].sum())
         if m[present[-1]] < 0:
             m[:] = 0
-            m[present] = _largest_remainder(p[present] / p[present].sum(), n)
+            m[present] = largest_remainder(p[present] / p[present].sum(), n)
         return m
 
     def global_indices(self) -> np.ndarray:

@@ -17,10 +17,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-__all__ = ["MinimalRandomResamplingSampler", "ClassBalancedSampler"]
+__all__ = ["ClassBalancedSampler", "GlobalListSampler", "MinimalRandomResamplingSampler", "as_labels", "largest_remainder"]
 
 
-def _as_labels(labels) -> np.ndarray:
+def as_labels(labels) -> np.ndarray:
+    """Class ids as an int64 1-D array from an array, tensor, list or a dataset with ``labels``; clear errors."""
     if hasattr(labels, "labels") and not isinstance(labels, (np.ndarray, torch.Tensor, list, tuple)):
         labels = labels.labels  # a FERDataset
     if isinstance(labels, torch.Tensor):
@@ -42,8 +43,9 @@ def _as_labels(labels) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-class _GlobalListSampler(DistributedSampler):
-    """Shared DDP logic: subclasses implement :meth:`global_indices`."""
+class GlobalListSampler(DistributedSampler):
+    """Base of ferkit's samplers: one global index list per epoch, split over ranks. Subclasses implement
+    :meth:`global_indices` (a function of ``(seed, epoch)`` only) and call ``super().__init__``."""
 
     def __init__(self, epoch_size: int, seed: int, num_replicas: int | None, rank: int | None) -> None:
         # DistributedSampler.__init__ is deliberately not called: it requires an initialised process group when
@@ -114,8 +116,8 @@ class _GlobalListSampler(DistributedSampler):
         return self.num_samples
 
 
-class MinimalRandomResamplingSampler(_GlobalListSampler):
-    """ARM's Minimal Random Resampling (MRR, METHODS.md 1.3): every epoch is class-balanced with minimal resampling.
+class MinimalRandomResamplingSampler(GlobalListSampler):
+    """ARM's Minimal Random Resampling (MRR; Shi, Zhu & Liang, arXiv 2103.10189): every epoch is class-balanced with minimal resampling.
 
     Each epoch draws ``t_c`` indices of class ``c`` (``t_c`` proportional to ``class_probs``): a class with at least
     ``t_c`` samples is **subsampled without replacement** (no duplicates); a smaller class contributes **all** its
@@ -144,7 +146,7 @@ class MinimalRandomResamplingSampler(_GlobalListSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        self.labels = _as_labels(labels)
+        self.labels = as_labels(labels)
         counts = np.bincount(self.labels)
         present = counts > 0
         if isinstance(class_probs, str):
@@ -175,7 +177,7 @@ class MinimalRandomResamplingSampler(_GlobalListSampler):
             num_samples = self.per_class_cap * int(present.sum())
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.class_targets = _largest_remainder(self.class_probs, int(num_samples))
+        self.class_targets = largest_remainder(self.class_probs, int(num_samples))
         self._members = [np.flatnonzero(self.labels == c) for c in range(counts.size)]
         super().__init__(int(num_samples), seed, num_replicas, rank)
 
@@ -194,7 +196,7 @@ class MinimalRandomResamplingSampler(_GlobalListSampler):
         return rng.permutation(indices)
 
 
-class ClassBalancedSampler(_GlobalListSampler):
+class ClassBalancedSampler(GlobalListSampler):
     """Draws samples with probability proportional to ``1 / N_{y_i}`` (inverse class frequency).
 
     Args:
@@ -215,7 +217,7 @@ class ClassBalancedSampler(_GlobalListSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        self.labels = _as_labels(labels)
+        self.labels = as_labels(labels)
         self.class_counts = np.bincount(self.labels)
         weights = 1.0 / self.class_counts[self.labels]
         self.weights = weights / weights.sum()
@@ -235,7 +237,7 @@ class ClassBalancedSampler(_GlobalListSampler):
         return self._rng().choice(self.labels.size, size=self.epoch_size, replace=self.replacement, p=self.weights)
 
 
-def _largest_remainder(probs: np.ndarray, total: int) -> np.ndarray:
+def largest_remainder(probs: np.ndarray, total: int) -> np.ndarray:
     """Integer counts proportional to ``probs`` summing exactly to ``total``."""
     raw = probs * total
     out = np.floor(raw).astype(np.int64)

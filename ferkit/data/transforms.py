@@ -2,19 +2,41 @@
 
 Every transform is a callable ``t(image=uint8 HxW[x3], landmarks=float [K,2] | None) -> dict`` returning
 ``{"image": float tensor C x H x W, "landmarks": float tensor K x 2}`` (landmarks only when given), so datasets
-stay agnostic of augmentation. Landmarks follow every geometric step; the horizontal flip is done here (not by
-albumentations) because a flip must also swap left/right point identities (``ferkit.core.ibug68``).
+stay agnostic of augmentation. Landmarks follow every geometric step.
+
+Which steps are albumentations and which are ours: the presets' augmentations, the normalisation and the
+conversion to a tensor are albumentations (``A.Normalize``, ``ToTensorV2``). The square-making step (squash / centre crop / pad), the resize and the horizontal flip stay here: the flip must
+also swap left/right point identities (``ferkit.core.ibug68``), and ``A.KeypointParams`` of the installed
+albumentations (2.0) has no ``label_mapping`` to do that; our resize maps pixel *centres* exactly
+(``x' = (x + 0.5) * s - 0.5``) where ``A.Resize`` scales keypoint coordinates as corners, which would move
+landmarks up to half an output pixel off the resized image content.
+
+Randomness (reproducible runs): each transform draws its flips and albumentations' parameters from a private
+generator seeded, on first use in each process, from ``(base, rank, worker id, stream)``: ``base`` is the
+``seed`` argument if given, else inside a DataLoader worker that worker's seed (which derives from the main
+process's torch RNG, so ``L.seed_everything`` fixes it and every worker of every epoch gets its own stream),
+else ``torch.initial_seed()``. ``rank`` (the distributed rank) makes DDP ranks differ, ``stream`` keeps two
+transforms of one process (the weak and the strong view) apart. Nothing draws from OS entropy.
 """
 from __future__ import annotations
 
+import logging
+import os
+import zlib
 from typing import Callable, Sequence
 
 import albumentations as A
+from albumentations.pytorch import ToTensorV2
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ferkit.core.ibug68 import FLIP_PERMUTATION_68
+
+RESIZE_MODES: tuple[str, ...] = ("squash", "center_crop", "pad")
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +85,7 @@ def _shift(img_size: int) -> list:
 
 @register_preset("arm")
 def _arm(img_size: int) -> list:
-    # ARM paper (§1.3): flip is handled separately; Gaussian noise (variance 30 in 0..255 units) and random erasing
+    # ARM (Shi et al., arXiv 2103.10189): flip is handled separately; Gaussian noise (variance 30 in 0..255 units) and random erasing
     return [
         A.GaussNoise(std_range=(np.sqrt(30.0) / 255.0, np.sqrt(30.0) / 255.0), p=0.25),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.14, 0.32), hole_width_range=(0.14, 0.32), fill="random", p=0.5),
@@ -72,7 +94,7 @@ def _arm(img_size: int) -> list:
 
 @register_preset("weak")
 def _weak(img_size: int) -> list:
-    # ASM/MAN weak view (§2.3): with p=0.5 colour jitter + affine; random erasing
+    # ASM / MAN weak view (Zhang et al., arXiv 2310.05618): with p=0.5 colour jitter + affine; random erasing
     return [
         A.Sequential([
             A.ColorJitter(0.25, 0.25, 0.25, 0.25, p=1.0),
@@ -84,7 +106,7 @@ def _weak(img_size: int) -> list:
 
 @register_preset("strong")
 def _strong(img_size: int) -> list:
-    # ASM/MAN strong view (§2.3): pad-4 random crop + RandAugment(2, 10)-like: two random ops at high magnitude
+    # ASM / MAN strong view (Zhang et al., arXiv 2310.05618): pad-4 random crop + RandAugment(2, 10)-like: two random ops at high magnitude
     pad = max(1, round(4 * img_size / 224 * 4)) if img_size < 224 else 4
     ops = [
         A.Affine(rotate=(-30, 30), border_mode=cv2.BORDER_CONSTANT, p=1.0),
@@ -115,7 +137,11 @@ class FERTransform:
         hflip: probability of a horizontal flip (0 for evaluation).
         mean, std: normalisation; defaults are ImageNet's for 3 channels and 0.5/0.5 for 1.
         flip_perm: landmark permutation applied on flip (default iBUG 68; required for other layouts).
-        seed: optional seed for a private RNG (reproducible single-process augmentation in tests).
+        seed: base seed of the private RNG; None (default) follows torch's seed (see the module docstring).
+        stream: a name that keeps this transform's random stream apart from other transforms of the process.
+        resize: how a non-square image becomes square: ``"squash"`` (resize both sides, distorting the aspect
+            ratio), ``"center_crop"`` (crop the longer side to the shorter, centred) or ``"pad"`` (pad the shorter
+            side with black, centred). Square images are unaffected.
     """
 
     def __init__(
@@ -128,7 +154,11 @@ class FERTransform:
         std: Sequence[float] | None = None,
         flip_perm: Sequence[int] | None = None,
         seed: int | None = None,
+        stream: str = "",
+        resize: str = "squash",
     ) -> None:
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if preset not in _PRESETS:
@@ -139,16 +169,42 @@ class FERTransform:
         if self.mean.size != channels or self.std.size != channels:
             raise ValueError(f"mean/std need {channels} values, got {self.mean.tolist()} / {self.std.tolist()}")
         self.flip_perm = None if flip_perm is None else np.asarray(flip_perm)
-        self._rng = np.random.default_rng(seed)
+        self.seed, self.stream, self.resize = seed, str(stream), resize
         steps = _PRESETS[preset](self.img_size)
         self.aug = A.Compose(steps, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False)) if steps else A.Compose([])
-        if seed is not None:
-            self.aug.set_random_seed(seed)
-        self._seeded = seed is not None
-        self._worker_id: int | None = None
+        # normalise and HWC uint8 -> CHW float tensor: albumentations' own steps (deterministic, no seeding needed)
+        self.to_tensor = A.Compose([A.Normalize(mean=self.mean.tolist(), std=self.std.tolist(), max_pixel_value=255.0),
+                                    ToTensorV2()])
+        self._rng: np.random.Generator | None = None
+        self._seeded_for: tuple | None = None  # (pid, worker id, base seed) the RNG was seeded for
+        self._rank_hint: int | None = None
+        self._told_resize = False
 
     def __repr__(self) -> str:
-        return f"FERTransform(img_size={self.img_size}, channels={self.channels}, preset={self.preset!r}, hflip={self.hflip})"
+        return (f"FERTransform(img_size={self.img_size}, channels={self.channels}, preset={self.preset!r}, "
+                f"hflip={self.hflip}, resize={self.resize!r})")
+
+    def __getstate__(self) -> dict:
+        # a worker started with "spawn" has no process group: carry the rank over
+        state = dict(self.__dict__)
+        state["_rank_hint"] = _global_rank(self._rank_hint)
+        return state
+
+    def reseed(self) -> None:
+        """Seed the private generators for this process (called on first use; see the module docstring)."""
+        info = torch.utils.data.get_worker_info()
+        if self.seed is not None:
+            base = int(self.seed)
+        elif info is not None:
+            base = int(info.seed)
+        else:
+            base = int(torch.initial_seed())
+        key = (os.getpid(), None if info is None else info.id, base)
+        worker = 0 if info is None else info.id + 1
+        seq = np.random.SeedSequence([base % 2**63, _global_rank(self._rank_hint), worker, zlib.crc32(self.stream.encode())])
+        self._rng = np.random.default_rng(seq)
+        self.aug.set_random_seed(int(seq.generate_state(1)[0]))
+        self._seeded_for = key
 
     def _to_channels(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 2:
@@ -161,23 +217,52 @@ class FERTransform:
             image = np.repeat(image, 3, axis=2)
         return image
 
-    def _reseed_in_worker(self) -> None:
-        # DataLoader workers are forked copies: without reseeding every worker would draw the same augmentations.
+    def _ensure_seeded(self) -> None:
+        # DataLoader workers are copies of this object: each must reseed, or all would draw the same augmentations.
         info = torch.utils.data.get_worker_info()
-        if info is not None and info.id != self._worker_id and not self._seeded:
-            self._worker_id = info.id
-            self._rng = np.random.default_rng(info.seed)
-            self.aug.set_random_seed(int(info.seed % 2**32))
+        pid = os.getpid()
+        if self._seeded_for is None or self._seeded_for[0] != pid or self._seeded_for[1] != (None if info is None else info.id):
+            self.reseed()
+        elif info is None and self.seed is None and self._seeded_for[2] != torch.initial_seed():
+            self.reseed()  # the process was re-seeded (seed_everything) since: follow it
+
+    def _square(self, image: np.ndarray, pts: np.ndarray | None) -> np.ndarray:
+        h, w = image.shape[:2]
+        if h == w:
+            return image
+        if not self._told_resize:
+            self._told_resize = True
+            log.info("non-square %dx%d images are made square by resize=%r (choices: %s)", w, h, self.resize,
+                     ", ".join(RESIZE_MODES))
+        if self.resize == "squash":
+            return image
+        if self.resize == "center_crop":
+            s = min(h, w)
+            y0, x0 = (h - s) // 2, (w - s) // 2
+            image = image[y0:y0 + s, x0:x0 + s]
+            if pts is not None:
+                pts -= np.array([x0, y0], np.float32)
+            return np.ascontiguousarray(image)
+        s = max(h, w)
+        y0, x0 = (s - h) // 2, (s - w) // 2
+        out = np.zeros((s, s) + image.shape[2:], image.dtype)
+        out[y0:y0 + h, x0:x0 + w] = image
+        if pts is not None:
+            pts += np.array([x0, y0], np.float32)
+        return out
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> dict:
-        self._reseed_in_worker()
+        self._ensure_seeded()
         image = self._to_channels(np.asarray(image))
-        h, w = image.shape[:2]
         pts = None if landmarks is None else np.asarray(landmarks, np.float32).copy()
         missing = None
         if pts is not None:
             missing = ~np.isfinite(pts).all(axis=1)
             pts[missing] = 0.0
+        image = self._square(image, pts)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        h, w = image.shape[:2]
         # resize first so augmentation magnitudes are in output pixels; map pixel centres exactly
         if (h, w) != (self.img_size, self.img_size):
             image = cv2.resize(image, (self.img_size, self.img_size), interpolation=cv2.INTER_AREA if h > self.img_size else cv2.INTER_LINEAR)
@@ -203,12 +288,20 @@ class FERTransform:
                 pts = np.asarray(out["keypoints"], np.float32)[:, :2].copy()
         if image.ndim == 2:
             image = image[:, :, None]
-        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        result = {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))}
+        result = {"image": self.to_tensor(image=image)["image"]}
         if pts is not None:
             pts[missing] = np.nan
             result["landmarks"] = torch.from_numpy(pts)
         return result
+
+
+def _global_rank(hint: int | None = None) -> int:
+    """The distributed rank of this process: the process group's, else ``hint``, else ``$RANK``, else 0."""
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    if hint is not None:
+        return int(hint)
+    return int(os.environ.get("RANK", 0))
 
 
 class MultiView:

@@ -1,4 +1,4 @@
-"""Landmark point subsets and Gaussian heatmap targets (LA-Net, METHODS.md section 3.3).
+"""Landmark point subsets and Gaussian heatmap targets (LA-Net: Wu & Cui, ICCV 2023, arXiv 2307.09023).
 
 Point subsets
 -------------
@@ -25,7 +25,8 @@ likely AFLW-19 (not confirmed). ferkit's sources ship or detect the iBUG 68-poin
 A subset is a linear map ``W`` (K x 68): each output point is a convex combination of input points (one-hot
 rows pick a point, averaging rows build eye and mouth centres). Its flip permutation is *derived* from
 ``FLIP_PERMUTATION_68`` (flipping then selecting equals selecting then flipping with the derived permutation),
-so left/right identities stay consistent under augmentation (LA-Net pitfall #5).
+so left/right identities stay consistent under augmentation (a flipped image whose points kept their
+identities would teach the heatmap head to put the left eye on the right).
 
 Heatmap targets
 ---------------
@@ -168,7 +169,7 @@ def get_subset(subset: str | LandmarkSubset | Sequence[int] | None) -> LandmarkS
 
 
 class HeatmapTargets:
-    """Gaussian heatmap targets and loss weights from landmark coordinates (METHODS.md 3.3).
+    """Gaussian heatmap targets and loss weights from landmark coordinates (LA-Net, arXiv 2307.09023).
 
     Args:
         num_points: points per sample after the subset (19 for LA-Net).

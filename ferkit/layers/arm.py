@@ -1,7 +1,7 @@
 """ARM, the Amend Representation Module: a drop-in replacement for global average pooling.
 
 Shi, Zhu, Liang, *Learning to Amend Facial Expression Representation via De-albino and Affinity*,
-arXiv 2103.10189 (METHODS.md section 1). Reimplemented from the specification; no official code is used.
+arXiv 2103.10189. Reimplemented from the specification; no official code is used.
 
 The idea in words
 -----------------
@@ -20,8 +20,8 @@ average pooling weights those cells as much as the interior ones. ARM pools diff
 
 The flattened ``E_b`` (``s^2`` features; 121 for ResNet-18 at 224 px) feeds the classifier.
 
-Pitfalls of the official code that this implementation avoids (METHODS.md 1.5)
-------------------------------------------------------------------------------
+Problems of the official release that this implementation avoids
+----------------------------------------------------------------
 * **Batch-dependent evaluation.** The release computes ``G`` from the *test* batch, so predictions depend on
   the batch size, the companions and the loader shuffling. The default ``affinity="ema"`` evaluates with an
   exponential moving average ``g_ema`` kept in a registered buffer (as drawn in the paper's figure): eval
@@ -210,14 +210,19 @@ class ARM(nn.Module):
                 f"ARM was built for in_channels={self.in_channels} but got {x.shape[1]} channels "
                 f"(shape {tuple(x.shape)}); pass in_channels=backbone.num_features"
             )
-        if x.shape[2] != self.feat_size or x.shape[3] != self.feat_size:
+        if x.shape[2] != x.shape[3]:
+            raise ValueError(
+                f"ARM supports only square feature maps, got a {x.shape[2]}x{x.shape[3]} map (shape {tuple(x.shape)}); "
+                "feed square images (same height and width) to the backbone, e.g. by cropping or padding them"
+            )
+        if x.shape[2] != self.feat_size:
             raise ValueError(
                 f"ARM was built for a {self.feat_size}x{self.feat_size} map but got {x.shape[2]}x{x.shape[3]} "
                 f"(shape {tuple(x.shape)}); pass feat_size=backbone.feature_size(img_size) for the image size you use"
             )
 
     def de_albino(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature Arrangement + De-albino conv + BN: ``B x C x H x H`` -> ``B x c' x s x s`` (METHODS.md 1.2).
+        """Feature Arrangement + De-albino conv + BN: ``B x C x H x H`` -> ``B x c' x s x s``.
 
         The same kernel is applied to every arranged channel, vectorised: channels are folded into the batch
         dimension. When the stride ``t`` divides the kernel (``k = m t``, the usual case) the correlation is computed
@@ -299,5 +304,5 @@ def _valid_shuffles(in_channels: int) -> list[int]:
     return [r for r in range(1, int(math.isqrt(in_channels)) + 1) if in_channels % (r * r) == 0]
 
 
-#: Alias used by the pool registry and METHODS.md (``ARMPool``).
+#: Alias used by the pool registry (``ARMPool``).
 ARMPool = ARM

@@ -1,9 +1,20 @@
-"""Projection heads of LA-Net's expression-landmark contrast, with their momentum (key) copies (METHODS.md 3.5).
+"""Projection heads of LA-Net's expression-landmark contrast, with their momentum (key) copies.
+
+Wu & Cui, *LA-Net: Landmark-Aware Learning for Reliable Facial Expression Recognition under Label Noise*, ICCV 2023;
+the momentum key encoder follows MoCo (He et al., CVPR 2020).
 
 ``g_e: expr_dim -> dim -> ReLU -> dim`` and ``g_l: lmk_dim -> dim -> ReLU -> dim``, outputs L2-normalised. The key
 heads are exponential moving averages (momentum 0.999) of the query heads, never trained by gradient. The loss and
 its queues live in :class:`ferkit.losses.ExpressionLandmarkContrastiveLoss`; :func:`momentum_update` is the EMA
 used for both these heads and LA-Net's key encoder.
+
+Why not ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``: ferkit's key encoder *copies* the
+BatchNorm statistics of the query encoder, while ``AveragedModel`` either averages them (``use_buffers=True``) or
+leaves them at their initial values (``use_buffers=False``); its decay is fixed at construction, while
+:meth:`LandmarkContrastiveHead.momentum_update` accepts a per-call momentum (a schedule); and it nests the copy under
+``.module`` with an extra ``n_averaged`` buffer, which would rename every key-encoder entry of existing LA-Net
+checkpoints. The copies here are plain submodules, so their parameters and buffers are in the state dict and are
+restored exactly on resume.
 """
 from __future__ import annotations
 
@@ -19,9 +30,16 @@ __all__ = ["LandmarkContrastiveHead", "momentum_update", "make_momentum_copy"]
 @torch.no_grad()
 def momentum_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
     """``target <- m * target + (1 - m) * source`` for parameters; buffers (BN statistics) are copied."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum_update: momentum must be in [0, 1], got {momentum}")
     t_params, s_params = dict(target.named_parameters()), dict(source.named_parameters())
     if t_params.keys() != s_params.keys():
-        raise ValueError("momentum_update: target and source have different parameters")
+        missing = sorted(set(s_params) ^ set(t_params))[:5]
+        raise ValueError(f"momentum_update: target and source have different parameters (e.g. {missing}); the target "
+                         "must be a copy of the source (make_momentum_copy)")
+    bad = [n for n, p in t_params.items() if p.shape != s_params[n].shape]
+    if bad:
+        raise ValueError(f"momentum_update: parameter shapes differ for {bad[:5]}; rebuild the copy with make_momentum_copy")
     for name, p in t_params.items():
         p.mul_(momentum).add_(s_params[name].detach(), alpha=1.0 - momentum)
     s_bufs = dict(source.named_buffers())
@@ -64,11 +82,21 @@ class LandmarkContrastiveHead(nn.Module):
         self.key_expr_proj = make_momentum_copy(self.expr_proj)
         self.key_lmk_proj = make_momentum_copy(self.lmk_proj)
 
+    def _check(self, h_expr: torch.Tensor, h_lmk: torch.Tensor) -> None:
+        for name, h, proj in (("h_expr", h_expr, self.expr_proj), ("h_lmk", h_lmk, self.lmk_proj)):
+            d = proj[0].in_features
+            if h.ndim != 2 or h.shape[1] != d:
+                raise ValueError(f"LandmarkContrastiveHead: {name} must be [B, {d}], got {tuple(h.shape)}")
+        if h_expr.shape[0] != h_lmk.shape[0]:
+            raise ValueError(f"LandmarkContrastiveHead: batch sizes differ: h_expr {h_expr.shape[0]}, h_lmk {h_lmk.shape[0]}")
+
     def forward(self, h_expr: torch.Tensor, h_lmk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(h_expr, h_lmk)
         return F.normalize(self.expr_proj(h_expr), dim=1), F.normalize(self.lmk_proj(h_lmk), dim=1)
 
     @torch.no_grad()
     def keys(self, hk_expr: torch.Tensor, hk_lmk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(hk_expr, hk_lmk)
         return F.normalize(self.key_expr_proj(hk_expr), dim=1), F.normalize(self.key_lmk_proj(hk_lmk), dim=1)
 
     @torch.no_grad()

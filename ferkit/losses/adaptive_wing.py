@@ -1,4 +1,4 @@
-"""Adaptive Wing loss for heatmap regression (Wang, Bo & Fuxin, ICCV 2019, arXiv 1904.07399; METHODS.md 3.3).
+"""Adaptive Wing loss for heatmap regression (Wang, Bo & Fuxin, ICCV 2019, arXiv 1904.07399).
 
 With ``delta = |y - y_hat|`` and the target-dependent exponent ``a = alpha - y``::
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ferkit.losses.base import LossOutput
 
 __all__ = ["AdaptiveWingLoss", "adaptive_wing_loss"]
 
@@ -34,7 +36,11 @@ def adaptive_wing_loss(
     if pred.shape != target.shape:
         raise ValueError(f"adaptive_wing_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if weight is not None and weight.shape != pred.shape:
-        weight = weight.expand_as(pred)
+        try:
+            weight = weight.expand_as(pred)
+        except RuntimeError as err:
+            raise ValueError(f"adaptive_wing_loss: weight {tuple(weight.shape)} does not broadcast to pred "
+                             f"{tuple(pred.shape)} (per-point weights of B x K heatmaps are B x K x 1 x 1)") from err
     target = target.to(pred.dtype)
     delta = (target - pred).abs()
     a = alpha - target
@@ -57,7 +63,10 @@ def adaptive_wing_loss(
 
 
 class AdaptiveWingLoss(nn.Module):
-    """Module form of :func:`adaptive_wing_loss`: ``loss(pred, target, weight=None)``.
+    """Module form of :func:`adaptive_wing_loss`: ``loss(pred, target, weight=None) -> LossOutput``.
+
+    ``total`` is the loss; ``terms`` holds it as ``{"adaptive_wing": ...}`` for logging (``reduction="none"`` is
+    for the functional form only: a module's ``total`` is a scalar). ``target`` must lie in [0, 1] (checked).
 
     Defaults are LA-Net's (alpha 2.1, omega 14, eps 1, theta 0.5); ``"mean"`` averages over every element
     (B x K x h x w), as LA-Net does, so weight-0 (missing) points still count in the denominator.
@@ -70,10 +79,17 @@ class AdaptiveWingLoss(nn.Module):
             raise ValueError(f"AdaptiveWingLoss: omega, eps and theta must be > 0, got {omega}, {eps}, {theta}")
         if alpha <= 1:
             raise ValueError(f"AdaptiveWingLoss: alpha must exceed 1 (targets lie in [0, 1]), got {alpha}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"AdaptiveWingLoss: reduction must be 'mean' or 'sum', got {reduction!r} "
+                             "(use adaptive_wing_loss(..., reduction='none') for per-element values)")
         self.alpha, self.omega, self.eps, self.theta, self.reduction = alpha, omega, eps, theta, reduction
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return adaptive_wing_loss(pred, target, weight, self.alpha, self.omega, self.eps, self.theta, self.reduction)
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> LossOutput:
+        if target.numel() and (float(target.min()) < 0.0 or float(target.max()) > 1.0):
+            raise ValueError(f"AdaptiveWingLoss: target heatmaps must lie in [0, 1] (Gaussian peaks of height 1), got "
+                             f"values in [{float(target.min()):.3g}, {float(target.max()):.3g}]")
+        total = adaptive_wing_loss(pred, target, weight, self.alpha, self.omega, self.eps, self.theta, self.reduction)
+        return LossOutput(total, {"adaptive_wing": total.detach()})
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, omega={self.omega}, eps={self.eps}, theta={self.theta}, reduction={self.reduction!r}"

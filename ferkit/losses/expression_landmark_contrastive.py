@@ -1,5 +1,6 @@
-"""LA-Net's expression-landmark (EL) contrastive loss: supervised cross-modal contrast with MoCo queues
-(METHODS.md 3.5).
+"""LA-Net's expression-landmark (EL) contrastive loss: supervised cross-modal contrast with MoCo queues.
+
+Wu & Cui, *LA-Net: Landmark-Aware Learning for Reliable Facial Expression Recognition under Label Noise*, ICCV 2023.
 
 Queries ``q^e, q^l`` (projected, L2-normalised expression / landmark features of the local batch) are contrasted
 with momentum-encoder keys ``k^e, k^l`` and with queues ``Q^e, Q^l`` of past keys::
@@ -10,21 +11,26 @@ with momentum-encoder keys ``k^e, k^l`` and with queues ``Q^e, Q^l`` of past key
 
 Pseudo-labels are confidence-gated: ``y_i = argmax q_tilde_i`` if ``max q_tilde_i >= tau`` (0.7), otherwise the
 sample's own id ``-(index_i + 1)``, so its only positive is its own key. ``-(index + 1)`` never equals a class id
-(the official ``-index`` made sample 0 collide with class 0, pitfall #3), and queue slots never written carry
-:data:`ferkit.layers.memory_bank.EMPTY_LABEL`, which equals nothing: they act as plain negatives.
+(a plain ``-index`` would make sample 0 share class 0's label), and queue slots never written carry
+:data:`ferkit.state.memory_bank.EMPTY_LABEL`, which equals nothing: they act as plain negatives.
 
 Positives ``P_i``: keys of the **gathered** batch with the anchor's label (``positives="global"``, default; the
 same as the official local-batch rule with one process, and independent of how the batch is split over ranks) or
 of the local batch only (``positives="local"``, the official rule under DDP). Keys carry no gradient, so keys and
-labels are gathered without gradient; after the loss the gathered keys and labels are enqueued (FIFO).
+labels are gathered without gradient (:func:`ferkit.state.distributed.gather_batch`); after the loss the gathered
+keys and labels are enqueued (FIFO).
+
+``forward`` returns a :class:`~ferkit.losses.base.LossOutput` with ``total = L(e -> l) + L(l -> e)`` and the two
+directions as ``terms["expr_to_lmk"]`` / ``terms["lmk_to_expr"]``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ferkit.layers.memory_bank import MemoryBank
-from ferkit.state.distributed import all_gather_uneven, get_rank, is_distributed
+from ferkit.losses.base import LossOutput, check_batch_size
+from ferkit.state.distributed import gather_batch
+from ferkit.state.memory_bank import MemoryBank
 
 __all__ = ["ExpressionLandmarkContrastiveLoss", "confidence_pseudo_labels", "supervised_queue_contrast"]
 
@@ -58,7 +64,7 @@ def supervised_queue_contrast(
 
 
 class ExpressionLandmarkContrastiveLoss(nn.Module):
-    """L_EL with its queues (a :class:`~ferkit.layers.MemoryBank` holding ``Q^e``, ``Q^l`` and the label queue).
+    """L_EL with its queues (a :class:`~ferkit.state.MemoryBank` holding ``Q^e``, ``Q^l`` and the label queue).
 
     Args:
         dim: embedding size (64e).
@@ -70,8 +76,8 @@ class ExpressionLandmarkContrastiveLoss(nn.Module):
         seed: seed of the random initial queue keys.
 
     ``forward(q_expr, q_lmk, k_expr, k_lmk, target=..., index=...)`` computes pseudo-labels from ``target``
-    (``q_tilde``) or takes them from ``labels=``, returns the loss over the local anchors, and in training mode
-    enqueues the gathered keys (``update_queue`` overrides).
+    (``q_tilde``) or takes them from ``labels=``, returns the :class:`LossOutput` over the local anchors, and in
+    training mode enqueues the gathered keys (``update_queue`` overrides).
     """
 
     def __init__(self, dim: int = 64, queue_size: int = 8192, temperature: float = 0.1, conf_thresh: float = 0.7,
@@ -90,31 +96,33 @@ class ExpressionLandmarkContrastiveLoss(nn.Module):
 
     def forward(self, q_expr: torch.Tensor, q_lmk: torch.Tensor, k_expr: torch.Tensor, k_lmk: torch.Tensor,
                 target: torch.Tensor | None = None, index: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                update_queue: bool | None = None) -> torch.Tensor:
+                update_queue: bool | None = None) -> LossOutput:
+        owner = "ExpressionLandmarkContrastiveLoss"
+        dim = self.queue.dim
+        for name, t in (("q_expr", q_expr), ("q_lmk", q_lmk), ("k_expr", k_expr), ("k_lmk", k_lmk)):
+            if t.ndim != 2 or t.shape[1] != dim:
+                raise ValueError(f"{owner}: {name} must be [B, {dim}] (the loss was built with dim={dim}), got "
+                                 f"{tuple(t.shape)}")
         if labels is None:
             if target is None or index is None:
-                raise ValueError("EL loss: pass labels=, or target= (q_tilde) and index= to derive the pseudo-labels")
+                raise ValueError(f"{owner}: pass labels=, or target= (q_tilde) and index= to derive the pseudo-labels")
+            check_batch_size(owner, q_expr=q_expr, target=target, index=index.reshape(-1))
             labels = confidence_pseudo_labels(target, index, self.conf_thresh)
+        elif labels.is_floating_point():
+            raise TypeError(f"{owner}: labels must be integer ids, got {labels.dtype}")
         labels = labels.reshape(-1).long()
-        b = q_expr.shape[0]
+        check_batch_size(owner, q_expr=q_expr, q_lmk=q_lmk, k_expr=k_expr, k_lmk=k_lmk, labels=labels)
         k_expr, k_lmk = k_expr.detach(), k_lmk.detach()
-        if self.gather_distributed and is_distributed():
-            sizes = all_gather_uneven(torch.tensor([b], device=q_expr.device))
-            start = int(sizes[: get_rank()].sum())
-            keys_e, keys_l, key_labels = all_gather_uneven(k_expr), all_gather_uneven(k_lmk), all_gather_uneven(labels)
-        else:
-            start, keys_e, keys_l, key_labels = 0, k_expr, k_lmk, labels
+        (keys_e, keys_l, key_labels), local = gather_batch(k_expr, k_lmk, labels, enabled=self.gather_distributed)
         if self.positives == "local":
-            pos_e, pos_l, pos_labels = keys_e[start : start + b], keys_l[start : start + b], key_labels[start : start + b]
+            pos_e, pos_l, pos_labels = keys_e[local], keys_l[local], key_labels[local]
         else:
             pos_e, pos_l, pos_labels = keys_e, keys_l, key_labels
         # snapshot: the enqueue below writes the buffers in place, and autograd needs the values used here
         queue_e, queue_l = self.queue.keys[0].to(q_expr.dtype, copy=True), self.queue.keys[1].to(q_expr.dtype, copy=True)
         queue_labels = self.queue.labels.clone()
-        loss = (
-            supervised_queue_contrast(q_expr, pos_l, queue_l, labels, pos_labels, queue_labels, self.temperature)
-            + supervised_queue_contrast(q_lmk, pos_e, queue_e, labels, pos_labels, queue_labels, self.temperature)
-        )
+        e_to_l = supervised_queue_contrast(q_expr, pos_l, queue_l, labels, pos_labels, queue_labels, self.temperature)
+        l_to_e = supervised_queue_contrast(q_lmk, pos_e, queue_e, labels, pos_labels, queue_labels, self.temperature)
         if self.training if update_queue is None else update_queue:
             self.queue.enqueue([keys_e, keys_l], key_labels)
-        return loss
+        return LossOutput(e_to_l + l_to_e, {"expr_to_lmk": e_to_l.detach(), "lmk_to_expr": l_to_e.detach()})

@@ -1,6 +1,9 @@
-"""LA-Net's label-distribution estimation (LDE) by neighbourhood aggregation (METHODS.md 3.4).
+"""LA-Net's label-distribution estimation (LDE) by neighbourhood aggregation.
 
-On the global batch of ``M`` samples (all-gathered *with* gradient when distributed):
+Wu & Cui, *LA-Net: Landmark-Aware Learning for Reliable Facial Expression Recognition under Label Noise*, ICCV 2023.
+
+On the global batch of ``M`` samples (all-gathered *with* gradient when distributed, by
+:func:`ferkit.state.distributed.gather_batch`):
 
 1. kNN graphs (no gradient): cosine similarity among the expression features ``H_e`` and, separately, among the
    landmark features ``H_l``; the diagonal is excluded; the top-``k`` neighbours give 0/1 adjacencies ``A``.
@@ -13,29 +16,44 @@ On the global batch of ``M`` samples (all-gathered *with* gradient when distribu
 6. ``L_KL = KL(q_tilde || softmax(z))`` over the local samples, batch mean. ``q_tilde`` is **not** detached by
    default: this gradient is the scorers' only training signal and also reaches the neighbours' logits.
 
-``pairs="knn"`` scores only the ``M k`` neighbour pairs (O(M k d) instead of the official O(M^2 d), pitfall #8);
-the ``eps/M`` term is added in closed form, so it equals ``pairs="all"`` exactly.
+``pairs="knn"`` scores only the ``M k`` neighbour pairs (O(M k d) instead of scoring all O(M^2 d) pairs, of which
+all but the ``M k`` neighbours are multiplied by a zero adjacency); the ``eps/M`` term is added in closed form, so
+it equals ``pairs="all"`` exactly.
+
+``forward`` returns an :class:`LDEOutput`: a :class:`~ferkit.losses.base.LossOutput` (``total`` = ``L_KL``,
+``terms["kl"]``) with the estimated distributions as extra fields.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.state.distributed import all_gather_uneven, gather_with_grad, get_rank, is_distributed
+from ferkit.losses.base import LossOutput, check_batch_size
+from ferkit.state.distributed import gather_batch
 from ferkit.state.label_distribution_bank import LabelDistributionBank
 
 __all__ = ["PairScorer", "LabelDistributionEstimator", "LDEOutput", "knn_adjacency"]
 
 
-class LDEOutput(NamedTuple):
-    """What :class:`LabelDistributionEstimator` returns (local slice of the global batch)."""
+@dataclass
+class LDEOutput(LossOutput):
+    """What :class:`LabelDistributionEstimator` returns, for the local slice of the global batch.
 
-    loss: torch.Tensor        #: KL(q_tilde || softmax(z)), batch mean over local samples
-    target: torch.Tensor      #: q_tilde, B x C (graph attached unless detach_target)
-    aggregated: torch.Tensor  #: q, B x C (the neighbourhood aggregate before the memory blend)
+    ``total``: ``KL(q_tilde || softmax(z))``, batch mean over the local samples (also ``terms["kl"]``, detached).
+    """
+
+    target: torch.Tensor | None = None      #: q_tilde, B x C (graph attached unless detach_target)
+    aggregated: torch.Tensor | None = None  #: q, B x C (the neighbourhood aggregate before the memory blend)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """Deprecated name of :attr:`total`."""
+        warnings.warn("LDEOutput.loss is deprecated: read LDEOutput.total", DeprecationWarning, stacklevel=2)
+        return self.total
 
 
 @torch.no_grad()
@@ -52,7 +70,7 @@ def knn_adjacency(h: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class PairScorer(nn.Module):
-    """``s_ij = softmax(MLP([a_i; b_j]))[0]`` with ``[a; b] = Linear_{d->d}(h)`` (METHODS.md 3.4 step 2)."""
+    """``s_ij = softmax(MLP([a_i; b_j]))[0]`` with ``[a; b] = Linear_{d->d}(h)`` (step 2 of the module docstring)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -93,7 +111,7 @@ class LabelDistributionEstimator(nn.Module):
         eps: the ``eps`` of step 3 (1e-8).
         detach_target: detach ``q_tilde`` in the KL loss (then the scorers receive no gradient).
         pairs: ``"knn"`` (score only neighbour pairs; default) or ``"all"`` (all M^2 pairs, as the official code).
-        gather_distributed: all-gather the batch with gradient (:func:`ferkit.state.distributed.gather_with_grad`)
+        gather_distributed: all-gather the batch with gradient (:func:`ferkit.state.distributed.gather_batch`)
             when running under DDP; a no-op with one process.
 
     ``forward(h_expr, h_lmk, logits, index, bank)`` returns :class:`LDEOutput` for the local samples and, in
@@ -139,30 +157,30 @@ class LabelDistributionEstimator(nn.Module):
 
     def forward(self, h_expr: torch.Tensor, h_lmk: torch.Tensor, logits: torch.Tensor, index: torch.Tensor,
                 bank: LabelDistributionBank, update_bank: bool | None = None) -> LDEOutput:
-        b = logits.shape[0]
-        if h_expr.shape[0] != b or h_lmk.shape[0] != b or index.shape[0] != b:
-            raise ValueError(f"LDE: batch sizes differ: h_expr {h_expr.shape[0]}, h_lmk {h_lmk.shape[0]}, logits {b}, index {index.shape[0]}")
-        if bank.num_classes != logits.shape[1]:
-            raise ValueError(f"LDE: bank has {bank.num_classes} classes, logits {logits.shape[1]}")
+        owner = "LabelDistributionEstimator"
+        if logits.ndim != 2:
+            raise ValueError(f"{owner}: logits must be [B, C], got {tuple(logits.shape)}")
+        for name, h, scorer in (("h_expr", h_expr, self.scorer_expr), ("h_lmk", h_lmk, self.scorer_lmk)):
+            if h.ndim != 2 or h.shape[1] != scorer.dim:
+                raise ValueError(f"{owner}: {name} must be [B, {scorer.dim}] (the estimator was built for "
+                                 f"{scorer.dim} features), got {tuple(h.shape)}")
+        if index.is_floating_point():
+            raise TypeError(f"{owner}: index must hold integer dataset indices (batch['index']), got {index.dtype}")
         index = index.reshape(-1).long()
-        start = 0
-        if self.gather_distributed and is_distributed():
-            # lengths may differ per rank: the local slice starts after the previous ranks' samples
-            sizes = all_gather_uneven(torch.tensor([b], device=logits.device))
-            start = int(sizes[: get_rank()].sum())
-            h_expr, h_lmk, logits_all = gather_with_grad(h_expr), gather_with_grad(h_lmk), gather_with_grad(logits)
-            index_all = all_gather_uneven(index)
-        else:
-            logits_all, index_all = logits, index
+        check_batch_size(owner, h_expr=h_expr, h_lmk=h_lmk, logits=logits, index=index)
+        if bank.num_classes != logits.shape[1]:
+            raise ValueError(f"{owner}: the bank holds {bank.num_classes} classes but the logits have {logits.shape[1]}")
+        # lengths may differ per rank: `local` is this rank's rows of the gathered batch
+        (h_expr, h_lmk, logits_all, index_all), local = gather_batch(
+            h_expr, h_lmk, logits, index, with_grad=(True, True, True, False), enabled=self.gather_distributed)
         probs = torch.softmax(logits_all, dim=1)
         q_all = self.aggregate(h_expr, h_lmk, probs)
         q_tilde_all = bank.blend(index_all, q_all)
         if self.training if update_bank is None else update_bank:
             bank.update(index_all, q_tilde_all)
-        q_tilde = q_tilde_all[start : start + b]
+        q_tilde = q_tilde_all[local]
         if self.detach_target:
             q_tilde = q_tilde.detach()
-        log_p = F.log_softmax(logits, dim=1)
-        # KL(q_tilde || p) = sum q_tilde (log q_tilde - log p); xlogy gives 0 for q_tilde = 0
-        loss = (torch.special.xlogy(q_tilde, q_tilde) - q_tilde * log_p).sum(dim=1).mean()
-        return LDEOutput(loss, q_tilde, q_all[start : start + b])
+        # KL(q_tilde || p) summed over classes, mean over samples (0 log 0 = 0); gradient reaches q_tilde too
+        loss = F.kl_div(F.log_softmax(logits, dim=1), q_tilde, reduction="batchmean")
+        return LDEOutput(loss, {"kl": loss.detach()}, target=q_tilde, aggregated=q_all[local])

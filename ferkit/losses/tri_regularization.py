@@ -1,4 +1,6 @@
-"""Tri-Regularization, the training loss of ASM (and of its predecessor MAN), METHODS.md section 2.2.
+"""Tri-Regularization, the training loss of ASM (and of its predecessor MAN).
+
+Zhang et al., *ASM: Adaptive Sample Mining for In-The-Wild Facial Expression Recognition*, PRCV 2023.
 
 Two networks f1, f2 see the same weak view; their logits are ``z1``, ``z2``. Given a clean / ambiguous / noisy
 split of the batch:
@@ -12,8 +14,8 @@ split of the batch:
   over ``|S_n| x C`` elements, nothing detached;
 * **total** ``L = L_c + omega L_a + gamma L_n``.
 
-Each term is averaged over its own subset and is 0 when the subset is empty. Samples whose subset is unknown
-(-1, not judged yet) get the clean (supervised) term.
+Each term is averaged over its own subset and is 0 when the subset is empty. Samples whose subset is
+``Subset.UNKNOWN`` (not judged yet) get the clean (supervised) term.
 
 DDP (``gather_distributed=True``): each term's denominator is the subset's size over *all* ranks (one all-reduce
 of three counts), and the per-rank loss is multiplied by the world size W. DDP averages parameter gradients over
@@ -31,23 +33,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.miners.split import SampleSplit
-from ferkit.state.distributed import get_world_size, is_distributed
+from ferkit.losses.base import LossOutput
+from ferkit.state.distributed import all_reduce_sum, get_world_size, is_distributed
+from ferkit.state.split import SampleSplit, Subset
 
-__all__ = ["TriRegularization", "LossOutput", "mutual_kl", "ramp_weight"]
+__all__ = ["TriRegularization", "TriRegularizationOutput", "LossOutput", "mutual_kl", "ramp_weight"]
 
 
 @dataclass
-class LossOutput:
-    """The total loss and its parts (``clean``, ``ambiguous``, ``noisy`` unweighted), the ramp weight ``lambda_``
-    and the number of samples of each subset in the (global) batch."""
+class TriRegularizationOutput(LossOutput):
+    """:class:`~ferkit.losses.base.LossOutput` of :class:`TriRegularization`.
 
-    total: torch.Tensor
-    clean: torch.Tensor
-    ambiguous: torch.Tensor
-    noisy: torch.Tensor
-    lambda_: float
+    ``terms`` holds ``clean``, ``ambiguous`` and ``noisy`` (each unweighted, detached; also readable as attributes).
+    Extra fields: the ramp weight ``lambda_`` and ``counts``, the number of clean (including unknown), ambiguous
+    and noisy samples in the (global) batch.
+    """
+
+    lambda_: float = 0.0
     counts: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def clean(self) -> torch.Tensor:
+        return self.terms["clean"]
+
+    @property
+    def ambiguous(self) -> torch.Tensor:
+        return self.terms["ambiguous"]
+
+    @property
+    def noisy(self) -> torch.Tensor:
+        return self.terms["noisy"]
 
 
 def ramp_weight(epoch: float, max_epochs: float, lambda_max: float = 0.9, beta: float = 0.65, ramp_end_frac: float = 0.9) -> float:
@@ -64,8 +79,10 @@ def ramp_weight(epoch: float, max_epochs: float, lambda_max: float = 0.9, beta: 
 def mutual_kl(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Per-sample symmetric KL ``1/2 [KL(s2 || s1) + KL(s1 || s2)]`` from logits ``[M, C]``; gradients reach both."""
     l1, l2 = F.log_softmax(z1, dim=1), F.log_softmax(z2, dim=1)
-    # KL(p2 || p1) + KL(p1 || p2) = sum (p2 - p1)(log p2 - log p1)
-    return 0.5 * ((l2.exp() - l1.exp()) * (l2 - l1)).sum(dim=1)
+    # F.kl_div(input=log q, target=log p, log_target=True) is p (log p - log q) element-wise: KL(p || q) summed
+    kl_21 = F.kl_div(l1, l2, reduction="none", log_target=True).sum(dim=1)   # KL(s2 || s1)
+    kl_12 = F.kl_div(l2, l1, reduction="none", log_target=True).sum(dim=1)   # KL(s1 || s2)
+    return 0.5 * (kl_21 + kl_12)
 
 
 class TriRegularization(nn.Module):
@@ -100,15 +117,11 @@ class TriRegularization(nn.Module):
     def _denominators(self, counts: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Subset sizes to divide by (global under DDP) and the factor W that undoes DDP's gradient averaging."""
         if self.gather_distributed and is_distributed():
-            import torch.distributed as dist
-
-            total = counts.clone()
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            return total, float(get_world_size())
+            return all_reduce_sum(counts), float(get_world_size())
         return counts, 1.0
 
     def forward(self, z1_w: torch.Tensor, z2_w: torch.Tensor, z1_s: torch.Tensor | None, z2_s: torch.Tensor | None,
-                y: torch.Tensor, split: SampleSplit, epoch: float, max_epochs: float) -> LossOutput:
+                y: torch.Tensor, split: SampleSplit, epoch: float, max_epochs: float) -> TriRegularizationOutput:
         """Compute the loss of one batch.
 
         Args:
@@ -121,13 +134,24 @@ class TriRegularization(nn.Module):
             epoch: absolute 1-based epoch (for ``lambda``). max_epochs: ``E_max``.
         """
         if z1_w.shape != z2_w.shape or z1_w.ndim != 2:
-            raise ValueError(f"z1_w and z2_w must both be [B, C], got {tuple(z1_w.shape)} and {tuple(z2_w.shape)}")
-        b = z1_w.shape[0]
-        if len(split) != b or y.shape[0] != b:
-            raise ValueError(f"batch of {b} logits but {len(split)} split entries and {y.shape[0]} labels")
+            raise ValueError(f"TriRegularization: z1_w and z2_w must both be [B, C] logits, got {tuple(z1_w.shape)} and "
+                             f"{tuple(z2_w.shape)}")
+        if not isinstance(split, SampleSplit):
+            raise TypeError(f"TriRegularization: split must be a SampleSplit (miner.split_for(batch['index'])), "
+                            f"got {type(split).__name__}")
+        b, c = z1_w.shape
+        if y.is_floating_point():
+            raise TypeError(f"TriRegularization: y must be integer class ids [B], got {y.dtype}")
+        if len(split) != b or y.reshape(-1).shape[0] != b:
+            raise ValueError(f"TriRegularization: batch of {b} logits but {len(split)} split entries and "
+                             f"{y.reshape(-1).shape[0]} labels")
+        y = y.reshape(-1).long()
+        if b and (int(y.min()) < 0 or int(y.max()) >= c):
+            raise ValueError(f"TriRegularization: labels must lie in 0..{c - 1} (the logits have {c} classes), got "
+                             f"{int(y.min())}..{int(y.max())}")
         sid = split.subset_id.to(z1_w.device)
-        clean = (sid == 0) | (sid == -1)
-        amb, noisy = sid == 1, sid == 2
+        clean = (sid == Subset.CLEAN) | (sid == Subset.UNKNOWN)
+        amb, noisy = sid == Subset.AMBIGUOUS, sid == Subset.NOISY
         n_local = torch.stack([clean.sum(), amb.sum(), noisy.sum()]).to(torch.long)
         denom, scale = self._denominators(n_local)
         lam = self.ramp(epoch, max_epochs)
@@ -151,14 +175,14 @@ class TriRegularization(nn.Module):
         n_noisy = int(noisy.sum())
         if n_noisy > 0:
             if z1_s is None or z2_s is None:
-                raise ValueError(f"the batch has {n_noisy} noisy samples: pass their strong-view logits z1_s, z2_s")
-            if z1_s.shape != z2_s.shape:
-                raise ValueError(f"z1_s and z2_s differ in shape: {tuple(z1_s.shape)} vs {tuple(z2_s.shape)}")
+                raise ValueError(f"TriRegularization: the batch has {n_noisy} noisy samples: pass their strong-view logits z1_s, z2_s")
+            if z1_s.shape != z2_s.shape or z1_s.ndim != 2 or z1_s.shape[1] != c:
+                raise ValueError(f"TriRegularization: z1_s and z2_s must both be [n, {c}] logits, got {tuple(z1_s.shape)} "
+                                 f"and {tuple(z2_s.shape)}")
             if z1_s.shape[0] == b and n_noisy != b:
                 z1_s, z2_s = z1_s[noisy], z2_s[noisy]
             elif z1_s.shape[0] != n_noisy:
-                raise ValueError(f"strong-view logits must have {n_noisy} rows (noisy samples) or {b} (whole batch), got {z1_s.shape[0]}")
-            c = z1_w.shape[1]
+                raise ValueError(f"TriRegularization: strong-view logits must have {n_noisy} rows (noisy samples) or {b} (whole batch), got {z1_s.shape[0]}")
             sq = ((F.softmax(z1_w[noisy], 1) - F.softmax(z1_s, 1)) ** 2).sum() + ((F.softmax(z2_w[noisy], 1) - F.softmax(z2_s, 1)) ** 2).sum()
             n_sum = 0.5 * sq / c
         else:
@@ -167,5 +191,6 @@ class TriRegularization(nn.Module):
 
         total = l_clean + self.omega * l_amb + self.gamma * l_noisy
         # under DDP every part is this rank's share times W: its mean over ranks is the global subset mean
-        return LossOutput(total=total, clean=l_clean.detach(), ambiguous=l_amb.detach(), noisy=l_noisy.detach(),
-                          lambda_=lam, counts=tuple(int(v) for v in denom.tolist()))
+        terms = {"clean": l_clean.detach(), "ambiguous": l_amb.detach(), "noisy": l_noisy.detach()}
+        return TriRegularizationOutput(total=total, terms=terms, lambda_=lam,
+                                       counts=tuple(int(v) for v in denom.tolist()))

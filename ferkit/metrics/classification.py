@@ -3,6 +3,7 @@
 :class:`FERMetrics` stores (dataset index, prediction, target) triples and computes everything once at the
 end from the de-duplicated set: ``DistributedSampler`` pads the last batch with duplicates, which a plain
 running accuracy would count twice; keyed by index, every sample counts exactly once on any world size.
+The numbers themselves come from torchmetrics' functional forms (:func:`classification_scores`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,43 @@ from typing import Sequence
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_recall,
+)
+
+__all__ = ["FERMetrics", "classification_scores", "format_report"]
+
+
+def classification_scores(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+    """Overall accuracy, mean-class accuracy, per-class recall, confusion matrix and sample count of predicted and
+    true class ids ``[N]`` (each sample once).
+
+    Per-class recall is NaN for a class absent from ``targets``, and mean-class accuracy is the mean recall over the
+    classes present in ``targets``. That is why it is not torchmetrics' ``MulticlassAccuracy(average="macro")``:
+    torchmetrics counts a class that is predicted but absent from the targets as recall 0, which would lower the
+    score of any evaluation split that lacks a class (a small FER+ subset without "contempt", say).
+    """
+    c = int(num_classes)
+    preds, targets = preds.reshape(-1).long(), targets.reshape(-1).long()
+    if targets.numel() == 0:  # torchmetrics refuses empty inputs
+        nan = torch.tensor(float("nan"), device=targets.device)
+        return {"acc": nan, "mean_class_acc": nan.clone(), "per_class_recall": torch.full((c,), float("nan"), device=targets.device),
+                "confusion_matrix": torch.zeros(c, c, dtype=torch.long, device=targets.device),
+                "num_samples": torch.zeros((), dtype=torch.long, device=targets.device)}
+    cm = multiclass_confusion_matrix(preds, targets, c)
+    support = cm.sum(dim=1)
+    present = support > 0
+    recall = multiclass_recall(preds, targets, c, average="none").float()
+    recall = torch.where(present, recall, torch.full_like(recall, float("nan")))
+    return {
+        "acc": multiclass_accuracy(preds, targets, c, average="micro").float(),
+        "mean_class_acc": recall[present].mean(),
+        "per_class_recall": recall,
+        "confusion_matrix": cm,
+        "num_samples": support.sum(),
+    }
 
 
 class FERMetrics(Metric):
@@ -33,11 +71,23 @@ class FERMetrics(Metric):
         self.add_state("indices", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        c = self.num_classes
         if preds.ndim == 2:
+            if preds.shape[1] != c:
+                raise ValueError(f"FERMetrics: logits have {preds.shape[1]} classes but the metric was built for {c}")
             preds = preds.argmax(dim=1)
+        elif preds.is_floating_point():
+            raise TypeError(f"FERMetrics: pass B x {c} logits or integer predicted ids [B], got a 1-D {preds.dtype} tensor")
+        if target.is_floating_point():
+            raise TypeError(f"FERMetrics: targets must be integer class ids, got {target.dtype} (soft labels: pass their argmax)")
         target = target.long()
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= self.num_classes):
-            raise ValueError(f"target ids must lie in 0..{self.num_classes - 1}, got {target.min().item()}..{target.max().item()}")
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= c):
+            raise ValueError(f"FERMetrics: target ids must lie in 0..{c - 1}, got {target.min().item()}..{target.max().item()}")
+        if preds.numel() and (int(preds.min()) < 0 or int(preds.max()) >= c):
+            raise ValueError(f"FERMetrics: predicted ids must lie in 0..{c - 1}, got {preds.min().item()}..{preds.max().item()}")
+        if not (preds.numel() == target.numel() == index.numel()):
+            raise ValueError(f"FERMetrics: {preds.numel()} predictions, {target.numel()} targets and {index.numel()} "
+                             "indices; pass one of each per sample (index = batch['index'])")
         self.preds.append(preds.detach().long().flatten())
         self.targets.append(target.detach().flatten())
         self.indices.append(index.detach().long().flatten())
@@ -61,20 +111,7 @@ class FERMetrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         preds, targets = self._gathered()
-        c = self.num_classes
-        cm = torch.bincount(targets * c + preds, minlength=c * c).reshape(c, c) if targets.numel() else torch.zeros(c, c, dtype=torch.long, device=self.device)
-        support = cm.sum(dim=1)
-        recall = torch.where(support > 0, cm.diag().float() / support.clamp(min=1).float(), torch.full_like(support, float("nan"), dtype=torch.float))
-        present = support > 0
-        overall = cm.diag().sum().float() / support.sum().clamp(min=1).float()
-        mean_class = recall[present].mean() if present.any() else torch.tensor(float("nan"), device=cm.device)
-        return {
-            "acc": overall,
-            "mean_class_acc": mean_class,
-            "per_class_recall": recall,
-            "confusion_matrix": cm,
-            "num_samples": support.sum(),
-        }
+        return classification_scores(preds, targets, self.num_classes)
 
 
 def format_report(result: dict[str, torch.Tensor], class_names: Sequence[str], title: str = "") -> str:

@@ -6,7 +6,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ferkit.metrics.classification import classification_scores
+
+__all__ = ["save_confusion_matrix"]
 
 
 def save_confusion_matrix(cm, class_names: Sequence[str], csv_path: str | Path | None = None,
@@ -14,6 +19,10 @@ def save_confusion_matrix(cm, class_names: Sequence[str], csv_path: str | Path |
     """Rows are true classes, columns predictions. The PNG shows row-normalised recall colours and raw counts."""
     cm = np.asarray(cm.cpu() if hasattr(cm, "cpu") else cm, dtype=np.int64)
     names = list(class_names)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(names):
+        raise ValueError(f"save_confusion_matrix: need a C x C matrix for the {len(names)} class names, got shape {cm.shape}")
+    if (cm < 0).any():
+        raise ValueError("save_confusion_matrix: counts must be >= 0")
     if csv_path is not None:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "w", newline="") as f:
@@ -49,9 +58,11 @@ def _draw(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
             ink = "white" if v > 0.6 else "black"
             d.text((x0 + 6, y0 + 18), f"{100 * v:.0f}%", fill=ink, font=font)
             d.text((x0 + 6, y0 + 34), f"n={cm[i, j]}", fill=ink, font=font)
-    acc = np.trace(cm) / max(cm.sum(), 1)
-    present = rows[:, 0] > 0
-    mca = float(np.mean(np.diag(norm)[present])) if present.any() else float("nan")
+    # the same numbers as FERMetrics: the matrix expanded back to (prediction, target) pairs and scored once
+    c_idx = torch.arange(c)
+    counts = torch.as_tensor(cm).reshape(-1)
+    scores = classification_scores(c_idx.repeat(c).repeat_interleave(counts), c_idx.repeat_interleave(c).repeat_interleave(counts), c)
+    acc, mca = float(scores["acc"]), float(scores["mean_class_acc"])
     d.text((10, top + c * cell + 15), f"true class (rows).  overall acc {100 * acc:.2f} %   mean-class acc {100 * mca:.2f} %", fill="black", font=font)
     d.text((10, top + c * cell + 35), "cells: row-normalised share (recall on the diagonal) and count", fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Per-sample state keyed by dataset index, correct under DDP (METHODS.md section 7).
+"""Per-sample state keyed by dataset index, correct under DDP.
 
 A :class:`PerSampleBank` is one registered buffer of shape ``[N, *shape]``: row ``i`` belongs to the training
 sample whose ``index`` is ``i``. Writes go by index; :meth:`PerSampleBank.write` with ``sync=True`` first gathers
@@ -18,7 +18,20 @@ from torch import nn
 
 from ferkit.state.distributed import all_gather_uneven, is_distributed
 
-__all__ = ["PerSampleBank", "gather_index_value"]
+__all__ = ["PerSampleBank", "gather_index_value", "require_finite"]
+
+
+def require_finite(owner: str, name: str, x: torch.Tensor) -> None:
+    """Raise a ``ValueError`` naming ``owner`` and ``name`` when ``x`` holds NaN or infinity.
+
+    Used before writing into state that outlives the batch (banks, queues, miners): a NaN stored there would
+    poison every later epoch and the checkpoint, long after the step that produced it.
+    """
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"{owner}: {name} holds {bad} NaN/inf value(s) of {x.numel()} (shape {tuple(x.shape)}); nothing was "
+            "stored. The network producing them has diverged (lower the learning rate, check the inputs)")
 
 
 def gather_index_value(index: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +84,13 @@ class PerSampleBank(nn.Module):
         """Set every row back to ``fill``."""
         self.values.fill_(self.fill)
 
-    def _check_index(self, index: torch.Tensor) -> torch.Tensor:
+    def check_index(self, index: torch.Tensor) -> torch.Tensor:
+        """``index`` as a flat int64 tensor on the bank's device; an error when it is not an integer tensor of
+        dataset indices inside ``0..N-1``."""
+        if not isinstance(index, torch.Tensor):
+            index = torch.as_tensor(index)
+        if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise TypeError(f"PerSampleBank: dataset indices must be an integer tensor, got {index.dtype} (pass batch['index'])")
         index = index.reshape(-1).long().to(self.values.device)
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
             raise IndexError(
@@ -82,7 +101,7 @@ class PerSampleBank(nn.Module):
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
         """Rows of ``index`` (a copy)."""
-        return self.values[self._check_index(index)]
+        return self.values[self.check_index(index)]
 
     @torch.no_grad()
     def write(self, index: torch.Tensor, value: torch.Tensor, sync: bool = True, reduce: str = "mean") -> None:
@@ -96,10 +115,12 @@ class PerSampleBank(nn.Module):
             raise ValueError(f"reduce must be 'mean' or 'last', got {reduce!r}")
         if sync:
             index, value = gather_index_value(index, value)
-        index = self._check_index(index)
+        index = self.check_index(index)
         value = value.detach().to(device=self.values.device)
         if value.shape[1:] != self.values.shape[1:]:
             raise ValueError(f"PerSampleBank: values of shape {tuple(value.shape[1:])} per sample, expected {self.shape}")
+        if value.shape[0] != index.numel():
+            raise ValueError(f"PerSampleBank.write: {index.numel()} indices but {value.shape[0]} value rows")
         if index.numel() == 0:
             return
         uniq, inverse = torch.unique(index, return_inverse=True)

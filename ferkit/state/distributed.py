@@ -2,7 +2,7 @@
 
 Every batch-relational component (ARM's Sharing Affinity, contrastive losses, miners, memory banks) reaches
 other ranks only through these helpers, so their semantics are defined, documented and tested once
-(METHODS.md section 7). All helpers are no-ops when ``torch.distributed`` is unavailable, not initialised,
+All helpers are no-ops when ``torch.distributed`` is unavailable, not initialised,
 or running with a single process, so the same code runs unchanged on one CPU.
 
 Gradient convention of :func:`gather_with_grad`
@@ -21,8 +21,8 @@ computes a loss ``L_r`` on the gathered tensor, the gradient reaching the local 
   the concatenated batch (effective batch ``W x B``).
 
 Do **not** let every rank compute the full global loss on the gathered batch and then rely on the summing
-backward: that counts each term ``W`` times (LA-Net pitfall #6 is the opposite bug, where the gather drops
-the gradient of the other ranks' samples altogether).
+backward: that counts each term ``W`` times. (The opposite bug, a gather that drops the gradient of the other
+ranks' samples, silently trains a batch-relational loss on the local samples only.)
 
 All ranks must call a collective in the same order; the backward collective of :func:`gather_with_grad`
 is issued when autograd reaches it, so every rank must back-propagate through the same graph.
@@ -41,7 +41,9 @@ __all__ = [
     "gather_with_grad",
     "all_gather_uneven",
     "all_reduce_mean",
+    "all_reduce_sum",
     "broadcast",
+    "gather_batch",
 ]
 
 
@@ -114,11 +116,55 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
+def gather_batch(*tensors: torch.Tensor, with_grad: bool | Sequence[bool] = False,
+                 enabled: bool = True) -> tuple[list[torch.Tensor], slice]:
+    """Gather a batch from every rank and say where this rank's rows are: ``(gathered, local)``.
+
+    The one helper for batch-relational losses (neighbour graphs, contrast against other ranks' keys)::
+
+        (h_all, index_all), local = gather_batch(h, index, with_grad=(True, False))
+        ...                                   # build the loss over the global batch
+        q_mine = q_all[local]                 # rows of this rank's samples, in its batch order
+
+    Args:
+        tensors: tensors with the same dim-0 length ``B`` on this rank (ranks may hold different ``B``).
+        with_grad: gather with gradient (:func:`gather_with_grad`) or without (:func:`all_gather_uneven`); one
+            flag for all tensors or one per tensor.
+        enabled: ``False`` skips the gather (the caller's ``gather_distributed=False`` switch).
+
+    Returns the gathered tensors (rank order) and the ``slice`` of this rank's rows in them. With one process, or
+    ``enabled=False``, the tensors are returned as they are (graph kept) with ``slice(0, B)``.
+    """
+    if not tensors:
+        raise ValueError("gather_batch: pass at least one tensor")
+    b = tensors[0].shape[0]
+    if any(t.shape[0] != b for t in tensors):
+        raise ValueError(f"gather_batch: tensors must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
+    flags = [bool(with_grad)] * len(tensors) if isinstance(with_grad, bool) else [bool(f) for f in with_grad]
+    if len(flags) != len(tensors):
+        raise ValueError(f"gather_batch: {len(flags)} with_grad flags for {len(tensors)} tensors")
+    if not (enabled and is_distributed()):
+        return list(tensors), slice(0, b)
+    lengths = _gather_lengths(b, tensors[0].device)
+    start = sum(lengths[: dist.get_rank()])
+    out = [gather_with_grad(t) if g else all_gather_uneven(t) for t, g in zip(tensors, flags)]
+    return out, slice(start, start + b)
+
+
+@torch.no_grad()
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over ranks (a new tensor; ``x`` is not modified); a detached copy when not distributed."""
+    out = x.detach().clone()
+    if is_distributed():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
 @torch.no_grad()
 def all_gather_uneven(x: torch.Tensor) -> torch.Tensor:
     """All-gather ``x`` along dim 0 when ranks hold different lengths (pad to the max, gather, trim). No gradient.
 
-    Typical use: epoch-end ``(index, value)`` pairs for dataset-wide state (METHODS.md section 7).
+    Typical use: epoch-end ``(index, value)`` pairs for dataset-wide state.
     Returns ``x`` detached when not distributed.
     """
     if not is_distributed():

@@ -1,7 +1,7 @@
-"""LA-Net's per-sample label-distribution memory (METHODS.md 3.4 step 5 and section 7).
+"""LA-Net's per-sample label-distribution memory (Wu & Cui, ICCV 2023).
 
-``memory`` is an ``N x C`` registered buffer (checkpointed, restored on resume, moved with ``.to(device)``;
-LA-Net pitfall #2 kept it as a CPU attribute). It starts as the one-hot (possibly noisy) training labels; each step
+``memory`` is an ``N x C`` registered buffer (checkpointed, restored on resume, moved with ``.to(device)``; a
+plain tensor attribute would be lost on resume and left on the CPU). It starts as the one-hot (possibly noisy) training labels; each step
 the estimator blends ``q_tilde = m * memory[idx] + (1 - m) * q`` and writes ``q_tilde`` back (detached), so the
 given label decays as ``m^t``. The caller passes the **gathered** global batch, so every rank performs the same
 writes and holds the same memory without any extra collective.
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ferkit.state.bank import PerSampleBank
+from ferkit.state.bank import PerSampleBank, require_finite
 
 __all__ = ["LabelDistributionBank"]
 
@@ -53,6 +53,11 @@ class LabelDistributionBank(PerSampleBank):
             soft = torch.as_tensor(soft_labels, dtype=torch.float32)
             if soft.dim() != 2 or soft.shape[1] != self.num_classes:
                 raise ValueError(f"soft_labels must be N x {self.num_classes}, got {tuple(soft.shape)}")
+            require_finite("LabelDistributionBank.init_from_labels", "soft_labels", soft)
+            if soft.numel() and (bool((soft < 0).any()) or bool((soft.sum(1) <= 0).any())):
+                bad = int(((soft < 0).any(1) | (soft.sum(1) <= 0)).nonzero()[0])
+                raise ValueError(f"LabelDistributionBank.init_from_labels: soft_labels must be non-negative with a "
+                                 f"positive sum per row (votes or probabilities); row {bad} is {soft[bad].tolist()}")
             init = soft / soft.sum(1, keepdim=True).clamp_min(1e-12)
         else:
             lab = torch.as_tensor(labels).long().reshape(-1)
@@ -74,6 +79,8 @@ class LabelDistributionBank(PerSampleBank):
     def blend(self, index: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """``m * memory[index] + (1 - m) * q``; differentiable in ``q`` (the memory part is a constant)."""
         self.check_ready()
+        if q.ndim != 2 or q.shape[1] != self.num_classes:
+            raise ValueError(f"LabelDistributionBank.blend: q must be [B, {self.num_classes}], got {tuple(q.shape)}")
         return self.momentum * self.read(index).to(q.dtype) + (1.0 - self.momentum) * q
 
     @torch.no_grad()
@@ -82,4 +89,5 @@ class LabelDistributionBank(PerSampleBank):
 
         Duplicate indices (``DistributedSampler`` padding repeats samples) store the mean of their rows.
         """
+        require_finite("LabelDistributionBank.update", "q_tilde", q_tilde)
         self.write(index, q_tilde.detach().float(), sync=False, reduce="mean")

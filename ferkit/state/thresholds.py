@@ -1,12 +1,12 @@
-"""Adaptive per-class clean / noisy thresholds of ASM (METHODS.md section 2.2).
+"""Adaptive per-class clean / noisy thresholds of ASM (Zhang et al., PRCV 2023).
 
 ASM splits the training set by comparing a sample's confidence on its given label with two thresholds of that
 label's class, a *clean* threshold ``T_c^k`` and a *noisy* threshold ``T_n^k``. The thresholds adapt to how hard
 each class is: every epoch they are recomputed from the class's mean confidence, starting from the paper's base
 values ``[T_n, T_c] = [0.2, 0.8]``.
 
-The exact equations are not published (METHODS.md marks them *not confirmed -- a tunable default*). The default
-rule is FreeMatch-style:
+The paper does not publish the exact equations, so the default below is ferkit's choice, a tunable default rule in
+the style of FreeMatch (Wang et al., ICLR 2023):
 
 * ``p_k``  = mean confidence of the samples labelled ``k`` (optionally an EMA across epochs, momentum 0.9);
 * ``tau_k`` = ``p_k / max_j p_j``                 (``norm="max"``; ``"none"`` uses ``p_k`` itself, ``"fixed"`` 1);
@@ -113,7 +113,14 @@ class ClassThresholds(nn.Module):
         ``confidence`` [M] is each sample's probability of its given label (for ASM the mean over the two
         networks); ``labels`` [M] the given labels. Call it with the same (gathered) data on every rank.
         """
-        new = self.class_means(confidence, labels, self.num_classes).to(self.class_mean)
+        conf = confidence.detach()
+        if conf.numel():
+            lo, hi = torch.stack([conf.min(), conf.max()]).double().tolist()  # NaN propagates into both
+            if not (0.0 <= lo and hi <= 1.0):
+                raise ValueError(f"ClassThresholds.update: confidences must be probabilities in [0, 1] (each sample's "
+                                 f"probability of its given label), got values in [{lo:.3g}, {hi:.3g}]; drop samples "
+                                 "without a confidence (NaN) before the update")
+        new = self.class_means(conf, labels, self.num_classes).to(self.class_mean)
         old = self.class_mean
         seen_new, seen_old = torch.isfinite(new), torch.isfinite(old)
         blended = torch.where(seen_old, self.momentum * old + (1.0 - self.momentum) * new, new)

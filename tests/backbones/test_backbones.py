@@ -199,3 +199,12 @@ def test_fernet_wrong_image_size_is_caught_by_arm() -> None:
     net = FERNet(pool="arm", img_size=64, small_input=True)
     with pytest.raises(ValueError, match="feat_size=backbone.feature_size"):
         net(torch.randn(1, 3, 96, 96))
+
+
+def test_multichannel_adaptation_repeats_and_scales(tmp_path: Path) -> None:
+    """RGB weights into a 4-channel stem: channels repeated (R, G, B, R) and scaled by 3/4 (timm's rule)."""
+    ref = _reference_state(seed=4)
+    torch.save(ref, tmp_path / "rgb.pth")
+    four = create_backbone("resnet18", pretrained=str(tmp_path / "rgb.pth"), in_chans=4)
+    w = ref["conv1.weight"]
+    torch.testing.assert_close(four.model.conv1.weight, torch.cat([w, w[:, :1]], 1) * 0.75)

@@ -168,7 +168,7 @@ def test_ferplus_outliers_are_removed_before_any_rule():
     # 5 of 10 raw votes is not a majority; after the five single votes go, 5 of 5 is.
     kept, reason = ferplus_vote_target([5, 1, 1, 1, 1, 1, 0, 0, 0, 0], "majority")
     assert reason == "kept" and kept[0] == 5 and sum(kept) == 5
-    kept, reason = ferplus_vote_target([5, 1, 1, 1, 1, 1, 0, 0, 0, 0], "probability")
+    kept, reason = ferplus_vote_target([5, 1, 1, 1, 1, 1, 0, 0, 0, 0], "soft")
     assert kept == [5.0] + [0.0] * 9
     assert ferplus_vote_target([1] * 10, "majority") == (None, "no_votes")
 
@@ -182,23 +182,23 @@ def test_ferplus_majority_needs_more_than_half_and_an_emotion():
     assert reason == "kept" and kept == [0, 6, 0, 0, 0, 0, 0, 0, 0, 0]  # unknown votes are not part of the label
 
 
-def test_ferplus_probability_accumulates_to_75_percent():
+def test_ferplus_soft_accumulates_to_75_percent():
     # 5 (50 %) is not enough, 5 + 3 (80 %) is; the third group (2) is never taken.
-    kept, reason = ferplus_vote_target([5, 3, 2, 0, 0, 0, 0, 0, 0, 0], "probability")
+    kept, reason = ferplus_vote_target([5, 3, 2, 0, 0, 0, 0, 0, 0, 0], "soft")
     assert reason == "kept" and kept == [5, 3, 0, 0, 0, 0, 0, 0, 0, 0]
     # a tie is taken as a group: 4 + 4 = 80 %
-    assert ferplus_vote_target([4, 4, 2, 0, 0, 0, 0, 0, 0, 0], "crossentropy")[0] == [4, 4, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert ferplus_vote_target([4, 4, 2, 0, 0, 0, 0, 0, 0, 0], "soft")[0] == [4, 4, 0, 0, 0, 0, 0, 0, 0, 0]
     # a tie group that makes more than 3 kept emotions drops the image
-    assert ferplus_vote_target([2, 2, 2, 2, 2, 0, 0, 0, 0, 0], "probability") == (None, "too_many_classes")
+    assert ferplus_vote_target([2, 2, 2, 2, 2, 0, 0, 0, 0, 0], "soft") == (None, "too_many_classes")
 
 
-def test_ferplus_probability_unknown_stops_accumulation_or_dominates():
+def test_ferplus_soft_unknown_stops_accumulation_or_dominates():
     # unknown comes after happiness: accumulation stops, unknown is not kept, 6 of 10 > half -> kept
-    assert ferplus_vote_target([0, 6, 0, 0, 0, 0, 0, 0, 4, 0], "probability")[0] == [0, 6, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert ferplus_vote_target([0, 6, 0, 0, 0, 0, 0, 0, 4, 0], "soft")[0] == [0, 6, 0, 0, 0, 0, 0, 0, 0, 0]
     # unknown stops accumulation at 4 of 10 votes: no more than half -> dropped
-    assert ferplus_vote_target([4, 0, 0, 0, 0, 0, 0, 0, 3, 3], "probability") == (None, "too_few_votes_kept")
+    assert ferplus_vote_target([4, 0, 0, 0, 0, 0, 0, 0, 3, 3], "soft") == (None, "too_few_votes_kept")
     # NF comes first: it dominates -> dropped
-    assert ferplus_vote_target([0, 2, 0, 0, 0, 0, 0, 0, 0, 8], "probability") == (None, "unknown_or_nf")
+    assert ferplus_vote_target([0, 2, 0, 0, 0, 0, 0, 0, 0, 8], "soft") == (None, "unknown_or_nf")
 
 
 # --- FER+ dataset ----------------------------------------------------------------------------------------
@@ -206,29 +206,30 @@ def test_ferplus_majority_dataset(fer_csv, ferplus_csv):
     train = FERPlus(fer_csv, ferplus_csv, "train", "majority")
     assert train.rows.tolist() == [0, 2]  # r1: no majority
     assert train.labels.tolist() == [CID["neutral"], CID["contempt"]]
-    assert train.soft_labels.shape == (2, 8) and train.soft_labels.dtype == np.float32
-    np.testing.assert_allclose(train.soft_labels[0], np.eye(8)[CID["neutral"]])
+    assert train.soft_labels is None  # one switch: majority mode carries no soft label
     assert train.drop_counts == {"no_majority": 1}
     np.testing.assert_array_equal(train.load_image(1).ravel(), row_pixels(2))  # pixels from fer2013.csv row 2
     assert train.ids[1] == "fer2013.csv:row=2"
     item = train[1]
-    assert item["index"] == 1 and item["soft_label"].shape == (8,)
+    assert item["index"] == 1 and "soft_label" not in item
     val = FERPlus(fer_csv, ferplus_csv, "val", "majority")
     assert len(val) == 0 and val.drop_counts == {"unknown_or_nf": 1, "no_image_name": 1}
     test = FERPlus(fer_csv, ferplus_csv, "test", "majority")
     assert test.labels.tolist() == [CID["angry"]]
-    np.testing.assert_allclose(test.soft_labels[0][[CID["angry"], CID["disgust"]]], [0.6, 0.4])
+    soft = FERPlus(fer_csv, ferplus_csv, "test", "soft")
+    assert soft.labels.tolist() == [CID["angry"]] and soft[0]["soft_label"].shape == (8,)
+    np.testing.assert_allclose(soft.soft_labels[0][[CID["angry"], CID["disgust"]]], [0.6, 0.4])
 
 
-def test_ferplus_probability_dataset_and_seven_classes(fer_csv, ferplus_csv):
-    train = FERPlus(fer_csv, ferplus_csv, "train", "probability")
+def test_ferplus_soft_dataset_and_seven_classes(fer_csv, ferplus_csv):
+    train = FERPlus(fer_csv, ferplus_csv, "train", "soft")
     assert train.rows.tolist() == [0, 1, 2]
     assert train.labels[1] == CID["neutral"]  # 4/4 tie: FER+ column order puts neutral first
     expected = np.zeros(8)
     expected[[CID["neutral"], CID["happy"]]] = 0.5
     np.testing.assert_allclose(train.soft_labels[1], expected)
     np.testing.assert_allclose(train.soft_labels.sum(axis=1), 1.0, rtol=1e-6)
-    seven = FERPlus(fer_csv, ferplus_csv, "train", "probability", num_classes=7)
+    seven = FERPlus(fer_csv, ferplus_csv, "train", "soft", num_classes=7)
     assert seven.rows.tolist() == [0, 1] and seven.drop_counts == {"contempt": 1}
     assert seven.soft_labels.shape == (2, 7) and seven.num_classes == 7
 
@@ -238,9 +239,9 @@ def test_ferplus_contempt_votes_are_renormalised_away_with_seven_classes(tmp_pat
     votes[5] = [0, 0, 0, 0, 6, 0, 0, 4, 0, 0]  # anger 6, contempt 4
     path = tmp_path / "plus.csv"
     path.write_text(ferplus_text(votes))
-    eight = FERPlus(fer_csv, path, "test", "probability", num_classes=8)
+    eight = FERPlus(fer_csv, path, "test", "soft", num_classes=8)
     np.testing.assert_allclose(eight.soft_labels[0][[CID["angry"], CID["contempt"]]], [0.6, 0.4])
-    seven = FERPlus(fer_csv, path, "test", "probability", num_classes=7)
+    seven = FERPlus(fer_csv, path, "test", "soft", num_classes=7)
     np.testing.assert_allclose(seven.soft_labels[0], np.eye(7)[CID["angry"]])
 
 

@@ -11,7 +11,8 @@ import torch
 
 from ferkit.data.base import FERDataset
 from ferkit.core.labels import CANONICAL_CLASSES
-from ferkit.data.synthetic import ACTION_UNITS, EXPRESSION_PROTOTYPES, SyntheticFaces, contact_sheet
+from ferkit.data.synthetic import ACTION_UNITS, EXPRESSION_PROTOTYPES, SyntheticFaces
+from ferkit.data.visual import contact_sheet
 
 SIZE = 64
 
@@ -228,3 +229,23 @@ def test_contact_sheet_and_description():
     assert both.shape[1] - 90 - 4 == 2 * (plain.shape[1] - 90 - 4)
     assert not np.array_equal(sheet, plain)           # the dots are drawn
     assert "68-point" in SyntheticFaces.describe()
+
+
+def test_contact_sheet_rows_captions_frames_and_save(tmp_path):
+    from ferkit.data.visual import save_rgb
+
+    ds = SyntheticFaces(21, image_size=32)
+    chosen = [np.flatnonzero(ds.labels == c)[::-1][:2].tolist() for c in range(7)]  # last two of each class
+    first = chosen[0][0]
+    sheet = contact_sheet(ds, per_class=2, upscale=2, draw_landmarks=False, rows=chosen,
+                          captions={first: "noisy 0.12"}, frames={first: (255, 0, 0)})
+    assert sheet.shape[0] == 7 * (64 + 16 + 4) + 4  # caption strip under every row
+    x0, y0 = 90 + 4, 4
+    np.testing.assert_array_equal(sheet[y0 + 10, x0], [255, 0, 0])  # the red frame of the first tile
+    inner = cv2.resize(ds.load_image(first), (64, 64), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(sheet[y0 + 4 : y0 + 60, x0 + 4 : x0 + 60], inner[4:60, 4:60])  # the chosen sample
+    assert (sheet[y0 + 64 : y0 + 80, x0 : x0 + 64] < 128).any()  # caption text
+    with pytest.raises(ValueError, match="one index list per class"):
+        contact_sheet(ds, rows=chosen[:3])
+    out = save_rgb(tmp_path / "figs" / "sheet.png", sheet)
+    np.testing.assert_array_equal(cv2.imread(str(out))[..., ::-1], sheet)

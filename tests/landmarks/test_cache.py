@@ -9,7 +9,7 @@ import pytest
 from ferkit.core.errors import DataError
 from ferkit.data.base import FERDataset, SubsetFER
 from ferkit.core.labels import LabelSpace
-from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, extract_landmarks
+from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, cache_file_name, extract_landmarks
 from ferkit.landmarks.extract import LandmarkResult, LandmarkStatus
 
 
@@ -142,23 +142,24 @@ def test_incomplete_cache_attaches_with_missing_rows(tmp_path, caplog) -> None:
     assert "never processed" in caplog.text
 
 
-def test_cli_extracts_every_split_and_the_datamodule_attaches_them(tmp_path) -> None:
-    from ferkit.data.datamodule import FERDataModule
+def test_extracted_split_files_attach_through_the_datamodule(tmp_path) -> None:
+    # (the command line that writes these files, ``ferkit landmarks extract``, is tested with the commands)
+    from ferkit.data import FERDataModule, SyntheticSource
     from ferkit.data.synthetic import SyntheticFaces
-    from ferkit.landmarks.cli import main
+    from ferkit.landmarks.extract import create_backend
 
-    kw = {"num_train": 12, "num_val": 5, "num_test": 4, "image_size": 32}
-    summary = tmp_path / "summary.json"
-    main(["extract", "--dataset", "synthetic", "--split", "all", "--backend", "dataset", "--out", str(tmp_path / "lm"),
-          "--dataset-kwargs", json.dumps(kw), "--no-progress", "--summary-json", str(summary)])
+    source = SyntheticSource(num_train=12, num_val=5, num_test=4, image_size=32)
+    for split in ("train", "val", "test"):
+        extract_landmarks(source.build(split), create_backend("dataset"), tmp_path / "lm" / cache_file_name("synthetic", split),
+                          progress=False)
     assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["synthetic_test.npz", "synthetic_train.npz", "synthetic_val.npz"]
-    rows = json.loads(summary.read_text())
-    assert [r["split"] for r in rows] == ["train", "val", "test"] and all(r["failed"] == 0 for r in rows)
-    dm = FERDataModule(dataset="synthetic", dataset_kwargs=kw, img_size=32, batch_size=4, landmarks_cache=str(tmp_path / "lm"))
+    for split, shift in (("train", 1.0), ("val", 2.0)):  # mark each file, to see that the data module reads it
+        file = tmp_path / "lm" / cache_file_name("synthetic", split)
+        cache = LandmarkCache.load(file)
+        cache.landmarks += shift
+        cache.save(file)
+    dm = FERDataModule(dataset=source, img_size=32, batch_size=4, landmarks_cache=str(tmp_path / "lm"))
     dm.setup("fit")
     truth = SyntheticFaces(num_samples=12, split="train", image_size=32)
-    np.testing.assert_allclose(dm.train_set.landmarks, truth.landmarks)
-    png = tmp_path / "faces.png"
-    main(["draw", "--dataset", "synthetic", "--split", "train", "--dataset-kwargs", json.dumps(kw), "--cache",
-          str(tmp_path / "lm"), "--out", str(png), "--n", "4", "--cols", "2"])
-    assert png.stat().st_size > 1000
+    np.testing.assert_allclose(dm.train_set.landmarks, truth.landmarks + 1.0)
+    np.testing.assert_allclose(dm.val_set.landmarks, source.build("val").landmarks + 2.0)

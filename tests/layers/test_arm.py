@@ -187,12 +187,20 @@ def test_none_mode_has_no_alpha_parameter() -> None:
         ({}, torch.randn(2, 512, 49), "4-D"),
         ({}, torch.randn(2, 256, 7, 7), "in_channels=512 but got 256"),
         ({}, torch.randn(2, 512, 4, 4), "7x7 map but got 4x4"),
-        ({}, torch.randn(2, 512, 7, 6), "7x7 map but got 7x6"),
+        ({}, torch.randn(2, 512, 7, 6), "supports only square feature maps, got a 7x6"),
+        ({}, torch.randn(2, 512, 6, 7), "supports only square feature maps, got a 6x7"),
     ],
 )
 def test_input_errors(kwargs: dict, x: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ARM(**kwargs)(x)
+
+
+def test_non_square_error_does_not_suggest_feat_size() -> None:
+    # feat_size cannot make ARM accept a non-square map: the message must not send the user there
+    with pytest.raises(ValueError) as err:
+        ARM(512, 7)(torch.randn(1, 512, 7, 5))
+    assert "feat_size" not in str(err.value)
 
 
 @pytest.mark.parametrize(

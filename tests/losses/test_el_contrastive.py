@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.layers.landmark_contrastive_head import LandmarkContrastiveHead, momentum_update
-from ferkit.layers.memory_bank import EMPTY_LABEL, MemoryBank
+from ferkit.state.memory_bank import EMPTY_LABEL, MemoryBank
 from ferkit.losses.expression_landmark_contrastive import (
     ExpressionLandmarkContrastiveLoss,
     confidence_pseudo_labels,
@@ -17,7 +17,7 @@ from ferkit.losses.expression_landmark_contrastive import (
 
 
 def _reference(q, k, queue, y, y_k, y_q, t) -> float:
-    """Plain loops over anchors, positives and queue entries (METHODS.md 3.5)."""
+    """Plain loops over anchors, positives and queue entries (LA-Net, ICCV 2023)."""
     total = 0.0
     for i in range(q.shape[0]):
         pos = [j for j in range(k.shape[0]) if y_k[j] == y[i]]
@@ -69,7 +69,7 @@ def test_full_loss_both_directions_then_enqueue() -> None:
     queue_e, queue_l, y_q = crit.queue.keys[0].clone(), crit.queue.keys[1].clone(), crit.queue.labels.clone()
     loss = crit(q_e, q_l, k_e, k_l, target=target, index=index)
     ref = _reference(q_e, k_l, queue_l, y, y, y_q, 0.2) + _reference(q_l, k_e, queue_e, y, y, y_q, 0.2)
-    assert float(loss) == pytest.approx(ref, rel=1e-9)
+    assert float(loss.total) == pytest.approx(ref, rel=1e-9)
     # after the loss, the keys and labels are in the queue (FIFO)
     torch.testing.assert_close(crit.queue.keys[0, :3], k_e)
     torch.testing.assert_close(crit.queue.keys[1, :3], k_l)
@@ -86,7 +86,7 @@ def test_gradient_reaches_queries_only() -> None:
     q_l = _unit(4, 4, seed=10).float().requires_grad_(True)
     k_e = _unit(4, 4, seed=11).float().requires_grad_(True)
     loss = crit(q_e, q_l, k_e, _unit(4, 4, seed=12).float(), labels=torch.tensor([0, 0, 1, 1]))
-    loss.backward()
+    loss.total.backward()
     assert q_e.grad.abs().sum() > 0 and q_l.grad.abs().sum() > 0 and k_e.grad is None
 
 

@@ -62,7 +62,7 @@ def test_knn_pairs_equal_all_pairs_values_and_gradients() -> None:
     for est in (a, b):
         bank = _bank(torch.randint(0, c, (m,), generator=torch.Generator().manual_seed(1)).tolist(), c)
         out = est(h_e, h_l, logits, index, bank)
-        g = torch.autograd.grad(out.loss, [h_e, h_l, logits, *est.parameters()])
+        g = torch.autograd.grad(out.total, [h_e, h_l, logits, *est.parameters()])
         outs.append((out, bank.memory.clone()))
         grads.append(g)
     torch.testing.assert_close(outs[0][0].target, outs[1][0].target)
@@ -105,7 +105,7 @@ def test_forward_loss_is_kl_of_target_and_prediction() -> None:
     logits = torch.randn(5, 3)
     out = lde(torch.randn(5, 8), torch.randn(5, 8), logits, torch.arange(5), bank)
     expect = F.kl_div(F.log_softmax(logits, 1), out.target, reduction="batchmean")
-    torch.testing.assert_close(out.loss, expect)
+    torch.testing.assert_close(out.total, expect)
     torch.testing.assert_close(out.target, 0.9 * F.one_hot(torch.tensor([0, 1, 2, 0, 1]), 3).float() + 0.1 * out.aggregated)
     torch.testing.assert_close(bank.memory, out.target.detach())  # training mode: written back
 
@@ -120,11 +120,11 @@ def test_gradients_reach_scorers_and_neighbours_unless_detached() -> None:
     loss0 = (torch.special.xlogy(out.target[0], out.target[0]) - out.target[0] * F.log_softmax(logits[0], 0)).sum()
     g = torch.autograd.grad(loss0, logits, retain_graph=True)[0]
     assert g[1:].abs().sum() > 0
-    out.loss.backward()
+    out.total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lde.scorer_expr.mlp.parameters())
     det = LabelDistributionEstimator(8, 8, k=2, detach_target=True)
     out = det(h_e, h_l, logits, torch.arange(6), _bank([0, 1, 2] * 2))
-    out.loss.backward()
+    out.total.backward()
     assert all(p.grad is None for p in det.parameters())
 
 

@@ -26,7 +26,7 @@ def _kl(p: list[float], q: list[float]) -> float:
 
 
 def reference(z1, z2, z1s, z2s, y, ids, epoch, max_epochs, omega=0.6, gamma=1.0, lmax=0.9, beta=0.65, frac=0.9) -> float:
-    """METHODS.md 2.2 written sample by sample (z*s are full-batch strong logits)."""
+    """The Tri-Regularization equations (ASM, PRCV 2023) written sample by sample (z*s are full-batch strong logits)."""
     lam = lmax * math.exp(-beta * (1 - epoch / (frac * max_epochs)) ** 2)
     clean, amb, noisy = [], [], []
     for i in range(len(y)):

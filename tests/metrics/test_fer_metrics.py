@@ -69,3 +69,34 @@ def test_confusion_matrix_files(tmp_path):
 
     img = Image.open(tmp_path / "cm.png")
     assert img.size[0] > 200 and img.size[1] > 200
+
+
+def test_classification_scores_is_the_one_scorer_and_matches_torchmetrics_when_every_class_is_present():
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    from ferkit.metrics import classification_scores
+
+    preds, targets = torch.tensor([0, 1, 1, 2, 2, 0]), torch.tensor([0, 1, 0, 2, 1, 2])
+    r = classification_scores(preds, targets, 3)
+    torch.testing.assert_close(r["mean_class_acc"], multiclass_accuracy(preds, targets, 3, average="macro"))
+    torch.testing.assert_close(r["acc"], torch.tensor(0.5))
+    # a class predicted but absent from the targets does not count (torchmetrics' macro would count it as 0)
+    r = classification_scores(torch.tensor([0, 2]), torch.tensor([0, 0]), 3)
+    assert float(r["mean_class_acc"]) == 0.5
+    assert float(multiclass_accuracy(torch.tensor([0, 2]), torch.tensor([0, 0]), 3, average="macro")) != 0.5
+    empty = classification_scores(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3)
+    assert int(empty["num_samples"]) == 0 and torch.isnan(empty["acc"])
+
+
+def test_update_input_checks():
+    m = FERMetrics(3)
+    with pytest.raises(ValueError, match="logits have 4 classes but the metric was built for 3"):
+        m.update(torch.randn(2, 4), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="integer class ids"):
+        m.update(torch.tensor([0, 1]), torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="predicted ids must lie in 0..2, got 0..3"):
+        m.update(torch.tensor([0, 3]), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="2 predictions, 2 targets and 1 indices"):
+        m.update(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="C x C matrix for the 2 class names"):
+        save_confusion_matrix(np.zeros((3, 3), int), ["a", "b"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferkit.miners import ASMMiner, SampleSplit, detection_scores
+from ferkit.miners import ASMMiner, BaseMiner, MANMiner, SampleSplit, Subset, detection_scores
 
 
 def _probs(rows: list[list[float]]) -> torch.Tensor:
@@ -43,13 +43,70 @@ def test_two_networks_are_averaged_and_man_rule() -> None:
     p2 = torch.tensor([[0.7, 0.3], [0.3, 0.7], [0.4, 0.6]])
     probs = torch.stack([p1, p2], 1)
     labels = torch.tensor([0, 0, 0])
-    asm = ASMMiner(2, 3, momentum=0.0, rule="asm")
+    asm = ASMMiner(2, 3, momentum=0.0)
     asm.accumulate(torch.arange(3), probs, labels)
     asm.mine()
     torch.testing.assert_close(asm.confidence.values, torch.tensor([0.8, 0.6, 0.3]))
-    man = ASMMiner(2, 3, rule="man")
+    man = MANMiner(2, 3)
     man.accumulate(torch.arange(3), probs, labels)
     assert man.mine().subset_id.tolist() == [0, 1, 2]  # both right / one right / none right
+    # the thresholds do not decide MAN's split, but they are still updated (and logged)
+    assert int(man.thresholds.num_updates) == 1
+    # the same probabilities under ASM's rule give another split: the rule is the only difference
+    assert asm.split.subset_id.tolist() != man.split.subset_id.tolist()
+
+
+def test_forward_judges_without_touching_state() -> None:
+    miner = ASMMiner(2, 3, momentum=0.0)
+    before = {k: v.clone() for k, v in miner.state_dict().items()}
+    split = miner(_probs([[0.9, 0.1], [0.5, 0.5], [0.05, 0.95]]), torch.tensor([0, 0, 0]))
+    assert isinstance(split, SampleSplit)
+    assert split.subset_id.tolist() == [Subset.CLEAN, Subset.AMBIGUOUS, Subset.NOISY]  # base thresholds 0.8 / 0.2
+    after = miner.state_dict()
+    assert all(torch.equal(before[k], after[k]) or (before[k].isnan().all() and after[k].isnan().all()) for k in before)
+
+
+def test_reset_observations_clears_only_the_accumulator() -> None:
+    miner = ASMMiner(2, 2, momentum=0.0)
+    miner.accumulate(torch.arange(2), _probs([[0.9, 0.1], [0.1, 0.9]]), torch.tensor([0, 0]))
+    miner.mine()
+    subset = miner.subset.values.clone()
+    miner.accumulate(torch.arange(2), _probs([[0.1, 0.9], [0.9, 0.1]]), torch.tensor([0, 0]))
+    assert int(miner.acc_count.values.sum()) == 2
+    miner.reset_observations()
+    assert int(miner.acc_count.values.sum()) == 0 and float(miner.acc_sum.values.abs().sum()) == 0.0
+    assert torch.equal(miner.subset.values, subset)  # the split and probabilities are kept
+    miner.mine()  # nothing observed since the reset: the previous probabilities decide again
+    assert torch.equal(miner.subset.values, subset)
+
+
+def test_subset_ids_are_a_named_enum() -> None:
+    assert [int(s) for s in Subset] == [-1, 0, 1, 2]
+    split = SampleSplit(torch.tensor([Subset.NOISY, Subset.CLEAN], dtype=torch.int8))
+    assert split.noisy.tolist() == [True, False]
+
+
+def test_a_new_miner_must_implement_assign() -> None:
+    class NoRule(BaseMiner):
+        pass
+
+    with pytest.raises(TypeError, match="assign"):
+        NoRule(2, 3)
+
+    class AllNoisy(BaseMiner):
+        def assign(self, probs, labels, confidence=None):
+            return torch.full((labels.numel(),), int(Subset.NOISY), dtype=torch.int8)
+
+    m = AllNoisy(2, 2)
+    m.accumulate(torch.arange(2), _probs([[0.5, 0.5], [0.5, 0.5]]), torch.tensor([0, 1]))
+    assert m.mine().noisy.all()
+
+
+def test_deprecated_rule_argument() -> None:
+    with pytest.warns(DeprecationWarning, match="MANMiner"):
+        ASMMiner(2, 3, rule="asm")
+    with pytest.raises(ValueError, match="MANMiner"):
+        ASMMiner(2, 3, rule="man")
 
 
 def test_unobserved_samples_are_unknown_and_duplicates_are_averaged() -> None:
@@ -97,16 +154,55 @@ def test_miner_state_dict_roundtrip_and_empty_miner_loads_size() -> None:
     torch.testing.assert_close(fresh.thresholds.noisy, miner.thresholds.noisy)
 
 
+def _soft(*shape: int) -> torch.Tensor:
+    return torch.softmax(torch.randn(*shape), dim=-1)
+
+
 def test_miner_errors() -> None:
     with pytest.raises(ValueError, match="rule"):
         ASMMiner(3, 4, rule="other")
     m = ASMMiner(3, 4)
     with pytest.raises(ValueError, match=r"\[B, 2, 3\]"):
-        m.accumulate(torch.arange(2), torch.rand(2, 3, 3), torch.zeros(2, dtype=torch.long))
+        m.accumulate(torch.arange(2), _soft(2, 3, 3), torch.zeros(2, dtype=torch.long))
     with pytest.raises(IndexError, match="outside 0..3"):
-        m.accumulate(torch.tensor([4]), torch.rand(1, 2, 3), torch.zeros(1, dtype=torch.long))
+        m.accumulate(torch.tensor([4]), _soft(1, 2, 3), torch.zeros(1, dtype=torch.long))
     with pytest.raises(RuntimeError, match="resize"):
-        ASMMiner(3, 0).accumulate(torch.tensor([0]), torch.rand(1, 2, 3), torch.zeros(1, dtype=torch.long))
+        ASMMiner(3, 0).accumulate(torch.tensor([0]), _soft(1, 2, 3), torch.zeros(1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.randn(6, 2, 3) * 5, "softmax probabilities.*not the logits"),            # logits
+    (torch.full((6, 2, 3), 0.5), r"row sums off by up to 0\.5"),                   # in [0, 1] but not summing to 1
+    (torch.tensor([[1.2, -0.1, -0.1]]).expand(6, 2, 3), r"values in \[-0\.1, 1\.2\]"),  # sums to 1, out of range
+])
+def test_accumulate_refuses_what_is_not_a_probability(bad: torch.Tensor, match: str) -> None:
+    m = ASMMiner(3, 6)
+    with pytest.raises(ValueError, match=match):
+        m.accumulate(torch.arange(6), bad, torch.zeros(6, dtype=torch.long))
+    assert int(m.acc_count.values.sum()) == 0  # nothing was stored
+
+
+def test_accumulate_input_checks() -> None:
+    m = ASMMiner(3, 6)
+    p = _soft(2, 2, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        m.accumulate(torch.arange(2), torch.full((2, 2, 3), float("nan")), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2, got 0..3"):
+        m.accumulate(torch.arange(2), p, torch.tensor([0, 3]))
+    with pytest.raises(TypeError, match="integer class ids"):
+        m.accumulate(torch.arange(2), p, torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        m.accumulate(torch.tensor([0.0, 1.0]), p, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="3 indices for 2 labels"):
+        m.accumulate(torch.arange(3), p, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="1 labels for 2 probability rows"):
+        m.accumulate(torch.arange(2), p, torch.tensor([0]))
+    with pytest.raises(ValueError, match="softmax"):
+        m(torch.randn(2, 2, 3) * 5, torch.tensor([0, 1]))  # forward checks too
+    # a softmax computed in half precision (rows off by a few 1e-3), as such or cast to float, is accepted
+    half = torch.softmax(torch.randn(2, 2, 3).to(torch.bfloat16) * 3, dim=-1)
+    m.accumulate(torch.arange(2), half, torch.tensor([0, 1]))
+    m.accumulate(torch.arange(2), half.float(), torch.tensor([0, 1]))
 
 
 # -- SampleSplit -------------------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         res["wmean"] = fd.all_reduce_mean(local_mean, weight=x.shape[0])
         res["mean"] = fd.all_reduce_mean(torch.tensor([float(rank)]))
         res["bcast"] = fd.broadcast(torch.tensor([10.0 + rank]), src=1)
+        res["sum"] = fd.all_reduce_sum(torch.tensor([rank + 1, 10 * (rank + 1)]))
+        # gather_batch: one tensor with gradient, one without, and this rank's slice of the gathered rows
+        y = x_all[SLICES[rank]].clone().requires_grad_(True)
+        idx = torch.arange(8)[SLICES[rank]]
+        (y_all, idx_all), local = fd.gather_batch(y, idx, with_grad=(True, False))
+        res["gb_local"], res["gb_idx"], res["gb_idx_grad"] = (local.start, local.stop), idx_all, idx_all.requires_grad
+        _anchor_loss(y_all[local], y_all).backward()
+        res["gb_grad"] = y.grad.clone()
+        (off,), off_local = fd.gather_batch(y, enabled=False)
+        res["gb_disabled"] = (off is y, off_local.start, off_local.stop)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -104,6 +114,18 @@ def test_all_reduce_mean_and_broadcast(ddp_results: list[dict]) -> None:
         torch.testing.assert_close(r["wmean"], _data().mean(0))
         torch.testing.assert_close(r["mean"], torch.tensor([0.5]))
         torch.testing.assert_close(r["bcast"], torch.tensor([11.0]))
+        assert r["sum"].tolist() == [3, 30]
+
+
+@pytest.mark.slow
+def test_gather_batch_slices_and_gradients(ddp_results: list[dict]) -> None:
+    x = _data().requires_grad_(True)
+    _anchor_loss(x, x).backward()  # single process, whole batch
+    for rank, r in enumerate(ddp_results):
+        assert r["gb_local"] == (SLICES[rank].start, SLICES[rank].stop)
+        assert r["gb_idx"].tolist() == list(range(8)) and not r["gb_idx_grad"]
+        torch.testing.assert_close(r["gb_grad"], x.grad[SLICES[rank]], rtol=1e-10, atol=1e-12)
+        assert r["gb_disabled"] == (True, 0, SLICES[rank].stop - SLICES[rank].start)
 
 
 def test_single_process_helpers_are_identities() -> None:
@@ -118,3 +140,16 @@ def test_single_process_helpers_are_identities() -> None:
     torch.testing.assert_close(fd.all_reduce_mean(x, weight=3), x.detach())
     assert fd.all_reduce_mean(torch.tensor([1, 2])).dtype == torch.float32
     assert fd.broadcast(x) is x
+    torch.testing.assert_close(fd.all_reduce_sum(x), x.detach())
+    idx = torch.arange(4)
+    (gx, gi), local = fd.gather_batch(x, idx, with_grad=(True, False))
+    assert gx is x and gi is idx and local == slice(0, 4)
+
+
+def test_gather_batch_errors() -> None:
+    with pytest.raises(ValueError, match="at least one tensor"):
+        fd.gather_batch()
+    with pytest.raises(ValueError, match="share their first dimension"):
+        fd.gather_batch(torch.zeros(3, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match="2 with_grad flags for 1 tensors"):
+        fd.gather_batch(torch.zeros(3), with_grad=(True, False))
