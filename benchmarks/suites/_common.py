@@ -2,8 +2,8 @@
 shape of ferkit's configs changes, these few lines are what to update (each is marked with the option it sets)."""
 from __future__ import annotations
 
-#: the option that sets the FER2013 / FER+ data folder
-FER_ROOT = "--data.root"
+#: the option that sets the FER2013 / FER+ data folder (the data module's typed source: data.dataset.init_args)
+FER_ROOT = "--data.dataset.init_args.root"
 #: the files the FER+ suites need inside that folder
 FERPLUS_FILES = ["fer2013new.csv"]
 
@@ -38,7 +38,7 @@ def label_smoothing(x: float) -> list[str]:
 
 def soft_votes() -> list[str]:
     """Train on the FER+ vote distribution (the items carry ``soft_label``); tests stay on majority labels."""
-    return ["--data.dataset_kwargs", '{"label_mode": "probability", "num_classes": 8}']
+    return ["--data.dataset.init_args.label_mode", "soft"]
 
 
 def precision(p: str) -> list[str]:

@@ -9,7 +9,7 @@ from benchmarks.suites._noise import ASM, LANDMARKS, SMOKE_ASM
 
 # FER2013 images and labels for training, FER+ majority labels (7 classes) as ``clean_label`` and for val / test.
 # Placeholder until the data module has that source: set the option that selects it here.
-SOURCE = ["--data.dataset_kwargs", '{"label_mode": "majority", "num_classes": 7, "train_labels": "fer2013"}']
+SOURCE = ["--data.dataset", '{"class_path": "ferkit.data.FER2013Source", "init_args": {"clean_labels": "ferplus_majority"}}']
 
 SUITE = Suite(
     name="fer2013_realnoise",
