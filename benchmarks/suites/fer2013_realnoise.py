@@ -7,9 +7,10 @@ from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE
 from benchmarks.suites._noise import ASM, LANDMARKS, SMOKE_ASM
 
-# FER2013 images and labels for training, FER+ majority labels (7 classes) as ``clean_label`` and for val / test.
-# Placeholder until the data module has that source: set the option that selects it here.
-SOURCE = ["--data.dataset", '{"class_path": "ferkit.data.FER2013Source", "init_args": {"clean_labels": "ferplus_majority"}}']
+# FER2013 images and FER2013's labels for training, the FER+ 7-class majority as ``clean_label`` and as the label of the
+# validation and test splits (images without a 7-class FER+ majority are dropped from every split)
+SOURCE = ["--data.dataset", '{"class_path": "ferkit.data.FER2013Source", '
+          '"init_args": {"root": "../shared/data/fer2013", "clean_labels": "ferplus"}}']
 
 SUITE = Suite(
     name="fer2013_realnoise",
@@ -23,6 +24,4 @@ SUITE = Suite(
     smoke=SMOKE,
     data_root_override=FER_ROOT,
     data_files=FERPLUS_FILES,
-    pending="needs a FER2013 source that trains on FER2013's labels and keeps the FER+ majority as clean_label "
-            "(issue 12, section 3); then set SOURCE in benchmarks/suites/fer2013_realnoise.py",
 )
