@@ -27,9 +27,9 @@ def noise(rate: float, seed: int = 0) -> list[str]:
     return ["--data.label_noise", str(rate), "--data.noise_mode", "symmetric", "--data.noise_seed", str(seed)]
 
 
-# -- the model options the suites change (today: flat FERClassifier arguments; later: model.init_args.net.*) -------
+# -- the model options the suites change (the network's architecture sits in model.init_args.net) ------------------
 def small_input(on: bool) -> list[str]:
-    return ["--model.init_args.small_input", "true" if on else "false"]
+    return ["--model.init_args.net.small_input", "true" if on else "false"]
 
 
 def label_smoothing(x: float) -> list[str]:

@@ -10,7 +10,7 @@ from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, small_input
 
 GEOMETRY = ["--data.img_size", "96", *small_input(True)]
-ARM_POOL = ["--model.init_args.pool_kwargs", '{"shuffle": 16, "kernel_size": 32, "stride": 8, "affinity": "ema"}']
+ARM_POOL = ["--model.init_args.net.pool_kwargs", '{"shuffle": 16, "kernel_size": 32, "stride": 8, "affinity": "ema"}']
 SEEDS = (0, 1)
 
 SUITE = Suite(

@@ -138,7 +138,8 @@ def test_record_fields(tmp_path, fake) -> None:
     assert rec["wall_seconds"] == {"fit": 1.0, "test": 0.5} and rec["fit_attempts"] == 1
     # the config and seed reach ferkit, with the harness's own options after the suite's
     fit = fake.calls[0]
-    assert fit[:5] == ["fit", "--config", str(REPO / "configs" / "avg_synthetic.yaml"), "--data.x", "1"]
+    assert fit[:5] == ["fit", "--config", harness.resolve_config("avg_synthetic"), "--data.x", "1"]
+    assert fit[2].endswith("configs/avg_synthetic.yaml")
     assert FakeFerkit.arg(fit, "--seed_everything") == "0" and "--ckpt_path" not in fit
 
 
