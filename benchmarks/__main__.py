@@ -1,0 +1,83 @@
+"""``python -m benchmarks run <suite> | table | plot | list`` -- see docs/benchmarks.md."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from benchmarks.harness import DEFAULT_DATA_ROOT, DEFAULT_RESULTS, DEFAULT_WORK, REPO, run_suite
+from benchmarks.suite import available_suites, load_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="ferkit's benchmark harness: resumable suites "
+                                "of `ferkit fit` runs, one JSON record per run, tables and plots built from the records.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or continue) a suite; finished runs are skipped, killed runs resume",
+                       epilog="Overrides after `--` are given to every ferkit call, e.g. `-- --trainer.max_epochs 5`.")
+    r.add_argument("suite", help=f"one of: {', '.join(available_suites())}")
+    r.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (run names or method labels)")
+    r.add_argument("--root", default=str(DEFAULT_DATA_ROOT), help="the dataset folder (default: %(default)s)")
+    r.add_argument("--work-dir", default=str(DEFAULT_WORK), help="where run folders live (default: %(default)s)")
+    r.add_argument("--results", default=str(DEFAULT_RESULTS), help="where records go (default: %(default)s)")
+    r.add_argument("--smoke", action="store_true", help="the suite's tiny setting (seconds per run); records go to "
+                   "<results>/<suite>.smoke/, which the tables ignore")
+    r.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
+    r.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed run")
+
+    t = sub.add_parser("table", help="build benchmarks/results/TABLES.md and fill the README markers")
+    t.add_argument("--results", default=str(DEFAULT_RESULTS))
+    t.add_argument("--out", default=None, help="markdown file (default: <results>/TABLES.md)")
+    t.add_argument("--markdown", nargs="*", default=None, metavar="FILE",
+                   help="files whose <!-- bench:<suite> --> markers are filled (default: README.md and the method READMEs)")
+
+    g = sub.add_parser("plot", help="draw the plots into <results>/plots/")
+    g.add_argument("--results", default=str(DEFAULT_RESULTS))
+    g.add_argument("--suite", nargs="*", default=None)
+
+    ls = sub.add_parser("list", help="list the suites and their runs")
+    ls.add_argument("-v", "--verbose", action="store_true", help="show each run's overrides")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # after `--`: more overrides given to every ferkit call of `run`
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+
+    if a.command == "run":
+        # a time limit's SIGTERM stops the current run like Ctrl-C (its ferkit process too); the next call resumes it
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            run_suite(load_suite(a.suite), only=a.only, work_dir=Path(a.work_dir), results_dir=Path(a.results),
+                      data_root=a.root, smoke=a.smoke, accelerator=a.accelerator, extra=extra,
+                      keep_going=not a.stop_on_failure)
+        except KeyboardInterrupt:
+            print("[bench] interrupted; the same command continues from the last checkpoints", file=sys.stderr)
+            return 130
+    elif a.command == "table":
+        from benchmarks.tables import update_tables
+
+        markdown = a.markdown
+        if markdown is None:
+            markdown = [REPO / "README.md", *sorted((REPO / "ferkit" / "methods").glob("*/README.md"))]
+        update_tables(Path(a.results), out=Path(a.out) if a.out else None, markdown=[Path(m) for m in markdown])
+    elif a.command == "plot":
+        from benchmarks.plots import plot_all
+
+        for path in plot_all(Path(a.results), suites=a.suite):
+            print(path)
+    elif a.command == "list":
+        for name in available_suites():
+            s = load_suite(name)
+            print(f"{name}: {s.description}")
+            for run in s.runs:
+                print(f"  {run.name:<16} {run.config:<24} seed {run.seed}  method {run.method}"
+                      + (f"  vs {run.baseline}" if run.baseline else "")
+                      + (f"\n      {' '.join(run.overrides)}" if a.verbose else ""))
+            if s.pending:
+                print(f"  (cannot run yet: {s.pending})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The checkpoint callback the harness adds to every run (``--trainer.callbacks+=benchmarks.checkpoint.BenchmarkCheckpoint``).
+
+It depends on Lightning only, never on ferkit, so that it keeps working whatever shape ferkit's configs take.
+
+* ``best-epoch=N.ckpt``: the epoch with the best validation metric (the only checkpoint the test split ever sees);
+* ``history.jsonl`` (beside the checkpoint folder): one line per epoch with every metric the run logged, written and
+  flushed before that epoch's checkpoints, so no epoch is lost when the process is killed (a CSV logger buffers);
+* ``last.ckpt``: written every epoch, atomically (to a temporary file, then renamed), and the one before it is kept as
+  ``last.prev.ckpt``, so a run killed while saving still has a checkpoint to resume from.
+
+A subclass of ``ModelCheckpoint`` has its own state key, so it lives beside the config's own checkpoint callbacks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+#: test hook: after this (0-based) epoch's checkpoints are written, the process exits at once, as if it were killed
+EXIT_AFTER_EPOCH_ENV = "FERKIT_BENCH_EXIT_AFTER_EPOCH"
+LAST = "last.ckpt"
+HISTORY = "history.jsonl"
+PREVIOUS = "last.prev.ckpt"
+
+
+class BenchmarkCheckpoint(ModelCheckpoint):
+    """Best-on-validation and last checkpoints in a fixed folder chosen by the harness.
+
+    Args:
+        dirpath: the run's checkpoint folder.
+        monitor: the validation metric that chooses the epoch (``val/acc`` unless the suite names another).
+        mode: ``max`` or ``min``.
+    """
+
+    def __init__(self, dirpath: str, monitor: str = "val/acc", mode: str = "max") -> None:
+        # saved at the end of the training epoch (after validation), when the epoch's training aggregates exist too
+        super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, filename="best-{epoch}", save_top_k=1,
+                         save_last=True, enable_version_counter=False, save_on_train_epoch_end=True)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            metrics = {}
+            for k, v in trainer.callback_metrics.items():
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    continue
+                metrics[k] = x if math.isfinite(x) else None
+            line = json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics})
+            path = os.path.join(os.path.dirname(os.path.abspath(self.dirpath)), HISTORY)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        skip = self._should_skip_saving_checkpoint(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        if not skip and self._last_global_step_saved != trainer.global_step:
+            # Lightning writes last.ckpt only in epochs that improved the monitored metric; resuming needs every epoch
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        stop = os.environ.get(EXIT_AFTER_EPOCH_ENV)
+        if stop is not None and trainer.current_epoch >= int(stop):
+            os._exit(3)  # no clean-up, like a kill
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        tmp = filepath + ".tmp"
+        is_last = os.path.basename(filepath) == LAST
+        if trainer.is_global_zero and is_last and os.path.isfile(filepath):
+            os.replace(filepath, os.path.join(os.path.dirname(filepath), PREVIOUS))
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        trainer.strategy.barrier()
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)

@@ -1,0 +1,383 @@
+"""Run a suite through the ``ferkit`` command line, resumably, and write one JSON record per run.
+
+Each run lives in ``<work>/<suite>/<run>/``::
+
+    state.json            phase (fitting / fitted / tested / done), attempts, wall time; rewritten atomically
+    ckpt/                 best-epoch=N.ckpt (chosen on validation), last.ckpt, last.prev.ckpt
+    history.jsonl         one line per finished epoch with every logged metric (written before the checkpoints)
+    fit/attempt_K/        the Lightning logs of the K-th fit attempt (config.yaml, metrics.csv)
+    test/attempt_K/       the logs of the test of the chosen checkpoint (metrics_test.json, confusion matrix)
+    fit.log, test.log     the command lines' output
+
+Giving the same command again continues where the run stopped: a finished run (its record exists) is skipped, a run whose
+fit finished is only tested, and a run killed while fitting continues from ``last.ckpt`` (or from ``last.prev.ckpt``,
+or from scratch, when the newer file is unreadable, e.g. the process died while writing it).
+
+The test split is evaluated once per run, on the checkpoint of the epoch with the best validation metric.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS
+from benchmarks.records import select_epoch, stats_history, read_history, write_json
+from benchmarks.suite import Run, Suite
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORK = REPO / "benchmarks" / "runs"
+DEFAULT_RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "fer2013"
+RECORD_FORMAT = 1
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+# -- environment -----------------------------------------------------------------------------------------
+def git_commit() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def machine(accelerator: str | None = None) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    device = gpu if gpu and accelerator not in ("cpu",) else "cpu"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "gpu": gpu, "device": device}
+
+
+def resolve_config(config: str) -> str:
+    """A config name (``avg_ferplus``) or path -> the file path given to ``ferkit``; a name is looked up in the
+    package's configs first, then in the checkout's ``configs/``; anything else is passed on unchanged."""
+    p = Path(config)
+    if p.suffix in (".yaml", ".yml") and (p.is_file() or (REPO / p).is_file()):
+        return str(p if p.is_file() else REPO / p)
+    for folder in (REPO / "ferkit" / "configs", REPO / "configs"):
+        if (folder / f"{config}.yaml").is_file():
+            return str(folder / f"{config}.yaml")
+    return config
+
+
+# -- small file helpers ----------------------------------------------------------------------------------
+def read_state(run_dir: Path) -> dict:
+    path = run_dir / "state.json"
+    if not path.is_file():
+        return {"phase": "new", "attempts": 0, "fit_seconds": 0.0, "test_seconds": 0.0}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunFailed(f"{path} is not valid JSON ({e}); delete the run folder {run_dir} to start the run again") from e
+
+
+def checkpoint_ok(path: Path) -> bool:
+    """True when ``path`` is a complete checkpoint (a readable zip archive, as ``torch.save`` writes)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def resume_checkpoint(ckpt_dir: Path) -> tuple[Path | None, str]:
+    """The checkpoint to continue from and a message; a damaged ``last.ckpt`` is replaced by ``last.prev.ckpt``."""
+    last, prev = ckpt_dir / LAST, ckpt_dir / PREVIOUS
+    if checkpoint_ok(last):
+        return last, f"resuming from {last}"
+    if checkpoint_ok(prev):
+        msg = f"{last} is {'damaged' if last.exists() else 'missing'} (killed while saving?); resuming from {prev}"
+        if last.exists():
+            last.unlink()
+        os.replace(prev, last)
+        return last, msg
+    if last.exists() or prev.exists():
+        return None, f"no readable checkpoint in {ckpt_dir} ({LAST} and {PREVIOUS} damaged); starting the run again"
+    return None, ""
+
+
+def generic_args(run_dir: Path, stage: str, attempt: int, seed: int) -> list[str]:
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+              "init_args": {"save_dir": str(run_dir), "name": stage, "version": f"attempt_{attempt}"}}
+    return ["--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir / stage),
+            "--trainer.logger", json.dumps(logger)]
+
+
+def call_ferkit(args: list[str], log_path: Path, env: dict | None) -> tuple[int, float]:
+    cmd = [sys.executable, "-m", "ferkit.cli", *args]
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), full_env.get("PYTHONPATH", "")] if p)
+    full_env.update(env or {})
+    t0 = time.perf_counter()
+    with open(log_path, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        try:
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C, or SIGTERM from a time limit: stop the run too, it resumes next time
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return rc, time.perf_counter() - t0
+
+
+def tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# -- one run ---------------------------------------------------------------------------------------------
+class RunDriver:
+    """Drives one run through fit -> test -> record; every step can be interrupted and repeated."""
+
+    def __init__(self, suite: Suite, run: Run, work_dir: Path, results_dir: Path, extra: list[str] | None = None,
+                 env: dict | None = None, accelerator: str | None = None, tag: str = "") -> None:
+        self.suite, self.run, self.extra, self.env, self.accelerator = suite, run, list(extra or []), env, accelerator
+        folder = suite.name + tag
+        self.dir = Path(work_dir) / folder / run.name
+        self.record_path = Path(results_dir) / folder / f"{run.name}.json"
+        self.ckpt_dir = self.dir / "ckpt"
+        self.config = resolve_config(run.config)
+
+    # the ferkit arguments shared by fit and test: config, the suite's overrides, then the harness's own
+    def common_args(self) -> list[str]:
+        return ["--config", self.config, *self.run.overrides, *self.extra]
+
+    def save_state(self, state: dict) -> None:
+        write_json(self.dir / "state.json", state)
+
+    def execute(self) -> dict | None:
+        if self.record_path.is_file():
+            log(f"{self.suite.name}/{self.run.name}: done ({self.record_path}), skipped")
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = read_state(self.dir)
+        if state["phase"] in ("new", "fitting"):
+            state = self.fit(state)
+        if state["phase"] == "fitted":
+            state = self.test(state)
+        record = self.build_record(state)
+        write_json(self.record_path, record)
+        state["phase"] = "done"
+        self.save_state(state)
+        t = record["test"]
+        log(f"{self.suite.name}/{self.run.name}: test acc {100 * t['acc']:.2f} % (epoch {record['selection']['epoch']} "
+            f"chosen on {self.suite.monitor}) -> {self.record_path}")
+        return record
+
+    def call(self, args: list[str], stage: str, state: dict) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        try:
+            return call_ferkit(args, self.dir / f"{stage}.log", self.env)
+        except BaseException:  # interrupted: keep the time spent, then stop
+            state[f"{stage}_seconds"] = state.get(f"{stage}_seconds", 0.0) + time.perf_counter() - t0
+            self.save_state(state)
+            raise
+
+    def fit(self, state: dict) -> dict:
+        ckpt, msg = resume_checkpoint(self.ckpt_dir)
+        if msg:
+            log(f"{self.suite.name}/{self.run.name}: {msg}")
+        if ckpt is None and state["attempts"] > 0:
+            # nothing to continue from: start clean so no stale epochs or checkpoints leak into the record
+            for stale in (self.ckpt_dir, self.dir / HISTORY):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                elif stale.exists():
+                    stale.unlink()
+        attempt = state["attempts"]
+        state.update(phase="fitting", attempts=attempt + 1)
+        self.save_state(state)
+        args = ["fit", *self.common_args(), *generic_args(self.dir, "fit", attempt, self.run.seed),
+                "--trainer.enable_checkpointing", "true",
+                "--trainer.callbacks+=benchmarks.checkpoint.BenchmarkCheckpoint",
+                "--trainer.callbacks.dirpath", str(self.ckpt_dir),
+                "--trainer.callbacks.monitor", self.suite.monitor, "--trainer.callbacks.mode", self.suite.mode]
+        if ckpt is not None:
+            args += ["--ckpt_path", str(ckpt)]
+        log(f"{self.suite.name}/{self.run.name}: fitting (attempt {attempt + 1}{', resumed' if ckpt else ''}); "
+            f"log {self.dir / 'fit.log'}")
+        rc, seconds = self.call(args, "fit", state)
+        state["fit_seconds"] = state.get("fit_seconds", 0.0) + seconds
+        state.setdefault("resumed_from", [])
+        if ckpt is not None:
+            state["resumed_from"].append(str(ckpt))
+        if rc != 0:
+            self.save_state(state)
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit exited with {rc}; once the cause is fixed, "
+                            f"the same command continues the run from its last checkpoint. Last lines of {self.dir / 'fit.log'}:\n{tail(self.dir / 'fit.log')}")
+        history = read_history(self.dir / HISTORY)
+        missing = self.missing_epochs(history)
+        if missing:
+            self.save_state(state)
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit ended without error but epochs {missing} were "
+                            "not trained (stopped by a signal?); the same command continues the run")
+        epoch, value = select_epoch(history, self.suite.monitor, self.suite.mode)
+        best = self.ckpt_dir / f"best-epoch={epoch}.ckpt"
+        if not checkpoint_ok(best):
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: the best-validation checkpoint {best} is missing or "
+                            f"damaged; delete {self.dir} to train the run again")
+        state.update(phase="fitted", selected_epoch=epoch, selected_value=value, best_checkpoint=str(best))
+        self.save_state(state)
+        return state
+
+    def test(self, state: dict) -> dict:
+        attempt = state.get("test_attempts", 0)
+        state["test_attempts"] = attempt + 1
+        self.save_state(state)
+        args = ["test", *self.common_args(), *generic_args(self.dir, "test", attempt, self.run.seed),
+                "--ckpt_path", state["best_checkpoint"]]
+        log(f"{self.suite.name}/{self.run.name}: testing the epoch-{state['selected_epoch']} checkpoint "
+            f"(best {self.suite.monitor})")
+        rc, seconds = self.call(args, "test", state)
+        state["test_seconds"] = state.get("test_seconds", 0.0) + seconds
+        if rc != 0:
+            self.save_state(state)
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit test exited with {rc}. Last lines of "
+                            f"{self.dir / 'test.log'}:\n{tail(self.dir / 'test.log')}")
+        folder = self.dir / "test" / f"attempt_{attempt}"
+        # the pinned logger folder; if ferkit put its logs elsewhere under test/, the newest ones
+        state["test"] = read_test_metrics(folder if any(folder.rglob("metrics*")) else self.dir / "test")
+        state["phase"] = "tested"
+        self.save_state(state)
+        return state
+
+    def missing_epochs(self, history: list[dict]) -> list[int]:
+        """Epochs below ``trainer.max_epochs`` of the latest saved config that have no history line (none when the
+        config stops early on purpose, e.g. with an EarlyStopping callback, or has no saved config)."""
+        configs = sorted((self.dir / "fit").rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+        if not configs:
+            return []
+        trainer = (yaml.safe_load(configs[-1].read_text()) or {}).get("trainer") or {}
+        callbacks = trainer.get("callbacks") or []
+        if any("EarlyStopping" in str((c or {}).get("class_path", "")) for c in callbacks if isinstance(c, dict)):
+            return []
+        max_epochs = trainer.get("max_epochs")
+        if not isinstance(max_epochs, int) or max_epochs < 0 or trainer.get("max_steps", -1) not in (-1, None):
+            return []
+        done = {h["epoch"] for h in history}
+        return [e for e in range(max_epochs) if e not in done]
+
+    def build_record(self, state: dict) -> dict:
+        if "test" not in state:
+            raise RunFailed(f"{self.dir}: state.json has no test result; delete the run folder to start again")
+        history = read_history(self.dir / HISTORY)
+        # the first attempt's saved config (with the logger folder pinned: fit/attempt_0/config.yaml)
+        configs = sorted((self.dir / "fit").rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+        resolved = yaml.safe_load(configs[0].read_text()) if configs else None
+        plain, stats = stats_history(history)
+        return {
+            "format": RECORD_FORMAT, "suite": self.suite.name, "run": self.run.name, "method": self.run.method,
+            "baseline": self.run.baseline, "config": self.run.config, "seed": self.run.seed,
+            "overrides": self.run.overrides + self.extra, "resolved_config": resolved,
+            "git": git_commit(), "machine": machine(self.accelerator),
+            "wall_seconds": {"fit": round(state.get("fit_seconds", 0.0), 1), "test": round(state.get("test_seconds", 0.0), 1)},
+            "fit_attempts": state.get("attempts", 1), "resumed_from": state.get("resumed_from", []),
+            "selection": {"monitor": self.suite.monitor, "mode": self.suite.mode, "epoch": state["selected_epoch"],
+                          "value": state["selected_value"], "checkpoint": Path(state["best_checkpoint"]).name},
+            "epochs": len(history), "history": plain, "stats": stats,
+            "test": state["test"],
+        }
+
+
+def read_test_metrics(test_dir: Path) -> dict:
+    """The test metrics a ferkit test run wrote: ``metrics_test.json`` if present (with the confusion matrix), else the
+    ``test/*`` columns of its ``metrics.csv``."""
+    found = sorted(test_dir.rglob("metrics_test.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if found:
+        m = json.loads(found[0].read_text())
+        names = m.get("class_names") or [str(i) for i in range(len(m.get("per_class_recall", [])))]
+        return {"acc": m["acc"], "mean_class_acc": m.get("mean_class_acc"), "num_samples": m.get("num_samples"),
+                "class_names": names, "per_class_recall": dict(zip(names, m.get("per_class_recall", []))),
+                "confusion_matrix": m.get("confusion_matrix")}
+    import csv
+
+    values: dict[str, float] = {}
+    for path in sorted(test_dir.rglob("metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            values.update({k: float(v) for k, v in row.items() if k.startswith("test/") and v not in ("", None)})
+    if "test/acc" not in values:
+        raise RunFailed(f"no test metrics found under {test_dir} (neither metrics_test.json nor test/acc in metrics.csv)")
+    recall = {k[len("test/recall_"):]: v for k, v in values.items() if k.startswith("test/recall_")}
+    return {"acc": values["test/acc"], "mean_class_acc": values.get("test/mean_class_acc"), "num_samples": None,
+            "class_names": list(recall), "per_class_recall": recall, "confusion_matrix": None}
+
+
+# -- a suite ---------------------------------------------------------------------------------------------
+SMOKE_TAG = ".smoke"
+
+
+def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFAULT_WORK,
+              results_dir: Path = DEFAULT_RESULTS, data_root: str | None = None, smoke: bool = False,
+              accelerator: str | None = None, extra: list[str] | None = None, env: dict | None = None,
+              keep_going: bool = True) -> list[dict]:
+    """Run (or continue) the selected runs of ``suite`` in order; return the records written now."""
+    if suite.pending:
+        raise SystemExit(f"suite {suite.name} cannot run yet: {suite.pending}")
+    common: list[str] = []
+    if suite.data_root_override:
+        root = Path(data_root or DEFAULT_DATA_ROOT).expanduser()
+        missing = [f for f in suite.data_files if not (root / f).exists()]
+        if not root.is_dir() or missing:
+            raise SystemExit(f"suite {suite.name} needs its data in {root} (missing: {missing or [str(root)]}); "
+                             "pass --root <folder with the dataset files>")
+        common += [suite.data_root_override, str(root)]
+    if accelerator:
+        common += ["--trainer.accelerator", accelerator]
+    if smoke:
+        common += suite.smoke
+    common += list(extra or [])
+    written, failed = [], []
+    for run in suite.select(only):
+        driver = RunDriver(suite, run, work_dir, results_dir, extra=common + (run.smoke if smoke else []), env=env,
+                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "")
+        try:
+            rec = driver.execute()
+        except RunFailed as e:
+            log(str(e))
+            failed.append(run.name)
+            if not keep_going:
+                break
+            continue
+        if rec is not None:
+            written.append(rec)
+    if failed:
+        raise SystemExit(f"suite {suite.name}: {len(failed)} run(s) failed: {', '.join(failed)}; "
+                         "give the same command again to continue them")
+    return written

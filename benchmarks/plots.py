@@ -1,0 +1,126 @@
+"""Plots drawn from the JSON records (matplotlib, Agg backend), written to ``<results>/plots/``.
+
+* ``<suite>_val_acc.png``: validation accuracy per epoch of every method of the suite on one figure (mean over seeds,
+  band from the lowest to the highest seed); a method and its baseline share the colour family of the suite's order.
+* ``<suite>_memorisation.png``: training accuracy on the samples whose labels were flipped, when the runs logged it
+  (any history key containing ``flipped``, e.g. ``train/acc_flipped``, or ``memorisation/...`` statistics) -- the
+  curve that shows cross-entropy learning wrong labels by heart.
+* ``<suite>_recall.png``: test recall per class of each method (mean over seeds), grouped bars.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.tables import group, load_records
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise SystemExit("python -m benchmarks plot needs matplotlib: pip install matplotlib") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(records: list[dict], key: str, section: str = "history") -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs (from 1) with the mean, min and max of ``key`` over the records that logged it at that epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for r in records:
+        for h in r.get(section, []):
+            if h.get(key) is not None:
+                per_epoch.setdefault(h["epoch"], []).append(h[key])
+    epochs = sorted(per_epoch)
+    return ([e + 1 for e in epochs], [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs],
+            [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs])
+
+
+def memorisation_keys(records: list[dict]) -> list[tuple[str, str]]:
+    keys = set()
+    for r in records:
+        for section in ("history", "stats"):
+            for h in r.get(section, []):
+                keys |= {(section, k) for k in h if "flipped" in k or k.startswith("memorisation/")}
+    return sorted(keys)
+
+
+def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = group(records)
+    written = []
+    monitor = records[0]["selection"]["monitor"]
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for row in rows:
+        x, mean, lo, hi = curves(row.records, monitor)
+        if not x:
+            continue
+        line, = ax.plot(x, [100 * v for v in mean], marker="o", ms=3, label=f"{row.method} (n={len(row.records)})")
+        if len(row.records) > 1:
+            ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color=line.get_color(), alpha=0.2)
+        sel = [r["selection"]["epoch"] + 1 for r in row.records]
+        ax.scatter(sel, [100 * r["selection"]["value"] for r in row.records], color=line.get_color(), marker="*", s=80,
+                   zorder=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{monitor} (%)")
+    ax.set_title(f"{name}: validation per epoch (mean over seeds, band min-max; * chosen epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / f"{name}_val_acc.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    mem = memorisation_keys(records)
+    if mem:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for row in rows:
+            for section, key in mem:
+                x, mean, lo, hi = curves(row.records, key, section)
+                if x:
+                    ax.plot(x, [100 * v for v in mean], marker="o", ms=3, label=f"{row.method}: {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.set_title(f"{name}: fit to the flipped labels")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{name}_memorisation.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    names = records[0]["test"].get("class_names") or list(records[0]["test"].get("per_class_recall", {}))
+    if names:
+        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names)), 4.2))
+        width = 0.8 / max(1, len(rows))
+        for k, row in enumerate(rows):
+            vals = []
+            for c in names:
+                v = [r["test"]["per_class_recall"].get(c) for r in row.records]
+                v = [x for x in v if x is not None]
+                vals.append(100 * sum(v) / len(v) if v else 0.0)
+            ax.bar([i + k * width for i in range(len(names))], vals, width, label=row.method)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30)
+        ax.set_ylabel("test recall (%)")
+        ax.set_title(f"{name}: per-class test recall (chosen checkpoints, mean over seeds)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{name}_recall.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_all(results_dir: Path, suites: list[str] | None = None, include_smoke: bool = False) -> list[Path]:
+    written = []
+    for name, recs in load_records(results_dir, include_smoke=include_smoke).items():
+        if suites and name not in suites:
+            continue
+        written += plot_suite(name, recs, Path(results_dir) / "plots")
+    return written

@@ -1,0 +1,31 @@
+"""The noisy-label comparison, shared by ferplus_noise30 and ferplus_noise10: CE vs CE with two averaged networks (the
+fair control for ASM's two networks) vs ASM, and LA-Net vs its own CE (the same network with auxiliary weights 0),
+all with the FER+ recipe and checkpoints chosen on the clean validation split."""
+from __future__ import annotations
+
+from benchmarks.suite import Run, Suite
+from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, noise
+
+# ASM: 10 warm-up epochs of 30, the calibrated clean threshold, the paper's judging pass
+ASM = ["--model.init_args.warmup_epochs", "10", "--model.init_args.t_clean", "0.4", "--model.init_args.stats", "extra_pass"]
+# the two-network control: ASM's model whose warm-up never ends (both networks trained with CE, outputs averaged)
+CE2 = ["--model.init_args.warmup_epochs", "100000"]
+# LA-Net reads facial landmarks from a cache built by `ferkit landmarks extract` (see ferkit/methods/lanet/README.md)
+LANDMARKS = ["--data.landmarks_cache", "~/.cache/ferkit/landmarks/"]
+SMOKE_ASM = ["--model.init_args.warmup_epochs", "1"]
+
+
+def noise_suite(name: str, rate: float, seeds=(0, 1)) -> Suite:
+    runs = []
+    for s in seeds:
+        common = RECIPE + noise(rate)
+        runs += [
+            Run(f"ce_s{s}", "ce_ferplus_noisy", s, common, method="ce"),
+            Run(f"ce2_s{s}", "asm_ferplus", s, common + CE2, method="ce2", baseline="ce"),
+            Run(f"asm_s{s}", "asm_ferplus", s, common + ASM, method="asm", baseline=["ce", "ce2"], smoke=SMOKE_ASM),
+            Run(f"ce_lanet_s{s}", "ce_ferplus_noisy_lanet", s, common + LANDMARKS, method="ce_lanet"),
+            Run(f"lanet_s{s}", "lanet_ferplus", s, common + LANDMARKS, method="lanet", baseline="ce_lanet"),
+        ]
+    return Suite(name=name, runs=runs, smoke=SMOKE, data_root_override=FER_ROOT, data_files=FERPLUS_FILES,
+                 description=f"FER+ with {int(100 * rate)} % symmetric label noise: CE, CE x2, ASM, LA-Net and its CE; "
+                             f"{len(seeds)} seeds; clean validation and test labels")

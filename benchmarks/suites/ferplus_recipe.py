@@ -1,0 +1,24 @@
+"""What buys FER+ accuracy per CPU-minute: plain CE (average pooling), one change per run against the recipe."""
+from benchmarks.suite import Run, Suite
+from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, epochs, label_smoothing, precision, \
+    small_input, soft_votes
+
+CHANGES = {
+    "recipe": [],                                   # standard stem, bf16-mixed, label smoothing 0.1, 30 epochs
+    "fp32": precision("32-true"),                   # same run without bf16 autocast: time and accuracy cost of fp32
+    "small_input": small_input(True),               # stem without max-pool: 3x3 final map, ~2.7x the compute
+    "soft_votes": soft_votes(),                     # FER+ vote distributions as targets (the FER+ paper's best mode)
+    "no_smoothing": label_smoothing(0.0),
+    "epochs15": epochs(15),
+    "epochs45": epochs(45),
+}
+
+SUITE = Suite(
+    name="ferplus_recipe",
+    description="CE recipe search on the full FER+ training set at 48 px (one change per run, seed 0)",
+    runs=[Run(f"{name}_s0", "avg_ferplus", seed=0, overrides=RECIPE + extra, method=name,
+              baseline=None if name == "recipe" else "recipe") for name, extra in CHANGES.items()],
+    smoke=SMOKE,
+    data_root_override=FER_ROOT,
+    data_files=FERPLUS_FILES,
+)

@@ -1,0 +1,25 @@
+"""The largest useful part of the FER+ suites that fits one GPU in well under 10 minutes (``bash benchmarks/gpu.sh``):
+the CE recipe at 112 px, and CE vs ASM at 30 % symmetric noise at 48 px. One seed each; the records carry the GPU's
+name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
+from benchmarks.suite import Run, Suite
+from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, epochs, noise
+from benchmarks.suites._noise import SMOKE_ASM
+
+GPU = ["--trainer.accelerator", "gpu", "--data.num_workers", "12", "--data.batch_size", "128",
+       "--data.eval_batch_size", "512"]
+ASM_GPU = ["--model.init_args.warmup_epochs", "6", "--model.init_args.t_clean", "0.4",
+           "--model.init_args.stats", "extra_pass"]
+
+SUITE = Suite(
+    name="gpu",
+    description="one GPU, under 10 minutes: FER+ CE recipe at 112 px (12 epochs); CE vs ASM at 30 % noise, 48 px (18 epochs)",
+    runs=[
+        Run("recipe112_s0", "avg_ferplus", 0, RECIPE + GPU + ["--data.img_size", "112"] + epochs(12), method="ce_112px"),
+        Run("ce_noise30_s0", "ce_ferplus_noisy", 0, RECIPE + GPU + noise(0.3) + epochs(18), method="ce_noise30"),
+        Run("asm_noise30_s0", "asm_ferplus", 0, RECIPE + GPU + noise(0.3) + epochs(18) + ASM_GPU, method="asm_noise30",
+            baseline="ce_noise30", smoke=SMOKE_ASM),
+    ],
+    smoke=SMOKE,
+    data_root_override=FER_ROOT,
+    data_files=FERPLUS_FILES,
+)

@@ -1,0 +1,160 @@
+"""Markdown tables built from the JSON records only (no hand-copied numbers).
+
+For each suite: one row per method (runs that differ only in seed), with the mean and spread over seeds of the test
+metrics of the checkpoints chosen on validation, the gap to the method's baseline, the best validation score and the
+wall time. Spread is the sample standard deviation over seeds (shown only with two seeds or more). The gap is paired by
+seed when the method and its baseline share their seeds (mean and standard deviation of the per-seed differences);
+otherwise it is the difference of the means, with spread sqrt(sd_method^2 + sd_baseline^2).
+
+``update_tables`` writes ``TABLES.md`` and replaces the text between ``<!-- bench:<suite> -->`` and
+``<!-- /bench:<suite> -->`` in the given markdown files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+SMOKE_SUFFIX = ".smoke"
+MARKER = re.compile(r"(<!-- bench:(?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def load_records(results_dir: str | Path, include_smoke: bool = False) -> dict[str, list[dict]]:
+    """``{suite: [record, ...]}`` from ``<results>/<suite>/*.json``. The ``smoke`` suite and ``--smoke`` records
+    (``<suite>.smoke/``) are left out unless ``include_smoke``; files directly under ``<results>`` are older,
+    script-written results with another layout, and are not read."""
+    out: dict[str, list[dict]] = {}
+    if not Path(results_dir).is_dir():
+        return out
+    for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
+        is_smoke = folder.name == "smoke" or folder.name.endswith(SMOKE_SUFFIX)
+        if folder.name == "plots" or (is_smoke and not include_smoke):
+            continue
+        recs = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                rec = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not valid JSON ({e}); delete it and run the suite again to rewrite it") from e
+            if isinstance(rec, dict) and "test" in rec and "method" in rec:
+                recs.append(rec)
+        if recs:
+            out[folder.name] = recs
+    return out
+
+
+def mean_spread(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``None`` with fewer than two values)."""
+    if not values:
+        raise ValueError("no values")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def gap(method: list[dict], baseline: list[dict], key: str = "acc") -> tuple[float, float | None, bool]:
+    """Test-metric gap method - baseline: (mean, spread, paired by seed?)."""
+    m = {r["seed"]: r["test"][key] for r in method}
+    b = {r["seed"]: r["test"][key] for r in baseline}
+    if len(m) == len(method) and len(b) == len(baseline) and set(m) == set(b):
+        diffs = [m[s] - b[s] for s in sorted(m)]
+        mean, sd = mean_spread(diffs)
+        return mean, sd, True
+    (ma, sa), (mb, sb) = mean_spread(list(m.values())), mean_spread(list(b.values()))
+    sd = math.sqrt(sa ** 2 + sb ** 2) if sa is not None and sb is not None else None
+    return ma - mb, sd, False
+
+
+@dataclass
+class Row:
+    method: str
+    records: list[dict]
+
+    @property
+    def baselines(self) -> list[str]:
+        b = self.records[0].get("baseline")
+        return [b] if isinstance(b, str) else list(b or [])
+
+
+def group(records: list[dict]) -> list[Row]:
+    rows: dict[str, Row] = {}
+    for r in records:
+        rows.setdefault(r["method"], Row(r["method"], [])).records.append(r)
+    return list(rows.values())
+
+
+def pct(mean: float, sd: float | None, signed: bool = False) -> str:
+    s = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+    return s + (f" ± {100 * sd:.2f}" if sd is not None else "")
+
+
+def suite_table(records: list[dict]) -> str:
+    rows = group(records)
+    by_name = {r.method: r for r in rows}
+    lines = ["| method | seeds | test acc % | test mean-class acc % | gap to baseline (acc points) | best val (epoch) | "
+             "fit min / run | device |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        recs = row.records
+        acc = mean_spread([r["test"]["acc"] for r in recs])
+        mca_vals = [r["test"]["mean_class_acc"] for r in recs if r["test"].get("mean_class_acc") is not None]
+        mca = pct(*mean_spread(mca_vals)) if mca_vals else "—"
+        gaps = []
+        for b in row.baselines:
+            if b in by_name:
+                g_mean, g_sd, paired = gap(recs, by_name[b].records)
+                gaps.append(f"{pct(g_mean, g_sd, signed=True)} vs {b}" + ("" if paired or len(recs) < 2 else " (unpaired)"))
+            else:
+                gaps.append(f"({b}: no records)")
+        g = "; ".join(gaps) or "—"
+        val = ", ".join(f"{100 * r['selection']['value']:.2f} ({r['selection']['epoch'] + 1})" for r in recs)
+        fit_min = statistics.fmean(r["wall_seconds"]["fit"] for r in recs) / 60
+        devices = sorted({r["machine"].get("device", "?") for r in recs})
+        seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
+        lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_min:.1f} | "
+                     f"{'; '.join(devices)} |")
+    monitor = records[0]["selection"]["monitor"]
+    lines.append("")
+    lines.append(f"Test metrics of the checkpoint with the best `{monitor}` (epochs counted from 1); mean ± sample "
+                 "standard deviation over seeds; built by `python -m benchmarks table` from "
+                 f"`benchmarks/results/{records[0]['suite']}/*.json`.")
+    return "\n".join(lines)
+
+
+def replace_markers(text: str, tables: dict[str, str]) -> tuple[str, list[str]]:
+    """Replace the body of every ``<!-- bench:NAME -->...<!-- /bench:NAME -->`` whose NAME has a table; markers
+    without a table are left as they are. Returns the new text and the names replaced."""
+    done: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in tables:
+            return m.group(0)
+        done.append(name)
+        return f"{m.group(1)}\n{tables[name].strip()}\n{m.group(4)}"
+
+    return MARKER.sub(sub, text), done
+
+
+def update_tables(results_dir: Path, out: Path | None = None, markdown: list[Path] | None = None,
+                  include_smoke: bool = False) -> dict[str, str]:
+    suites = load_records(results_dir, include_smoke=include_smoke)
+    tables = {name: suite_table(recs) for name, recs in suites.items()}
+    out = out or Path(results_dir) / "TABLES.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = ["# Benchmark tables", "", "Generated by `python -m benchmarks table` from the JSON records; do not edit.", ""]
+    for name, table in tables.items():
+        parts += [f"## {name}", "", table, ""]
+    if not tables:
+        parts.append("No records yet: run `python -m benchmarks run <suite>`.")
+    out.write_text("\n".join(parts).rstrip() + "\n")
+    print(f"wrote {out} ({len(tables)} suite(s))")
+    for path in markdown or []:
+        if not path.is_file():
+            continue
+        new, done = replace_markers(path.read_text(), tables)
+        if done:
+            path.write_text(new)
+            print(f"updated {path}: {', '.join(done)}")
+    return tables

@@ -1,0 +1,232 @@
+"""The harness's bookkeeping against a scripted stand-in for the ``ferkit`` command line (fast, no training).
+
+The stand-in trains a fake run whose validation accuracy peaks at epoch 1 while later epochs would score higher on the
+test split, writes history lines and checkpoints the way ``BenchmarkCheckpoint`` does, and can be "killed" after any
+epoch or while saving.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS  # noqa: E402
+from benchmarks.records import read_history, select_epoch  # noqa: E402
+from benchmarks.suite import Run, Suite  # noqa: E402
+
+VAL = [0.50, 0.70, 0.60, 0.65]    # validation peaks at epoch 1 (0-based)
+TEST = [0.40, 0.60, 0.80, 0.90]   # what the test split would say of each epoch's weights: later is better
+
+
+def write_ckpt(path: Path, epoch: int) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("epoch", str(epoch))
+
+
+def ckpt_epoch(path: Path) -> int:
+    with zipfile.ZipFile(path) as z:
+        return int(z.read("epoch"))
+
+
+class FakeFerkit:
+    """Stands in for ``python -m ferkit.cli``; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.kill_after: int | None = None       # exit with 137 after this epoch's checkpoints
+        self.kill_while_saving: bool = False     # ... leaving a truncated last.ckpt behind
+        self.test_fails = False
+        self.quiet_stop_after: int | None = None  # exit 0 after this epoch, as a gracefully stopped trainer does
+        self.resumed_from_epoch: list[int] = []  # the epoch held by --ckpt_path at each resumed fit
+
+    @staticmethod
+    def arg(args: list[str], name: str) -> str | None:
+        return args[args.index(name) + 1] if name in args else None
+
+    def __call__(self, args: list[str], log_path: Path, env) -> tuple[int, float]:
+        self.calls.append(list(args))
+        logger = json.loads(self.arg(args, "--trainer.logger"))["init_args"]
+        log_dir = Path(logger["save_dir"]) / logger["name"] / logger["version"]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if args[0] == "fit":
+            return self.fit(args, log_dir), 1.0
+        if self.test_fails:
+            return 1, 0.5
+        epoch = ckpt_epoch(Path(self.arg(args, "--ckpt_path")))
+        (log_dir / "metrics_test.json").write_text(json.dumps({
+            "acc": TEST[epoch], "mean_class_acc": TEST[epoch] - 0.1, "num_samples": 10, "class_names": ["a", "b"],
+            "per_class_recall": [TEST[epoch], TEST[epoch] - 0.2], "confusion_matrix": [[1, 0], [0, 1]]}))
+        return 0, 0.5
+
+    def fit(self, args: list[str], log_dir: Path) -> int:
+        ckpt_dir = Path(self.arg(args, "--trainer.callbacks.dirpath"))
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "config.yaml").write_text(f"model: {{lr: 0.1}}\ntrainer: {{max_epochs: {len(VAL)}}}\n")
+        resume = self.arg(args, "--ckpt_path")
+        start = ckpt_epoch(Path(resume)) + 1 if resume else 0
+        if resume:
+            self.resumed_from_epoch.append(start - 1)
+        best = max(VAL[:start]) if start else None
+        for epoch in range(start, len(VAL)):
+            with open(ckpt_dir.parent / HISTORY, "a") as f:
+                f.write(json.dumps({"epoch": epoch, "step": 10 * (epoch + 1), "metrics": {
+                    "val/acc": VAL[epoch], "train/acc": 0.1 * epoch, "asm/frac_noisy": 0.05 * epoch}}) + "\n")
+            if best is None or VAL[epoch] > best:
+                best = VAL[epoch]
+                for old in ckpt_dir.glob("best-epoch=*.ckpt"):
+                    old.unlink()
+                write_ckpt(ckpt_dir / f"best-epoch={epoch}.ckpt", epoch)
+            if (ckpt_dir / LAST).exists():
+                (ckpt_dir / LAST).replace(ckpt_dir / PREVIOUS)
+            if self.kill_after == epoch and self.kill_while_saving:
+                (ckpt_dir / LAST).write_bytes(b"PK\x03\x04 truncated")
+                return 137
+            write_ckpt(ckpt_dir / LAST, epoch)
+            if self.kill_after == epoch:
+                return 137
+            if self.quiet_stop_after == epoch:
+                return 0
+        return 0
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeFerkit:
+    f = FakeFerkit()
+    monkeypatch.setattr(harness, "call_ferkit", f)
+    return f
+
+
+def suite() -> Suite:
+    return Suite(name="fake", runs=[Run("a_s0", "avg_synthetic", seed=0, overrides=["--data.x", "1"], method="a")])
+
+
+def run(tmp_path: Path) -> list[dict]:
+    return harness.run_suite(suite(), work_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+
+
+def test_the_test_split_sees_only_the_checkpoint_chosen_on_validation(tmp_path, fake) -> None:
+    (rec,) = run(tmp_path)
+    assert rec["selection"] == {"monitor": "val/acc", "mode": "max", "epoch": 1, "value": 0.70,
+                                "checkpoint": "best-epoch=1.ckpt"}
+    # the last epoch (and epoch 2) would have scored higher on test; the record holds the epoch-1 weights' score
+    assert rec["test"]["acc"] == TEST[1] and TEST[1] < max(TEST)
+    tests = [c for c in fake.calls if c[0] == "test"]
+    assert len(tests) == 1 and FakeFerkit.arg(tests[0], "--ckpt_path").endswith("best-epoch=1.ckpt")
+
+
+def test_record_fields(tmp_path, fake) -> None:
+    (rec,) = run(tmp_path)
+    path = tmp_path / "results" / "fake" / "a_s0.json"
+    assert json.loads(path.read_text()) == rec
+    assert rec["suite"] == "fake" and rec["run"] == "a_s0" and rec["method"] == "a" and rec["seed"] == 0
+    assert rec["config"] == "avg_synthetic" and rec["overrides"] == ["--data.x", "1"]
+    assert rec["resolved_config"] == {"model": {"lr": 0.1}, "trainer": {"max_epochs": 4}}
+    assert set(rec["machine"]) >= {"cpu", "cores", "torch", "device"} and rec["git"]["commit"]
+    assert [h["val/acc"] for h in rec["history"]] == VAL and rec["epochs"] == 4
+    assert "asm/frac_noisy" not in rec["history"][0]
+    assert [s["asm/frac_noisy"] for s in rec["stats"]] == pytest.approx([0.0, 0.05, 0.10, 0.15])
+    assert rec["test"]["per_class_recall"] == {"a": TEST[1], "b": pytest.approx(TEST[1] - 0.2)}
+    assert rec["test"]["confusion_matrix"] == [[1, 0], [0, 1]]
+    assert rec["wall_seconds"] == {"fit": 1.0, "test": 0.5} and rec["fit_attempts"] == 1
+    # the config and seed reach ferkit, with the harness's own options after the suite's
+    fit = fake.calls[0]
+    assert fit[:5] == ["fit", "--config", harness.resolve_config("avg_synthetic"), "--data.x", "1"]
+    assert fit[2].endswith("configs/avg_synthetic.yaml")
+    assert FakeFerkit.arg(fit, "--seed_everything") == "0" and "--ckpt_path" not in fit
+
+
+def test_a_finished_run_is_skipped(tmp_path, fake) -> None:
+    run(tmp_path)
+    n = len(fake.calls)
+    assert run(tmp_path) == [] and len(fake.calls) == n
+
+
+def test_a_killed_run_continues_from_last_ckpt(tmp_path, fake) -> None:
+    fake.kill_after = 1
+    with pytest.raises(SystemExit, match="give the same command again"):
+        run(tmp_path)
+    state = json.loads((tmp_path / "runs" / "fake" / "a_s0" / "state.json").read_text())
+    assert state["phase"] == "fitting" and state["attempts"] == 1
+    fake.kill_after = None
+    (rec,) = run(tmp_path)
+    fits = [c for c in fake.calls if c[0] == "fit"]
+    assert len(fits) == 2 and FakeFerkit.arg(fits[1], "--ckpt_path").endswith(LAST) and fake.resumed_from_epoch == [1]
+    assert rec["fit_attempts"] == 2 and len(rec["resumed_from"]) == 1
+    assert [h["val/acc"] for h in rec["history"]] == VAL and rec["test"]["acc"] == TEST[1]
+
+
+def test_a_fit_that_ends_early_without_error_is_continued_not_tested(tmp_path, fake) -> None:
+    fake.quiet_stop_after = 1
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    assert [c[0] for c in fake.calls] == ["fit"]
+    fake.quiet_stop_after = None
+    (rec,) = run(tmp_path)
+    assert [c[0] for c in fake.calls] == ["fit", "fit", "test"] and fake.resumed_from_epoch == [1]
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
+
+
+def test_a_run_killed_while_saving_falls_back_to_the_previous_checkpoint(tmp_path, fake, capsys) -> None:
+    fake.kill_after, fake.kill_while_saving = 2, True
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    fake.kill_after = None
+    (rec,) = run(tmp_path)
+    assert "damaged" in capsys.readouterr().out
+    fits = [c for c in fake.calls if c[0] == "fit"]
+    # resumed from epoch 1's weights (the previous last.ckpt): epoch 2 is trained again
+    assert FakeFerkit.arg(fits[1], "--ckpt_path").endswith(LAST) and fake.resumed_from_epoch == [1]
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3] and rec["test"]["acc"] == TEST[1]
+
+
+def test_no_readable_checkpoint_restarts_the_run_cleanly(tmp_path, fake, capsys) -> None:
+    fake.kill_after = 0
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    ckpt = tmp_path / "runs" / "fake" / "a_s0" / "ckpt"
+    (ckpt / LAST).write_bytes(b"garbage")
+    fake.kill_after = None
+    (rec,) = run(tmp_path)
+    assert "starting the run again" in capsys.readouterr().out
+    fits = [c for c in fake.calls if c[0] == "fit"]
+    assert "--ckpt_path" not in fits[1]
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
+
+
+def test_a_fitted_run_is_only_tested(tmp_path, fake) -> None:
+    fake.test_fails = True
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    state = json.loads((tmp_path / "runs" / "fake" / "a_s0" / "state.json").read_text())
+    assert state["phase"] == "fitted" and state["selected_epoch"] == 1
+    fake.test_fails = False
+    (rec,) = run(tmp_path)
+    assert [c[0] for c in fake.calls] == ["fit", "test", "test"] and rec["fit_attempts"] == 1
+
+
+def test_history_keeps_the_rerun_of_an_epoch_and_skips_a_cut_line(tmp_path) -> None:
+    lines = [{"epoch": 0, "metrics": {"val/acc": 0.1}}, {"epoch": 1, "metrics": {"val/acc": 0.2}},
+             {"epoch": 2, "metrics": {"val/acc": 0.3}},
+             {"epoch": 1, "metrics": {"val/acc": 0.25}}]  # resumed from epoch 0: epochs 1.. are re-run
+    path = tmp_path / HISTORY
+    path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"epoch": 2, "metr')
+    assert [(h["epoch"], h["val/acc"]) for h in read_history(path)] == [(0, 0.1), (1, 0.25)]
+
+
+def test_selection_uses_validation_only() -> None:
+    history = [{"epoch": 0, "val/acc": 0.5, "test/acc": 0.9}, {"epoch": 1, "val/acc": 0.7, "test/acc": 0.1},
+               {"epoch": 2, "val/acc": 0.7, "test/acc": 0.95}]
+    assert select_epoch(history) == (1, 0.7)  # first of equal scores, as a checkpoint callback keeps it
+    assert select_epoch([{"epoch": 0, "val/loss": 2.0}, {"epoch": 1, "val/loss": 1.0}], "val/loss", "min") == (1, 1.0)
+    with pytest.raises(ValueError, match="validation"):
+        select_epoch(history, "test/acc")
+    with pytest.raises(ValueError, match="never used to choose"):
+        Suite(name="x", runs=[], monitor="test/acc")

@@ -1,0 +1,109 @@
+"""The harness end to end on the ``smoke`` suite (64 synthetic faces, 3 epochs) through the real ``ferkit`` command line."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.checkpoint import EXIT_AFTER_EPOCH_ENV, LAST  # noqa: E402
+from benchmarks.harness import run_suite  # noqa: E402
+from benchmarks.records import select_epoch  # noqa: E402
+from benchmarks.suite import load_suite  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """The same run (seed 0) twice: once uninterrupted, once killed after its second epoch and resumed."""
+    suite = load_suite("smoke")
+    out = {}
+    for kind in ("straight", "resumed"):
+        base = tmp_path_factory.mktemp(kind)
+        kw = dict(only=["avg_s0"], work_dir=base / "runs", results_dir=base / "results")
+        if kind == "resumed":
+            with pytest.raises(SystemExit, match="give the same command again"):
+                run_suite(suite, env={EXIT_AFTER_EPOCH_ENV: "1"}, **kw)
+            state = json.loads((base / "runs" / "smoke" / "avg_s0" / "state.json").read_text())
+            assert state["phase"] == "fitting" and (base / "runs" / "smoke" / "avg_s0" / "ckpt" / LAST).is_file()
+        (rec,) = run_suite(suite, **kw)
+        out[kind] = (rec, base)
+    return out
+
+
+def test_record_has_every_field(runs) -> None:
+    rec, base = runs["straight"]
+    assert json.loads((base / "results" / "smoke" / "avg_s0.json").read_text()) == rec
+    for key in ("suite", "run", "method", "config", "seed", "overrides", "resolved_config", "git", "machine",
+                "wall_seconds", "selection", "history", "stats", "test", "epochs"):
+        assert key in rec, key
+    assert rec["resolved_config"]["seed_everything"] == 0 and rec["resolved_config"]["trainer"]["max_epochs"] == 3
+    assert rec["git"]["commit"] and rec["machine"]["device"] == "cpu" and rec["wall_seconds"]["fit"] > 0
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2]
+    assert all("val/acc" in h and "train/loss" in h for h in rec["history"])
+    t = rec["test"]
+    assert t["num_samples"] == 32 and len(t["per_class_recall"]) == len(t["class_names"]) == 7
+    assert sum(map(sum, t["confusion_matrix"])) == 32
+    assert t["acc"] == pytest.approx(sum(t["confusion_matrix"][i][i] for i in range(7)) / 32)
+
+
+def test_the_tested_checkpoint_is_the_best_validation_epoch(runs) -> None:
+    import torch
+
+    rec, base = runs["straight"]
+    sel = rec["selection"]
+    assert (sel["epoch"], sel["value"]) == select_epoch(rec["history"])
+    ckpt = base / "runs" / "smoke" / "avg_s0" / "ckpt" / sel["checkpoint"]
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == sel["epoch"]
+    test_log = (base / "runs" / "smoke" / "avg_s0" / "test.log").read_text()
+    assert f"--ckpt_path {ckpt}" in test_log and test_log.count("$ ") == 1  # tested once
+
+
+def test_a_finished_run_is_skipped(runs) -> None:
+    rec, base = runs["straight"]
+    assert run_suite(load_suite("smoke"), only=["avg_s0"], work_dir=base / "runs", results_dir=base / "results") == []
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(runs) -> None:
+    rec, base = runs["resumed"]
+    assert rec["fit_attempts"] == 2 and rec["resumed_from"][0].endswith(LAST)
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2]
+    fit_log = (base / "runs" / "smoke" / "avg_s0" / "fit.log").read_text()
+    assert fit_log.count("--ckpt_path") == 1
+
+
+# Two uninterrupted runs of one seed are identical (issue 11 item 1). A resumed epoch is not yet: the training loader
+# shuffles with a seed drawn from the global torch RNG (fresh after a restart) and FERTransform's augmentation stream
+# runs on from the process start, so both must become functions of (seed, epoch) in ferkit.data. Remove this mark then.
+@pytest.mark.xfail(reason="resume needs the training shuffle and augmentation streams seeded per (seed, epoch) in "
+                   "ferkit.data; the harness side is tested by the other tests here", strict=False)
+def test_a_resumed_run_reaches_the_same_metrics_as_an_uninterrupted_one(runs) -> None:
+    straight, _ = runs["straight"]
+    resumed, _ = runs["resumed"]
+    keys = ("val/acc", "val/loss", "val/mean_class_acc")
+    assert [[h[k] for k in keys] for h in resumed["history"]] == [[h[k] for k in keys] for h in straight["history"]]
+    assert resumed["selection"] == straight["selection"]
+    assert resumed["test"] == straight["test"]
+
+
+def test_table_and_plots_from_the_records(runs, tmp_path) -> None:
+    rec, base = runs["straight"]
+    from benchmarks.tables import update_tables
+
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:smoke -->\n<!-- /bench:smoke -->\n")
+    assert update_tables(base / "results", out=tmp_path / "T.md") == {}  # the smoke suite stays out of real tables
+    update_tables(base / "results", markdown=[readme], include_smoke=True)
+    assert f"| avg | 1 (0) | {100 * rec['test']['acc']:.2f} |" in readme.read_text()
+    pytest.importorskip("matplotlib")
+    from benchmarks.plots import plot_all
+
+    paths = plot_all(base / "results", include_smoke=True)
+    assert sorted(p.name for p in paths) == ["smoke_recall.png", "smoke_val_acc.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -1,0 +1,71 @@
+"""Every suite loads, names existing configs, and compares each method with a baseline of the same suite."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.harness import resolve_config  # noqa: E402
+from benchmarks.suite import Run, Suite, available_suites, load_suite  # noqa: E402
+
+
+@pytest.mark.parametrize("name", available_suites())
+def test_suite_is_well_formed(name: str) -> None:
+    suite = load_suite(name)
+    assert suite.runs and suite.monitor.startswith("val/")
+    methods = {r.method for r in suite.runs}
+    for run in suite.runs:
+        assert Path(resolve_config(run.config)).is_file(), f"{name}/{run.name}: no config {run.config!r}"
+        baselines = [run.baseline] if isinstance(run.baseline, str) else list(run.baseline or [])
+        assert set(baselines) <= methods - {run.method}, f"{name}/{run.name}: baseline {baselines} not in the suite"
+        # one method's runs differ only in seed
+        same = [r for r in suite.runs if r.method == run.method]
+        assert len({r.seed for r in same}) == len(same)
+
+
+def test_the_expected_suites_exist() -> None:
+    assert {"smoke", "ferplus_recipe", "ferplus_clean", "ferplus_noise30", "ferplus_noise10", "fer2013_realnoise",
+            "gpu"} <= set(available_suites())
+
+
+def test_selecting_runs_by_name_or_method() -> None:
+    s = Suite(name="x", runs=[Run("a_s0", "c", 0, method="a"), Run("a_s1", "c", 1, method="a"), Run("b_s0", "c", 0)])
+    assert [r.name for r in s.select(["a"])] == ["a_s0", "a_s1"]
+    assert [r.name for r in s.select(["b_s0"])] == ["b_s0"]
+    with pytest.raises(SystemExit, match="has no run or method"):
+        s.select(["zzz"])
+    with pytest.raises(ValueError, match="unique"):
+        Suite(name="y", runs=[Run("a", "c"), Run("a", "c")])
+
+
+def test_a_pending_suite_says_why() -> None:
+    from benchmarks.harness import run_suite
+
+    with pytest.raises(SystemExit, match="cannot run yet"):
+        run_suite(Suite(name="later", runs=[Run("a", "avg_synthetic")], pending="waits for a feature"))
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_gpu_script_smoke_on_cpu(shared_data_dir: Path, tmp_path: Path) -> None:
+    root = shared_data_dir / "fer2013"
+    if not (root / "fer2013new.csv").is_file():
+        pytest.skip(f"FER+ files not found in {root}")
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", "--results", str(tmp_path / "results"),
+                          "--work-dir", str(tmp_path / "runs"), "--root", str(root), "--only", "recipe112_s0"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import json
+
+    rec = json.loads((tmp_path / "results" / "gpu.smoke" / "recipe112_s0.json").read_text())
+    assert rec["machine"]["device"] == "cpu" and rec["resolved_config"]["data"]["img_size"] == 112
+    assert rec["epochs"] == 2 and rec["test"]["num_samples"] == 48
+    assert (tmp_path / "results" / "TABLES.md").is_file()

@@ -1,0 +1,99 @@
+"""Tables from hand-made records: mean, spread and gap arithmetic, and the README markers."""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.tables import gap, load_records, mean_spread, replace_markers, suite_table, update_tables  # noqa: E402
+
+
+def record(method: str, seed: int, acc: float, baseline: str | None = None, suite: str = "s", device: str = "cpu") -> dict:
+    return {"suite": suite, "run": f"{method}_s{seed}", "method": method, "baseline": baseline, "seed": seed,
+            "selection": {"monitor": "val/acc", "mode": "max", "epoch": 4, "value": acc + 0.01},
+            "test": {"acc": acc, "mean_class_acc": acc - 0.1, "per_class_recall": {"a": acc}, "class_names": ["a"]},
+            "wall_seconds": {"fit": 120.0, "test": 5.0}, "machine": {"device": device}, "history": [], "stats": []}
+
+
+def write(results: Path, recs: list[dict]) -> None:
+    for r in recs:
+        path = results / r["suite"] / f"{r['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+
+
+def test_mean_and_sample_spread() -> None:
+    assert mean_spread([0.8]) == (0.8, None)
+    m, s = mean_spread([0.80, 0.84, 0.83])
+    assert m == pytest.approx(0.82333333) and s == pytest.approx(statistics.stdev([0.80, 0.84, 0.83]))
+    assert s == pytest.approx(0.0208167, abs=1e-6)
+
+
+def test_gap_is_paired_by_seed_when_seeds_match() -> None:
+    base = [record("ce", 0, 0.70), record("ce", 1, 0.80)]
+    meth = [record("asm", 0, 0.75, "ce"), record("asm", 1, 0.83, "ce")]
+    mean, sd, paired = gap(meth, base)
+    # per-seed differences 0.05 and 0.03: mean 0.04, sd 0.01414 (unpaired would give a far larger spread)
+    assert paired and mean == pytest.approx(0.04) and sd == pytest.approx(0.0141421, abs=1e-6)
+
+
+def test_gap_without_shared_seeds_is_the_difference_of_means() -> None:
+    base = [record("ce", 0, 0.70), record("ce", 1, 0.80)]
+    meth = [record("asm", 5, 0.75, "ce"), record("asm", 6, 0.85, "ce")]
+    mean, sd, paired = gap(meth, base)
+    assert not paired and mean == pytest.approx(0.05)
+    assert sd == pytest.approx((statistics.stdev([0.70, 0.80]) ** 2 + statistics.stdev([0.75, 0.85]) ** 2) ** 0.5)
+
+
+def test_suite_table_rows() -> None:
+    recs = [record("ce", 0, 0.70), record("ce", 1, 0.80), record("asm", 0, 0.75, "ce"), record("asm", 1, 0.83, "ce")]
+    table = suite_table(recs)
+    lines = table.splitlines()
+    assert lines[2].startswith("| ce | 2 (0,1) | 75.00 ± 7.07 | 65.00 ± 7.07 | — | 71.00 (5), 81.00 (5) | 2.0 | cpu |")
+    assert lines[3].startswith("| asm | 2 (0,1) | 79.00 ± 5.66 | 69.00 ± 5.66 | +4.00 ± 1.41 vs ce |")
+    assert "best `val/acc`" in table
+
+
+def test_a_method_with_two_baselines_gets_both_gaps() -> None:
+    recs = [record("ce", 0, 0.70), record("ce2", 0, 0.72, "ce"), record("asm", 0, 0.75, ["ce", "ce2"]),
+            record("lanet", 0, 0.71, "ce_lanet")]
+    lines = suite_table(recs).splitlines()
+    assert "| +5.00 vs ce; +3.00 vs ce2 |" in lines[4]
+    assert "| (ce_lanet: no records) |" in lines[5]
+
+
+def test_markers_are_replaced_and_unknown_ones_kept(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:s -->\nold numbers\n<!-- /bench:s -->\nmiddle\n"
+                      "<!-- bench:other -->\nkept\n<!-- /bench:other -->\nend\n")
+    results = tmp_path / "results"
+    write(results, [record("ce", 0, 0.70), record("asm", 0, 0.76, "ce")])
+    write(results, [record("ce", 0, 0.10, suite="s.smoke")])  # smoke records never reach the tables
+    tables = update_tables(results, markdown=[readme])
+    text = readme.read_text()
+    assert "old numbers" not in text and "| asm | 1 (0) | 76.00 | 66.00 | +6.00 vs ce |" in text
+    assert text.startswith("intro\n<!-- bench:s -->\n| method |") and "<!-- /bench:s -->\nmiddle\n" in text
+    assert "<!-- bench:other -->\nkept\n<!-- /bench:other -->" in text
+    assert list(tables) == ["s"] and "## s" in (results / "TABLES.md").read_text()
+    # running it again changes nothing
+    update_tables(results, markdown=[readme])
+    assert readme.read_text() == text
+
+
+def test_replace_markers_reports_names() -> None:
+    new, done = replace_markers("a <!-- bench:x -->1<!-- /bench:x --> b", {"x": "T"})
+    assert new == "a <!-- bench:x -->\nT\n<!-- /bench:x --> b" and done == ["x"]
+
+
+def test_a_damaged_record_is_named(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "r.json").write_text("{")
+    with pytest.raises(ValueError, match=r"r\.json is not valid JSON"):
+        load_records(tmp_path)
