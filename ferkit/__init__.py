@@ -64,6 +64,11 @@ _EXPORTS = {
     "detection_scores": "ferkit.miners",
     "ClassThresholds": "ferkit.state.thresholds",
     "PerSampleBank": "ferkit.state.bank",
+    # PASM
+    "PointAttackLocator": "ferkit.miners.point_attack",
+    "InformativeRegionEraser": "ferkit.data.erasing",
+    "DistillationLoss": "ferkit.losses",
+    "PASMClassifier": "ferkit.methods",
     # LightningModules and their torch models
     "FERModule": "ferkit.methods",
     "FERClassifier": "ferkit.methods",

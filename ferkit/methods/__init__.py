@@ -8,7 +8,8 @@ from ferkit.methods.asm import ASMClassifier, ASMModel
 from ferkit.methods.base import FERModule, default_optimizer
 from ferkit.methods.classifier import FERClassifier
 from ferkit.methods.lanet import LANetClassifier, LANetModel
+from ferkit.methods.pasm import PASMClassifier, precompute_centres
 from ferkit.methods.schedulers import LinearDecay, OneCycle
 
-__all__ = ["FERModule", "FERClassifier", "ARMClassifier", "ASMClassifier", "ASMModel", "LANetClassifier", "LANetModel",
+__all__ = ["FERModule", "FERClassifier", "ARMClassifier", "ASMClassifier", "ASMModel", "LANetClassifier", "LANetModel", "PASMClassifier", "precompute_centres",
            "OneCycle", "LinearDecay", "default_optimizer"]
