@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks
+from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks, pasm
 from ferkit.commands.lightning_cli import SUBCOMMANDS, FerkitCLI, build_cli
 
 __all__ = ["main", "build_cli", "FerkitCLI", "COMMANDS"]
@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "asm-report": ("write ASM's clean/ambiguous/noisy split and a contact sheet of suspects", asm_report.main),
     "landmarks": ("extract, summarise or draw landmark caches", landmarks.main),
     "export": ("export a checkpoint's inference network (TorchScript or state dict)", export_model.main),
+    "pasm": ("train PASM generations: a CE teacher, then students with located-region erasing + distillation", pasm.main),
     "data": ("data check --config ...: read every file once and list all bad ones", data_check.main),
 }
 assert set(SUBCOMMANDS) <= set(COMMANDS)

@@ -18,6 +18,7 @@ Generation 0 is plain CE: a :class:`PASMClassifier` without ``teacher_ckpt`` and
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,7 @@ class PASMClassifier(FERModule):
     ) -> None:
         super().__init__(net, **kwargs)
         self.distill = DistillationLoss(T=T, alpha=alpha, label_smoothing=self.hparams.label_smoothing)
+        self.cross_entropy = DistillationLoss(T=T, alpha=0.0, label_smoothing=self.hparams.label_smoothing)  # generation 0
         self.eraser = InformativeRegionEraser(area=erase_area, aspect=erase_aspect, fill=erase_fill, p=erase_p,
                                               random_centres=random_centres)
         self.teacher_ckpt, self.centres_path = teacher_ckpt, centres_path
@@ -127,7 +129,7 @@ class PASMClassifier(FERModule):
             with torch.no_grad():
                 teacher_logits = self.teacher(x)
         target = batch["soft_label"] if "soft_label" in batch else batch["label"]
-        out = self.distill(logits, teacher_logits, target)
+        out = (self.cross_entropy if teacher_logits is None else self.distill)(logits, teacher_logits, target)
         if not self.check_finite(out.total, batch):
             return None
         bs = logits.shape[0]
@@ -195,7 +197,9 @@ def precompute_centres(teacher: nn.Module | str | Path, datamodule: Any, out: st
     kw.update(trainer_kwargs or {})
     kw["inference_mode"] = False
     trainer = L.Trainer(**kw)
-    trainer.predict(module, return_predictions=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="predict returned None")  # the results live in module.centres
+        trainer.predict(module, return_predictions=False)
     centres = module.centres.values.to(torch.int16).cpu()
     if out is not None and trainer.is_global_zero:
         save_centres(out, centres, num_samples=len(centres), locator=repr(module.locator),
