@@ -46,8 +46,8 @@ class PointAttackLocator:
         points_per_step: pixels perturbed per round of the greedy attack (more is faster and coarser).
         window: side(s) of the box filter of the density rule, in input pixels (clipped to the image).
         stride: the box filter's stride (1 looks at every position).
-        bounds: ``(low, high)`` values a perturbed pixel is pushed to; default: the batch's per-channel min and max
-            (the image's own value range, in whatever normalisation the teacher was trained with).
+        bounds: ``(low, high)`` values a perturbed pixel is pushed to; default: each image's per-channel min and max
+            (its own value range, in whatever normalisation the teacher was trained with).
 
     ``locate(x, y) -> LongTensor [B, 2]``: ``(x, y)`` pixel centres in the input's coordinates;
     ``perturbation_map(x, y) -> (bool [B, H, W], saliency [B, H, W])``.
@@ -74,7 +74,8 @@ class PointAttackLocator:
         if self.bounds is not None:
             lo, hi = (torch.full((1, x.shape[1], 1, 1), float(b), dtype=x.dtype, device=x.device) for b in self.bounds)
             return lo, hi
-        return x.amin(dim=(0, 2, 3), keepdim=True), x.amax(dim=(0, 2, 3), keepdim=True)
+        # per image: a centre never depends on which other images share the batch
+        return x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
 
     def _gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, d CE / d x) with the teacher's parameters untouched."""

@@ -17,6 +17,7 @@ METHODS = [
     pytest.param("avg_synthetic", [], id="avg-ce"),
     pytest.param("arm_synthetic", [], id="arm"),
     pytest.param("asm_synthetic", ["--model.init_args.warmup_epochs=1"], id="asm"),
+    pytest.param("pasm_synthetic", ["--model.init_args.random_centres=true"], id="pasm-random-erasing"),
     pytest.param("lanet_synthetic", ["--model.init_args.queue_size=32", "--model.init_args.lde_k=3"], id="lanet"),
 ]
 # a per-epoch schedule, so that a resumed run may train longer than the first (a one-cycle plan may not)

@@ -117,6 +117,9 @@ def test_generations_resume_after_a_kill(tmp_path, monkeypatch, synthetic_data_a
     assert g1["status"] == "done" and g1["resumed_from"].endswith("gen_1/version_0/checkpoints/last.ckpt")
     assert g1["teacher"] == str(gen0) and g1["epochs"] == 2 and "val/acc" in g1["val"] and "test/acc" in g1["test"]
     assert sorted(p.name for p in (out / "gen_1").iterdir()) == ["version_0"]
+    rows = (out / "gen_1/version_0/metrics.csv").read_text().splitlines()
+    epoch_col = rows[0].split(",").index("epoch")
+    assert {r.split(",")[epoch_col] for r in rows[1:]} >= {"0", "1"}  # one metrics.csv across the kill
     done = torch.load(out / "gen_1/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert done["epoch"] == 1 and done["hyper_parameters"]["teacher_ckpt"] == str(gen0)
     assert len(load_centres(out / "centres_gen_1.pt")["centres"]) == 32
