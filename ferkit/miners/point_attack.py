@@ -114,31 +114,35 @@ class PointAttackLocator:
         lo, hi = self._extremes(x)
         budget = min(self.max_points, h * w)
         _, grad = self._gradient(x, y)
-        sal0, _ = self._saliency(x, grad, lo, hi)
+        sal0, target = self._saliency(x, grad, lo, hi)
         if self.attack == "saliency":
             top = sal0.flatten(1).topk(budget, dim=1).indices
             perturbed = torch.zeros(b, h * w, dtype=torch.bool, device=x.device).scatter_(1, top, True)
             return perturbed.view(b, h, w), sal0
         perturbed = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
-        active = torch.ones(b, dtype=torch.bool, device=x.device)  # not flipped yet
-        x_adv, sal = x.clone(), sal0
+        x_adv = x.clone()
+        idx = torch.arange(b, device=x.device)  # images whose prediction has not flipped yet
+        sal = sal0
         used = 0
-        while used < budget:
+        while True:
+            # perturb the k most salient pixels not yet perturbed, of the images still attacked
             k = min(self.points_per_step, budget - used)
-            if used:
-                logits, grad = self._gradient(x_adv, y)
-                active &= logits.argmax(1) == y
-                if not bool(active.any()):
-                    break
-                sal, _ = self._saliency(x_adv, grad, lo, hi)
-            _, target = self._saliency(x_adv, grad, lo, hi)
-            score = sal.flatten(1).masked_fill(perturbed, -1.0)
-            top = score.topk(k, dim=1).indices
-            pick = torch.zeros_like(perturbed).scatter_(1, top, True) & active[:, None]
-            perturbed |= pick
-            m = pick.view(b, 1, h, w)
-            x_adv = torch.where(m, target, x_adv)
+            score = sal.flatten(1).masked_fill(perturbed[idx], -1.0)
+            pick = torch.zeros(idx.numel(), h * w, dtype=torch.bool, device=x.device)
+            pick.scatter_(1, score.topk(k, dim=1).indices, True)
+            perturbed[idx] |= pick
+            x_adv[idx] = torch.where(pick.view(-1, 1, h, w), target, x_adv[idx])
             used += k
+            if used >= budget:
+                break
+            # the next round's gradient only for the images whose prediction still holds (cost ~ rounds actually used)
+            logits, grad = self._gradient(x_adv[idx], y[idx])
+            holds = logits.argmax(1) == y[idx]
+            idx, grad = idx[holds], grad[holds]
+            if idx.numel() == 0:
+                break
+            lo_i, hi_i = (lo, hi) if lo.shape[0] == 1 else (lo[idx], hi[idx])
+            sal, target = self._saliency(x_adv[idx], grad, lo_i, hi_i)
         return perturbed.view(b, h, w), sal0
 
     # -- the density rule --------------------------------------------------------------------------------
