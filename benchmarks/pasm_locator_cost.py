@@ -87,7 +87,7 @@ def main() -> None:
             "mean_perturbed_pixels": round(float(perturbed.mean()), 2),
             "gradient_passes_worst_case": 1 if attack == "saliency" else -(-args.max_points // args.points_per_step),
         }
-        print(f"{attack:>10}: {ms:.1f} ms / image = {ms / train_ms:.2f} training epochs' worth per image "
+        print(f"{attack:>10}: {ms:.1f} ms / image: the centre pass costs {ms / train_ms:.2f} training epochs "
               f"({100 * ms / (train_ms * args.epochs):.1f} % of a {args.epochs}-epoch generation); "
               f"{float(perturbed.mean()):.1f} pixels perturbed", flush=True)
     print(f"training step: {train_ms:.1f} ms / image", flush=True)

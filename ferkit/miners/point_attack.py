@@ -6,11 +6,14 @@ region there gives a harder training sample. This module implements that locator
 
 * ``attack="l0_greedy"`` (default): a greedy point-wise L0 attack. At each round, the gradient of the teacher's
   cross-entropy on the given label ranks the pixels that are not yet perturbed by saliency
-  ``sum_c |grad_c * (target_c - x_c)|`` (how much pushing the pixel to the extreme that raises the loss would
-  change it, to first order); the ``points_per_step`` best of them are set to that extreme. Rounds stop for an
-  image once the teacher's prediction flips away from the label, and for all at ``max_points``.
+  ``sum_c grad_c * (target_c - x_c)``, where ``target`` is the extreme (the image's per-channel min or max) that
+  the gradient's sign points at: the loss increase, to first order, of pushing the pixel there. The
+  ``points_per_step`` best pixels are set to that extreme. Rounds stop for an image once the teacher's prediction
+  flips away from the label (every image gets at least one round), and for all at ``max_points``; later rounds
+  differentiate only the images still attacked, so the cost follows the rounds actually used.
 * ``attack="saliency"``: one backward pass; the ``max_points`` most salient pixels, without the iterative attack.
-  Cheaper (one gradient instead of up to ``max_points / points_per_step``) and usually less sparse-faithful.
+  Cheaper (one gradient instead of up to ``max_points / points_per_step``), but it does not look at whether
+  the decision actually flips.
 
 The binary map of perturbed pixels is then box-filtered with a ``window`` (stride ``stride``) and the centre of the
 densest window is the informative position (the density rule). Ties between windows are broken by the summed
