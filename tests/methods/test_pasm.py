@@ -125,3 +125,21 @@ def test_generations_resume_after_a_kill(tmp_path, monkeypatch, synthetic_data_a
     assert len(load_centres(out / "centres_gen_1.pt")["centres"]) == 32
     with pytest.raises(SystemExit, match="holds a run of"):
         run_generations("pasm_synthetic", 1, out, overrides[:-1])
+
+
+@pytest.mark.slow
+def test_random_position_control_needs_no_centres(tmp_path, monkeypatch, synthetic_data_args, one_thread) -> None:
+    from ferkit.commands.pasm import run_generations
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
+                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.max_epochs=1",
+                 "--model.init_args.random_centres=true"]
+    summary = run_generations("pasm_synthetic", 1, tmp_path / "control", overrides, test=False)
+    g0, g1 = summary["generations"]["0"], summary["generations"]["1"]
+    assert g1["centres"] is None and not list((tmp_path / "control").glob("centres_*"))
+    assert g1["teacher"] == g0["checkpoint"]
+    hp0 = torch.load(g0["checkpoint"], map_location="cpu", weights_only=False)["hyper_parameters"]
+    hp1 = torch.load(g1["checkpoint"], map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hp0["random_centres"] is False and hp0["teacher_ckpt"] is None  # generation 0 is plain CE
+    assert hp1["random_centres"] is True and hp1["teacher_ckpt"] == g0["checkpoint"]
