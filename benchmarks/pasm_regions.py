@@ -64,7 +64,13 @@ def main() -> None:
         marks[i] = c + square
     view.landmarks = marks
     sheet = contact_sheet(view, per_class=6, upscale=3, rows=rows)
-    save_rgb(args.out, sheet)
+    try:  # a 128-colour palette keeps the committed figure small (about 80 KiB instead of 1 MiB)
+        from PIL import Image
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
+    except ImportError:
+        save_rgb(args.out, sheet)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KiB)")
 
 
