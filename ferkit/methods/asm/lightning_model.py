@@ -262,7 +262,7 @@ class ASMClassifier(FERModule):
             return None
         # under DDP a rank's Tri-Regularization value is its share times the world size: the mean is the global loss
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=is_distributed())
-        self.log("train/acc", (((z1 + z2) * 0.5).argmax(1) == y).float().mean(), prog_bar=True, batch_size=bs)
+        self.log_train_accuracy((z1 + z2) * 0.5, batch)
         if parts is not None:
             for name, value in parts.terms.items():
                 self.log(f"train/loss_{name}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
