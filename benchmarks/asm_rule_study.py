@@ -18,7 +18,7 @@ set of probabilities, which no training run does.
 Nothing is trained: the point is to see, before a long run, whether a rule's split is usable (a non-empty clean
 subset that is purer than the training set, a noisy subset that is richer in flipped labels than the flip rate).
 
-``--smoke`` trains ``asm_synthetic`` for one epoch on 64 synthetic faces (30 % flipped labels) and studies that
+``--smoke`` trains ``asm_synthetic`` for one epoch on 48 synthetic faces (30 % flipped labels) and studies that
 checkpoint (seconds; no real data; results in a temporary folder or ``--output``).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ RULES = {
     "man (argmax agreement)": ("man", {}),
 }
 
-SMOKE_ARGS = ["--config", "asm_synthetic", "--data.dataset.init_args.num_train=64", "--data.dataset.init_args.num_val=16",
+SMOKE_ARGS = ["--config", "asm_synthetic", "--data.dataset.init_args.num_train=48", "--data.dataset.init_args.num_val=16",
               "--data.dataset.init_args.num_test=16", "--data.dataset.init_args.image_size=32", "--data.img_size=32",
               "--data.batch_size=16", "--data.eval_batch_size=32", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
               "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
