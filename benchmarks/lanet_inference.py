@@ -83,7 +83,7 @@ def compare(case: dict, rounds: int, device: str) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--output", default=None,
                    help="result file (default: benchmarks/results/lanet_inference.json; --smoke: a temporary folder)")
     p.add_argument("--smoke", action="store_true", help="one tiny case (32 px gray, batch 2), 3 rounds: checks the script runs")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     output = result_path(args.output, "lanet_inference", args.smoke)
     import torch
 
@@ -113,14 +113,16 @@ def main() -> None:
         results.append(res)
         print(f"{res['name']}: exported {res['exported_ms']} ms, plain {res['plain_ms']} ms, ratio {res['ratio_median']} "
               f"(IQR {res['ratio_iqr']}), LA-Net training forward {res['lanet_forward_train_ms']} ms", flush=True)
-    write_results(output, {
+    record = {
         "benchmark": "inference time of the exported LA-Net model / plain FERNet of the same depth (paired, interleaved)",
-        "command": "python " + " ".join(sys.argv),
+        "command": "python benchmarks/lanet_inference.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "smoke": args.smoke,
         "settings": {"device": args.device, "threads": args.threads, "rounds": args.rounds},
         "environment": environment(),
         "cases": results,
-    })
+    }
+    write_results(output, record)
+    return record
 
 
 if __name__ == "__main__":
