@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"R {scores['noisy_recall']:.3f}")
     record = {"benchmark": "ASM mining rules applied to the same judged probabilities of one checkpoint",
               "command": "python benchmarks/asm_rule_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "smoke": args.smoke, "checkpoint": str(args.ckpt), "checkpoint_epoch": int(ckpt.get("epoch", -1)) + 1,
+              "smoke": args.smoke, "checkpoint": str(args.ckpt), "checkpoint_global_step": int(ckpt.get("global_step", -1)),
               "config": args.config or "(stored in the checkpoint)", "train_samples": len(ds),
               "flip_rate": float(flipped.float().mean()),
               "confidence_auroc": auroc, "confidence_quantiles": quant, "rules": out, "environment": environment()}

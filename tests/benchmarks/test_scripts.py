@@ -130,7 +130,7 @@ def test_asm_rule_study_smoke(smoke) -> None:
     rules = _script("asm_rule_study")["RULES"]
     assert list(r["rules"]) == list(rules)
     n = r["train_samples"]
-    assert n == 48 and r["checkpoint_epoch"] == 1
+    assert n == 48 and r["checkpoint_global_step"] == 3  # one epoch of 48 faces in batches of 16
     assert 0 < r["flip_rate"] < 1  # asm_synthetic flips 30 % of the labels
     for name, rule in r["rules"].items():
         counts = rule["counts"]
@@ -142,7 +142,7 @@ def test_asm_rule_study_smoke(smoke) -> None:
         if counts["noisy"] == n:  # every sample called noisy: it finds every flipped label
             assert det["noisy_recall"] == 1.0
     # the fixed rule uses the base thresholds themselves
-    assert set(r["rules"]["fixed (T_c=0.8, T_n=0.2)"]["t_clean"].values()) == {0.8}
+    assert list(r["rules"]["fixed (T_c=0.8, T_n=0.2)"]["t_clean"].values()) == pytest.approx([0.8] * 7)
     assert r["rules"]["man (argmax agreement)"]["miner"] == "man"
 
 
