@@ -252,7 +252,7 @@ class DatasetCondensation:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            return float(loss)
+            return float(loss.detach())
         params = [p for p in net.parameters()]
         loss = syn.new_zeros(())
         for c in range(num_classes):
@@ -267,7 +267,7 @@ class DatasetCondensation:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        total = float(loss)
+        total = float(loss.detach())
         # a few network steps on the synthetic set, so later matchings happen further along training
         net_opt = torch.optim.SGD(net.parameters(), lr=self.net_lr)
         for _ in range(self.net_steps):

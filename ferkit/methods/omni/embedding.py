@@ -97,8 +97,8 @@ def embed_pool(module: torch.nn.Module, dataset: Dataset, folder: str | Path, nu
     Under DDP every rank must call this function (the store is created by the first rank to arrive; its shape is
     checked by the others).
     """
+    dim = feature_size(module)   # builds a lazily built network first, so that eval() reaches it
     module.eval()
-    dim = feature_size(module)
     folder = Path(folder)
     if trainer is None or trainer.is_global_zero:
         EmbeddingStore.create(folder, len(dataset), dim, num_classes, ids=ids)  # type: ignore[arg-type]
@@ -118,7 +118,7 @@ def embed_pool(module: torch.nn.Module, dataset: Dataset, folder: str | Path, nu
     writer = EmbeddingWriter(folder)
     trainer.callbacks.append(writer)
     try:
-        trainer.predict(PoolEmbedder(module), dataloaders=loader, return_predictions=False)
+        trainer.predict(PoolEmbedder(module).eval(), dataloaders=loader, return_predictions=False)
     finally:
         trainer.callbacks.remove(writer)
     return EmbeddingStore(folder, mode="r")
