@@ -116,6 +116,7 @@ class OmniClassifier(FERModule):
         ckpt = path.with_suffix(".state.pt")
         condensed = self.condensation.run(ds, labels, self.class_names, checkpoint=ckpt)  # type: ignore[union-attr]
         condensed.save(path)
+        ckpt.unlink(missing_ok=True)  # the finished file replaces the resume state
         log.info("wrote the distilled set %s (%s)", path, condensed.info)
 
     def on_fit_start(self) -> None:
