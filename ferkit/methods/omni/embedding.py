@@ -10,6 +10,8 @@ Rows already written are skipped on a second run (:func:`embed_pool`), so an int
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +91,29 @@ class EmbeddingWriter(BasePredictionWriter):
 
 def embed_pool(module: torch.nn.Module, dataset: Dataset, folder: str | Path, num_classes: int,
                trainer: L.Trainer | None = None, batch_size: int = 256, num_workers: int = 0,
-               ids: list[str] | None = None) -> EmbeddingStore:
+               ids: list[str] | None = None, wait_s: float = 600.0) -> EmbeddingStore:
     """Embed ``dataset`` (items ``{"image", "index"}``, in the evaluation transform) into the store at ``folder``.
 
     Creates the store (or reopens it), predicts only the rows not yet written, and returns the store. ``trainer``
     defaults to a one-process CPU trainer with a progress bar; pass one with ``strategy="ddp"`` to shard the pool.
-    Under DDP every rank must call this function (the store is created by the first rank to arrive; its shape is
-    checked by the others).
+    Under DDP every process calls this function: rank 0 creates (or reopens) the store, the others wait up to
+    ``wait_s`` seconds for it. The folder must be on a file system that every process sees.
     """
     dim = feature_size(module)   # builds a lazily built network first, so that eval() reaches it
     module.eval()
     folder = Path(folder)
-    if trainer is None or trainer.is_global_zero:
+    # the process group may not exist yet (Lightning launches the other processes inside predict), so the rank
+    # comes from the launcher's environment, and the other ranks wait for rank 0's store to appear
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    if rank == 0:
         EmbeddingStore.create(folder, len(dataset), dim, num_classes, ids=ids)  # type: ignore[arg-type]
-    if trainer is not None:
-        trainer.strategy.barrier("omni-embed-create")
+    else:
+        deadline = time.monotonic() + wait_s
+        while not (folder / "meta.json").is_file():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {rank}: {folder}/meta.json did not appear within {wait_s} s; is {folder} on "
+                                   "a file system every process sees?")
+            time.sleep(0.2)
     store = EmbeddingStore(folder, mode="r")
     todo = store.missing()
     if todo.size == 0:
