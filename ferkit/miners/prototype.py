@@ -184,7 +184,8 @@ class PrototypeMiner(nn.Module):
         if features.ndim != 2 or features.shape[1] != self.prototypes.shape[1]:
             raise ValueError(f"PrototypeMiner: pool features must be [B, {self.prototypes.shape[1]}] (the labelled "
                              f"features' size), got {tuple(features.shape)}")
-        cos = F.normalize(features.to(self.prototypes), dim=1) @ self.prototypes.T
+        f = features.to(self.prototypes)   # float64: exact enough that chunking never changes a decision
+        cos = (f @ self.prototypes.T) / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         top = cos.topk(2, dim=1)
         return top.indices[:, 0], top.values[:, 0], top.values[:, 0] - top.values[:, 1]
 
