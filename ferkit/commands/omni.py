@@ -15,7 +15,7 @@
 training set, whose hidden labels then give mining precision / recall).
 
 Resuming: ``embed`` writes only rows not yet written; ``mine`` reuses the prototypes saved beside the store for the
-same checkpoint; ``distill`` continues from ``<out>.state.pt``. ``embed --exclude id,pixels`` leaves out pool images
+same checkpoint; ``distill`` continues from ``<out>.state.pt`` and also writes a contact sheet ``<out>.png``. ``embed --exclude id,pixels`` leaves out pool images
 that also appear in the data's validation / test splits (by id and / or by pixel hash).
 """
 from __future__ import annotations
@@ -34,9 +34,11 @@ from tqdm.auto import tqdm
 from ferkit.commands.lightning_cli import build_cli
 from ferkit.data.base import FERDataset, SubsetFER
 from ferkit.data.datamodule import FERDataModule
+from ferkit.data.distilled import DistilledImages
 from ferkit.data.folder import UnlabelledImageFolder
 from ferkit.data.manifest import ManifestDataset, ManifestRow, overlap_mask, read_manifest, write_manifest
 from ferkit.data.omni import OmniSource
+from ferkit.data.visual import contact_sheet, save_rgb
 from ferkit.export import load_module
 from ferkit.methods.omni import CondensedSet, DatasetCondensation, embed_pool, labelled_features
 from ferkit.miners.prototype import PrototypeMiner
@@ -259,7 +261,11 @@ def distill(args: argparse.Namespace, config_args: Sequence[str]) -> CondensedSe
         condensed = dc.run(ds, np.asarray(ds.labels), dm.class_names, checkpoint=state, progress=bar.update)
     condensed.save(out)
     state.unlink(missing_ok=True)
-    print(f"[ferkit] wrote {out}: {tuple(condensed.images.shape)} in {condensed.info['seconds']} s")
+    sheet = out.with_suffix(".png")
+    view = DistilledImages(condensed.images, condensed.labels, condensed.class_names, transform.mean.tolist(),
+                           transform.std.tolist())
+    save_rgb(sheet, contact_sheet(view, per_class=min(condensed.ipc, 10), upscale=2, draw_landmarks=False))
+    print(f"[ferkit] wrote {out}: {tuple(condensed.images.shape)} in {condensed.info['seconds']} s; contact sheet {sheet}")
     return condensed
 
 

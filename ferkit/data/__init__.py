@@ -5,6 +5,7 @@ from ferkit.data.base import FERDataset, SubsetFER
 from ferkit.data.datamodule import FERDataModule, check_data
 from ferkit.data.manifest import ManifestDataset, overlap_mask, pixel_hash, read_manifest, write_manifest
 from ferkit.data.omni import OmniSource, OmniTrainSet
+from ferkit.data.distilled import DistilledImages
 from ferkit.data.noise import (DEFAULT_CLASS_MAPPING, apply_label_noise, class_dependent_noise, load_noisy_labels,
                                save_noisy_labels, symmetric_noise)
 from ferkit.data.progressive_sampler import ProgressivelyBalancedSampler
@@ -23,5 +24,5 @@ __all__ = [
     "SamplerFactory", "ShuffleSampler", "SubsetFER", "SyntheticFaces", "SyntheticSource", "apply_label_noise", "available_sources",
     "canonical_name", "check_data", "class_dependent_noise", "contact_sheet", "load_noisy_labels",
     "save_noisy_labels", "symmetric_noise",
-    "ManifestDataset", "OmniSource", "OmniTrainSet", "overlap_mask", "pixel_hash", "read_manifest", "write_manifest",
+    "DistilledImages", "ManifestDataset", "OmniSource", "OmniTrainSet", "overlap_mask", "pixel_hash", "read_manifest", "write_manifest",
 ]

@@ -66,6 +66,7 @@ def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_da
     got = CondensedSet.load(distilled)
     assert got.class_names == list(summary["per_class"]) and got.images.shape[1:] == (3, IMG, IMG)
     assert torch.isfinite(got.images).all() and got.labels.tolist() == list(range(7))
+    assert cv2.imread(str(tmp_path / "distilled.png")).shape[0] > 7 * IMG   # the contact sheet, a row per class
     main(distill)   # done already: the file is kept, not distilled again
     assert torch.equal(CondensedSet.load(distilled).images, got.images)
     # a distilled set for the training module: OmniClassifier reads it at fit start
