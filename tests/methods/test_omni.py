@@ -235,3 +235,13 @@ def test_omni_classifier_weights_sources_and_keeps_distilled_in_state(one_thread
     assert "condensation" not in module.hparams
     with pytest.raises(ValueError, match="differ from the model"):
         module.set_distilled(CondensedSet(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]), ["a", "b"]))
+
+
+def test_condensation_leaves_the_global_random_state_alone():
+    data, labels = _tiny_set()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    DatasetCondensation(method="distribution_matching", ipc=1, iterations=1, batch_real=4, width=8, depth=2).run(
+        data, labels, ["a", "b", "c"])
+    assert torch.equal(torch.rand(3), expected)

@@ -178,7 +178,13 @@ class DatasetCondensation:
             checkpoint: str | Path | None = None, progress: Callable[[int], None] | None = None) -> CondensedSet:
         """Distil ``dataset`` (items ``{"image": [ch, H, W] tensor, ...}`` or ``(image, label)``) whose labels are
         ``labels`` into a :class:`CondensedSet`. With ``checkpoint``, resume from it when it exists and save to it.
-        ``progress`` is called with 1 after each iteration."""
+        ``progress`` is called with 1 after each iteration. The global random state is left as it was."""
+        devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._run(dataset, labels, class_names, checkpoint, progress)
+
+    def _run(self, dataset: Any, labels: Sequence[int] | np.ndarray | torch.Tensor, class_names: Sequence[str],
+             checkpoint: str | Path | None, progress: Callable[[int], None] | None) -> CondensedSet:
         labels = np.asarray(torch.as_tensor(labels).cpu().numpy()).astype(np.int64)
         num_classes = len(class_names)
         if len(labels) != len(dataset):

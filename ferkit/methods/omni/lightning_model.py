@@ -65,8 +65,9 @@ class OmniClassifier(FERModule):
         nan_policy: Literal["raise", "skip"] = "raise",
         output_dir: str | None = None,
     ) -> None:
-        super().__init__(net, num_classes, class_names, in_chans, img_size, optimizer, scheduler, label_smoothing,
-                         nan_policy, output_dir)
+        super().__init__(net=net, num_classes=num_classes, class_names=class_names, in_chans=in_chans,
+                         img_size=img_size, optimizer=optimizer, scheduler=scheduler, label_smoothing=label_smoothing,
+                         nan_policy=nan_policy, output_dir=output_dir)
         if distilled_weight < 0 or mined_weight < 0:
             raise ValueError(f"OmniClassifier: distilled_weight and mined_weight must be >= 0, got {distilled_weight}, "
                              f"{mined_weight}")
