@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks
+from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks, omni
 from ferkit.commands.lightning_cli import SUBCOMMANDS, FerkitCLI, build_cli
 
 __all__ = ["main", "build_cli", "FerkitCLI", "COMMANDS"]
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "landmarks": ("extract, summarise or draw landmark caches", landmarks.main),
     "export": ("export a checkpoint's inference network (TorchScript or state dict)", export_model.main),
     "data": ("data check --config ...: read every file once and list all bad ones", data_check.main),
+    "omni": ("omni embed | mine | distill: Omni's offline steps on your own pool", omni.main),
 }
 assert set(SUBCOMMANDS) <= set(COMMANDS)
 

@@ -3,6 +3,9 @@ from ferkit.core.errors import DataError
 from ferkit.core.labels import BASIC7, BASIC8, CANONICAL_CLASSES, LabelSpace, canonical_name
 from ferkit.data.base import FERDataset, SubsetFER
 from ferkit.data.datamodule import FERDataModule, check_data
+from ferkit.data.manifest import ManifestDataset, overlap_mask, pixel_hash, read_manifest, write_manifest
+from ferkit.data.omni import OmniSource, OmniTrainSet
+from ferkit.data.distilled import DistilledImages
 from ferkit.data.noise import (DEFAULT_CLASS_MAPPING, apply_label_noise, class_dependent_noise, load_noisy_labels,
                                save_noisy_labels, symmetric_noise)
 from ferkit.data.progressive_sampler import ProgressivelyBalancedSampler
@@ -21,4 +24,5 @@ __all__ = [
     "SamplerFactory", "ShuffleSampler", "SubsetFER", "SyntheticFaces", "SyntheticSource", "apply_label_noise", "available_sources",
     "canonical_name", "check_data", "class_dependent_noise", "contact_sheet", "load_noisy_labels",
     "save_noisy_labels", "symmetric_noise",
+    "DistilledImages", "ManifestDataset", "OmniSource", "OmniTrainSet", "overlap_mask", "pixel_hash", "read_manifest", "write_manifest",
 ]
