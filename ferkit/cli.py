@@ -8,6 +8,7 @@
 * ``ferkit landmarks extract|summary|draw`` -- landmark caches.
 * ``ferkit export`` -- a checkpoint's inference network as TorchScript or a state-dict bundle.
 * ``ferkit data check --config ...`` -- read every file of the dataset once and list the bad ones.
+* ``ferkit omni embed|mine|distill`` -- Omni's offline steps on your own pool of faces (each resumable).
 
 This module routes to the commands; the commands never import it.
 """
