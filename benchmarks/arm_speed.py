@@ -13,6 +13,9 @@ Run (heavy: take the shared lock so runs do not overlap)::
 At 112 px ResNet-18's map is 4x4; the default ARM configuration (shuffle 16, kernel 32, stride 8, the official
 geometry) arranges it to 2 x 64 x 64 and gives a 5x5 = 25-d feature. Change it with --arm-shuffle/--arm-kernel/
 --arm-stride. Writes ``benchmarks/results/arm_speed.json``.
+
+``--smoke`` (batch 2, 2 repetitions, no warm-up; seconds) checks that the script runs and writes to a temporary
+folder (or ``--output``), never over the committed result.
 """
 from __future__ import annotations
 
@@ -29,11 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import result_path  # noqa: E402
 
-from ferkit.models import FERNet  # noqa: E402
+from ferkit.models import FERNet, FERNetConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,8 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arm-stride", type=int, default=8)
     p.add_argument("--arm-affinity", default="ema", choices=["ema", "batch", "none"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "arm_speed.json")
-    return p.parse_args(argv)
+    p.add_argument("--output", "--out", dest="output", default=None,
+                   help="result file (default: benchmarks/results/arm_speed.json; with --smoke a temporary folder)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (batch 2, 2 repetitions): checks the script runs")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batch_size, args.repeats, args.warmup, args.threads = 2, 2, 0, 1
+    args.out = result_path(args.output, "arm_speed", args.smoke)
+    return args
 
 
 def cpu_model() -> str:
@@ -67,12 +75,12 @@ def cpu_model() -> str:
 
 def build(args: argparse.Namespace, pool: str) -> FERNet:
     torch.manual_seed(args.seed)  # same backbone initialisation for both models
-    kwargs = {}
+    kwargs = None
     if pool == "arm":
         kwargs = {"shuffle": args.arm_shuffle, "kernel_size": args.arm_kernel, "stride": args.arm_stride,
                   "affinity": args.arm_affinity}
-    return FERNet(backbone=args.backbone, pool=pool, num_classes=args.num_classes, in_chans=args.in_chans,
-                  img_size=args.img_size, pool_kwargs=kwargs)
+    net = FERNetConfig(backbone=args.backbone, pool=pool, pool_kwargs=kwargs)
+    return net.build(num_classes=args.num_classes, in_chans=args.in_chans, img_size=args.img_size)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "timm": __import__("timm").__version__},
         "hardware": {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "loadavg_1min_before": round(load_before[0], 2), "loadavg_1min_after": round(load_after[0], 2)},
+        "smoke": args.smoke,
         "settings": {"backbone": args.backbone, "pretrained": None, "batch_size": args.batch_size,
                      "img_size": args.img_size, "in_chans": args.in_chans, "num_classes": args.num_classes,
                      "repeats": args.repeats, "warmup": args.warmup, "optimizer": "Adam(lr=1e-3, wd=1e-4)",

@@ -1,4 +1,8 @@
-"""Shared helpers for benchmark scripts: environment record and result files."""
+"""Shared helpers of the stand-alone benchmark scripts: the environment record, result files and ``--smoke`` paths.
+
+The scripts here measure speed, landmarks and mining analyses that are not (config, seed) training runs; the
+accuracy benchmarks go through the harness (``python -m benchmarks run <suite>``).
+"""
 from __future__ import annotations
 
 import json
@@ -6,11 +10,23 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+#: the committed result files; a ``--smoke`` run never writes here
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def shared_data_root() -> Path:
+    """Where the real datasets live: ``$FERKIT_SHARED_DATA``, else ``<repo>/../shared/data``."""
+    env = os.environ.get("FERKIT_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
 
 def environment() -> dict:
+    """Versions, CPU / GPU, thread count, git commit and date: what a timing depends on."""
     import lightning
     import numpy
     import timm
@@ -33,77 +49,33 @@ def environment() -> dict:
         "python": sys.version.split()[0], "torch": torch.__version__, "lightning": lightning.__version__,
         "timm": timm.__version__, "numpy": numpy.__version__, "platform": platform.platform(), "cpu": cpu,
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
-def write_results(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {path}")
+def smoke_dir() -> Path:
+    """The folder of ``--smoke`` outputs when no ``--output`` is given (outside the repository)."""
+    return Path(tempfile.gettempdir()) / "ferkit_benchmark_smoke"
+
+
+def result_path(output: str | os.PathLike | None, name: str, smoke: bool) -> Path:
+    """Where a script writes its result: ``--output`` if given, else ``benchmarks/results/<name>.json``, or, for a
+    ``--smoke`` run, a temporary folder. A smoke run refuses to write over a committed result."""
+    if output is None:
+        return smoke_dir() / f"{name}.json" if smoke else RESULTS / f"{name}.json"
+    path = Path(output).expanduser().resolve()
+    if smoke and path.is_relative_to(RESULTS.resolve()):
+        raise SystemExit(f"--smoke writes tiny, meaningless numbers: --output {output} is inside {RESULTS}, whose files "
+                         "are the committed measurements; pass a path outside it (or leave --output out)")
     return path
 
 
-def val_history(log_dir: str | Path) -> list[dict]:
-    """Per-epoch validation accuracy (%) from a CSVLogger's ``metrics.csv`` (1-based epochs)."""
-    import csv
-
-    path = Path(log_dir) / "metrics.csv"
-    out = []
-    if path.exists():
-        for row in csv.DictReader(path.open()):
-            if row.get("val/acc"):
-                rec = {"epoch": int(row["epoch"]) + 1, "val_acc": round(100 * float(row["val/acc"]), 2)}
-                if row.get("val/mean_class_acc"):
-                    rec["val_mean_class_acc"] = round(100 * float(row["val/mean_class_acc"]), 2)
-                out.append(rec)
-    return out
-
-
-def checkpoint_paths(trainer) -> dict[str, str]:
-    """``{"best": ..., "last": ...}`` over all of the trainer's ModelCheckpoint callbacks.
-
-    The configs keep two: a monitored one (the best epoch) and an unmonitored one whose ``last.ckpt`` is rewritten every
-    epoch (a monitored callback only rewrites it when the metric improves). Read them before testing: testing a checkpoint
-    restores the callback state saved in it.
-    """
-    best = last = ""
-    for cb in trainer.checkpoint_callbacks:
-        if cb.monitor and cb.best_model_path and not best:
-            best = cb.best_model_path
-        if cb.last_model_path:
-            last = cb.last_model_path
-    return {"best": best or last, "last": last or best}
-
-
-def test_record(model) -> dict:
-    """The test accuracy (%) a ferkit classifier recorded in ``last_results`` after ``trainer.test``."""
-    r = model.last_results["test"]
-    return {"acc": round(100 * float(r["acc"]), 2), "mean_class_acc": round(100 * float(r["mean_class_acc"]), 2),
-            "num_samples": int(r["num_samples"])}
-
-
-def add_ferplus_args(parser, result: str, runs_dir: str) -> None:
-    """The arguments every FER+ benchmark takes: data root, device and threads, seed, progress bar, and where the runs
-    (``runs/<runs_dir>``) and the result file (``benchmarks/results/<result>.json``) go."""
-    repo = Path(__file__).resolve().parents[1]
-    parser.add_argument("--root", default=str(repo.parent / "shared/data/fer2013"),
-                        help="the folder with fer2013.csv(.gz) and fer2013new.csv")
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--out-root", default=str(repo / "runs" / runs_dir))
-    parser.add_argument("--output", default=str(repo / "benchmarks" / "results" / f"{result}.json"))
-
-
-def start_ferplus(args) -> None:
-    """Stop with a clear message when the FER+ files are missing; set the CPU thread count."""
-    if not Path(args.root).exists():
-        sys.exit(f"FER+ data not found at {args.root}: pass --root (the folder with fer2013.csv(.gz) and fer2013new.csv)")
-    import torch
-
-    if args.accelerator == "cpu":
-        torch.set_num_threads(args.threads)
+def write_results(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON (creating the folder) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -8,6 +8,9 @@ confusion matrix). It also writes the contact sheet ``docs/img/synthetic_faces.p
 Run (about 3-4 minutes on 2 cores)::
 
     flock /tmp/ferkit_heavy.lock python benchmarks/synthetic_difficulty.py
+
+``--smoke`` (96 training and 48 test faces at 32 px, one epoch; seconds) checks that the script runs; it writes to
+a temporary folder (or ``--output``) and draws no contact sheet unless ``--sheet`` is given.
 """
 from __future__ import annotations
 
@@ -25,15 +28,17 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import ferkit
-from ferkit.data.synthetic import SyntheticFaces, contact_sheet
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, result_path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+import ferkit  # noqa: E402
+from ferkit.data.synthetic import SyntheticFaces  # noqa: E402
+from ferkit.data.visual import contact_sheet, save_rgb  # noqa: E402
 
 
 def generation_speed(num_images: int = 2000, image_size: int = 64) -> float:
     """Images per second rendered by one process (single-threaded numpy/cv2)."""
-    ds = SyntheticFaces(num_images, split="val", image_size=image_size, seed=123)
+    ds = SyntheticFaces(max(num_images, 1), split="val", image_size=image_size, seed=123)
     ds.load_image(0)  # warm-up (noise bank, caches)
     start = time.perf_counter()
     for i in range(num_images):
@@ -45,8 +50,7 @@ def write_contact_sheet(path: Path, **common) -> None:
     """Four faces per class (8 classes), each plain and with its landmarks."""
     sheet_ds = SyntheticFaces(400, split="val", **{**common, "num_classes": 8})
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet = contact_sheet(sheet_ds, per_class=4, upscale=3, draw_landmarks="both")
-    cv2.imwrite(str(path), sheet[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    save_rgb(path, contact_sheet(sheet_ds, per_class=4, upscale=3, draw_landmarks="both"))
 
 
 def to_tensor(ds: SyntheticFaces) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +85,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ambiguity", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/synthetic_difficulty.json")
-    ap.add_argument("--sheet", type=Path, default=ROOT / "docs/img/synthetic_faces.png",
-                    help="contact sheet to write ('' to skip)")
+    ap.add_argument("--output", "--out", dest="output", default=None,
+                    help="result file (default: benchmarks/results/synthetic_difficulty.json; --smoke: a temporary folder)")
+    ap.add_argument("--sheet", default=None,
+                    help="contact sheet to write ('' to skip; default docs/img/synthetic_faces.png, none with --smoke)")
     ap.add_argument("--sheet-only", action="store_true", help="write the contact sheet and exit")
+    ap.add_argument("--gen-images", type=int, default=2000, help="images rendered to measure the generation speed")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): checks that the script runs")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.train, args.test, args.epochs, args.batch_size, args.image_size = 96, 48, 1, 32, 32
+        args.gen_images, args.threads = 20, 1
+    if args.sheet is None:
+        args.sheet = "" if args.smoke else str(REPO / "docs/img/synthetic_faces.png")
+    args.sheet = Path(args.sheet) if args.sheet else ""
+    args.out = result_path(args.output, "synthetic_difficulty", args.smoke)
 
     common = dict(image_size=args.image_size, num_classes=args.num_classes, seed=args.seed,
                   difficulty=args.difficulty, ambiguity=args.ambiguity)
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
-    speed = generation_speed(image_size=args.image_size)
+    speed = generation_speed(args.gen_images, image_size=args.image_size)
     print(f"generation: {speed:.0f} images/s (one process)", flush=True)
     train = SyntheticFaces(args.train, split="train", **common)
     test = SyntheticFaces(args.test, split="test", **common)
@@ -156,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "opencv": cv2.__version__},
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": "cpu"},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "smoke": args.smoke,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
         "model": "timm resnet18, pretrained=False",
         "optimizer": "AdamW + OneCycleLR (pct_start 0.2), horizontal flip, per-channel standardisation",
         "generation_images_per_second": round(speed, 1),

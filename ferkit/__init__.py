@@ -79,6 +79,7 @@ _EXPORTS = {
     "LANetModel": "ferkit.methods",
     "OneCycle": "ferkit.methods",
     "LinearDecay": "ferkit.methods",
+    "OmniClassifier": "ferkit.methods", "DatasetCondensation": "ferkit.methods", "PrototypeMiner": "ferkit.miners", "EmbeddingStore": "ferkit.state.embedding_store", "OmniSource": "ferkit.data",  # Omni
     # export
     "export_inference_model": "ferkit.export",
     "save_inference_model": "ferkit.export",

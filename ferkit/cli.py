@@ -8,6 +8,7 @@
 * ``ferkit landmarks extract|summary|draw`` -- landmark caches.
 * ``ferkit export`` -- a checkpoint's inference network as TorchScript or a state-dict bundle.
 * ``ferkit data check --config ...`` -- read every file of the dataset once and list the bad ones.
+* ``ferkit omni embed|mine|distill`` -- Omni's offline steps on your own pool of faces (each resumable).
 
 This module routes to the commands; the commands never import it.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks, pasm
+from ferkit.commands import asm_report, data_check, demo, export_model, info, landmarks, omni, pasm
 from ferkit.commands.lightning_cli import SUBCOMMANDS, FerkitCLI, build_cli
 
 __all__ = ["main", "build_cli", "FerkitCLI", "COMMANDS"]
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "export": ("export a checkpoint's inference network (TorchScript or state dict)", export_model.main),
     "pasm": ("train PASM generations: a CE teacher, then students with located-region erasing + distillation", pasm.main),
     "data": ("data check --config ...: read every file once and list all bad ones", data_check.main),
+    "omni": ("omni embed | mine | distill: Omni's offline steps on your own pool", omni.main),
 }
 assert set(SUBCOMMANDS) <= set(COMMANDS)
 

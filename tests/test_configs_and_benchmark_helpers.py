@@ -1,11 +1,10 @@
 """Every packaged config parses and instantiates (model, data module, trainer; no training), keeps one checkpoint
-copy per role, and the benchmark helpers find the best and last checkpoints."""
+copy per role; the benchmark scripts' helpers choose result paths that a smoke run cannot write over."""
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -85,17 +84,22 @@ def _common():
     return mod
 
 
-def test_checkpoint_paths_reads_best_and_last_from_separate_callbacks(tmp_path: Path) -> None:
+def test_result_path_keeps_smoke_runs_away_from_the_committed_results(tmp_path: Path) -> None:
     common = _common()
-    best = SimpleNamespace(monitor="val/acc", best_model_path="b.ckpt", last_model_path="")
-    last = SimpleNamespace(monitor=None, best_model_path="epoch=4.ckpt", last_model_path="last.ckpt")
-    assert common.checkpoint_paths(SimpleNamespace(checkpoint_callbacks=[best, last])) == {"best": "b.ckpt", "last": "last.ckpt"}
-    # only an unmonitored callback: "best" falls back to the last checkpoint
-    assert common.checkpoint_paths(SimpleNamespace(checkpoint_callbacks=[last])) == {"best": "last.ckpt", "last": "last.ckpt"}
+    results = REPO / "benchmarks" / "results"
+    assert common.result_path(None, "arm_speed", smoke=False) == results / "arm_speed.json"
+    assert common.result_path(None, "arm_speed", smoke=True) == common.smoke_dir() / "arm_speed.json"
+    assert not common.smoke_dir().resolve().is_relative_to(REPO)
+    assert common.result_path(tmp_path / "r.json", "arm_speed", smoke=True) == (tmp_path / "r.json").resolve()
+    # an explicit path into the results folder is a real run's choice, refused for a smoke run
+    assert common.result_path(results / "x.json", "arm_speed", smoke=False) == (results / "x.json").resolve()
+    with pytest.raises(SystemExit, match="committed"):
+        common.result_path(results / "sub" / "x.json", "arm_speed", smoke=True)
 
 
-def test_val_history_reads_a_csv_logger_file(tmp_path: Path) -> None:
+def test_shared_data_root_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
     common = _common()
-    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/acc,val/mean_class_acc\n0,9,1.2,,\n0,9,,0.5,0.25\n1,19,,0.625,0.5\n")
-    assert common.val_history(tmp_path) == [{"epoch": 1, "val_acc": 50.0, "val_mean_class_acc": 25.0},
-                                            {"epoch": 2, "val_acc": 62.5, "val_mean_class_acc": 50.0}]
+    monkeypatch.setenv("FERKIT_SHARED_DATA", str(tmp_path))
+    assert common.shared_data_root() == tmp_path
+    monkeypatch.delenv("FERKIT_SHARED_DATA")
+    assert common.shared_data_root() == REPO.parent / "shared" / "data"

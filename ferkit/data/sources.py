@@ -179,14 +179,20 @@ class FERPlusSource(DatasetSource):
 
     Args:
         root: the folder holding ``fer2013.csv`` (or ``.gz``) and ``fer2013new.csv``, or ``fer2013.csv`` itself.
-        label_mode: ``"majority"`` (one label per image; images without a majority dropped) or ``"soft"``
-            (items also carry ``soft_label``, the FER+ vote distribution, and modules train on it).
+        label_mode: the training labels: ``"majority"`` (one label per image; images without a majority dropped)
+            or ``"soft"`` (items also carry ``soft_label``, the FER+ vote distribution, and modules train on it).
+        eval_label_mode: the labels of the validation and test splits, ``"majority"`` by default whatever
+            ``label_mode`` is, as the FER+ authors evaluate: so a soft-trained model is tested on the very images and
+            labels a majority-trained one is. Set ``"soft"`` to evaluate on the soft mode's images and argmax labels.
         num_classes: 8 (with contempt) or 7 (contempt images dropped).
         ferplus_csv: the votes file when it is not ``fer2013new.csv`` beside ``fer2013.csv``.
     """
 
     def __init__(self, root: str, label_mode: str = "majority", num_classes: int = 8,
-                 ferplus_csv: str | None = None) -> None:
+                 ferplus_csv: str | None = None, eval_label_mode: str = "majority") -> None:
+        if eval_label_mode not in ("majority", "soft"):
+            raise ValueError(f"FERPlusSource: eval_label_mode must be 'majority' or 'soft', got {eval_label_mode!r}")
+        self.eval_label_mode = eval_label_mode
         if label_mode not in ("majority", "soft"):
             raise ValueError(f"FERPlusSource: label_mode must be 'majority' or 'soft', got {label_mode!r} "
                              "(the former 'probability' and 'crossentropy' modes are both 'soft' now)")
@@ -202,8 +208,8 @@ class FERPlusSource(DatasetSource):
         self._check_split(split)
         csv = _find(self.root, FER2013_FILES, "FER2013 pixels for FER+")
         votes = Path(self.ferplus_csv) if self.ferplus_csv else csv.parent / "fer2013new.csv"
-        return FERPlus(csv, votes, split=split, label_mode=self.label_mode, num_classes=self.num_classes,
-                       transform=transform)
+        mode = self.label_mode if split == "train" else self.eval_label_mode
+        return FERPlus(csv, votes, split=split, label_mode=mode, num_classes=self.num_classes, transform=transform)
 
 
 class RAFDBSource(DatasetSource):

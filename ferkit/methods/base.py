@@ -17,11 +17,13 @@ import functools
 import inspect
 import json
 import logging
+import random
 import math
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -174,10 +176,28 @@ class FERModule(L.LightningModule):
         loss = self.classification_loss(logits, batch)
         if not self.check_finite(loss, batch):
             return None
-        bs = logits.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        self.log_train_accuracy(logits, batch)
         return loss
+
+    def log_train_accuracy(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Log ``train/acc`` against the given labels and, when the batch carries ``clean_label`` (synthetic or real
+        noise with a known truth), how far the network has memorised the wrong labels, as epoch means over the
+        flipped samples: ``memorisation/flipped_fit`` (predicted as the wrong given label) and
+        ``memorisation/flipped_clean`` (predicted as the true one). Rising ``flipped_fit`` is CE over-fitting noise."""
+        pred = logits.detach().argmax(1)
+        y = batch["label"]
+        self.log("train/acc", (pred == y).float().mean(), prog_bar=True, batch_size=logits.shape[0])
+        clean = batch.get("clean_label")
+        if clean is None:
+            return
+        flipped = (clean >= 0) & (clean != y)  # clean_label -1: no known truth for that sample
+        n = int(flipped.sum())
+        if n:
+            self.log("memorisation/flipped_fit", (pred[flipped] == y[flipped]).float().mean(), on_step=False,
+                     on_epoch=True, batch_size=n)
+            self.log("memorisation/flipped_clean", (pred[flipped] == clean[flipped]).float().mean(), on_step=False,
+                     on_epoch=True, batch_size=n)
 
     # -- evaluation ------------------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: FERMetrics, stage: str) -> None:
@@ -283,8 +303,19 @@ class FERModule(L.LightningModule):
         checkpoint["ferkit"] = {"version": ferkit.__version__, "class_names": self.class_names,
                                 "num_classes": self.hparams.num_classes, "model_class": type(self).__qualname__,
                                 "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
+        # the model-side random streams (dropout, random choices in a method): restored on resume, so a resumed
+        # run continues them exactly (the data side is seeded per epoch and needs nothing here)
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["ferkit_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),  # plain types:
+                                    "numpy": (name, keys.tolist(), pos, has_gauss, gauss)}  # weights_only loads
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("ferkit")
         if meta and meta.get("class_names") and list(meta["class_names"]) != self.class_names:
             raise ValueError(f"checkpoint was trained with classes {meta['class_names']} but this model has {self.class_names}")
+        rng = checkpoint.get("ferkit_rng")
+        if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])

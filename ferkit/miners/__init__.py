@@ -6,6 +6,7 @@ or per-sample weights, so it plugs into any loss (e.g. :class:`ferkit.losses.Tri
 from ferkit.miners.asm import ASMMiner
 from ferkit.miners.base import BaseMiner, check_probabilities
 from ferkit.miners.man import MANMiner
+from ferkit.miners.prototype import MinedSet, PrototypeMiner
 from ferkit.miners.split import AMBIGUOUS, CLEAN, NOISY, SUBSET_NAMES, UNKNOWN, SampleSplit, Subset, SubsetIndices
 from ferkit.miners.split import detection_scores
 
@@ -18,6 +19,8 @@ __all__ = [
     "ASMMiner",
     "BaseMiner",
     "MANMiner",
+    "MinedSet",
+    "PrototypeMiner",
     "MINERS",
     "MINING_RULES",
     "SampleSplit",

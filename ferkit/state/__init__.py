@@ -17,6 +17,7 @@ from ferkit.state.distributed import (
     get_world_size,
     is_distributed,
 )
+from ferkit.state.embedding_store import EmbeddingStore
 from ferkit.state.label_distribution_bank import LabelDistributionBank
 from ferkit.state.memory_bank import EMPTY_LABEL, MemoryBank
 from ferkit.state.split import SampleSplit, Subset, SubsetIndices
@@ -25,6 +26,7 @@ from ferkit.state.thresholds import ClassThresholds, ThresholdFn
 __all__ = [
     "EMPTY_LABEL",
     "ClassThresholds",
+    "EmbeddingStore",
     "LabelDistributionBank",
     "MemoryBank",
     "PerSampleBank",

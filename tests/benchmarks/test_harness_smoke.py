@@ -78,11 +78,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(runs) -> None:
     assert fit_log.count("--ckpt_path") == 1
 
 
-# Two uninterrupted runs of one seed are identical (issue 11 item 1). A resumed epoch is not yet: the training loader
-# shuffles with a seed drawn from the global torch RNG (fresh after a restart) and FERTransform's augmentation stream
-# runs on from the process start, so both must become functions of (seed, epoch) in ferkit.data. Remove this mark then.
-@pytest.mark.xfail(reason="resume needs the training shuffle and augmentation streams seeded per (seed, epoch) in "
-                   "ferkit.data; the harness side is tested by the other tests here", strict=False)
+# Two uninterrupted runs of one seed are identical (issue 11 item 1), and so is a run killed after an epoch and
+# resumed: the training order and every item's augmentation are functions of (seed, epoch, index) (ferkit.data).
 def test_a_resumed_run_reaches_the_same_metrics_as_an_uninterrupted_one(runs) -> None:
     straight, _ = runs["straight"]
     resumed, _ = runs["resumed"]

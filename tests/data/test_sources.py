@@ -131,3 +131,14 @@ def test_fer2013_without_header_quotes_at_most_80_characters(tmp_path):
         read_fer2013_csv(path)
     message = str(info.value)
     assert len(message) < 400 and "..." in message and "emotion,pixels,Usage" in message
+
+
+def test_ferplus_soft_training_is_evaluated_on_the_majority_images_and_labels(tmp_path):
+    root = str(_write_fake(tmp_path / "fer"))
+    soft, majority = FERPlusSource(root, label_mode="soft"), FERPlusSource(root)
+    assert soft.build("train").soft_labels is not None and majority.build("train").soft_labels is None
+    for split in ("val", "test"):
+        s, m = soft.build(split), majority.build(split)
+        assert s.soft_labels is None
+        assert list(s.ids) == list(m.ids) and s.labels.tolist() == m.labels.tolist()
+    assert FERPlusSource(root, label_mode="soft", eval_label_mode="soft").build("test").soft_labels is not None

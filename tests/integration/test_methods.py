@@ -19,6 +19,7 @@ METHODS = [
     pytest.param("asm_synthetic", ["--model.init_args.warmup_epochs=1"], id="asm"),
     pytest.param("pasm_synthetic", ["--model.init_args.random_centres=true"], id="pasm-random-erasing"),
     pytest.param("lanet_synthetic", ["--model.init_args.queue_size=32", "--model.init_args.lde_k=3"], id="lanet"),
+    pytest.param("omni_synthetic", ["--model.init_args.condensation.init_args.iterations=2"], id="omni"),
 ]
 # a per-epoch schedule, so that a resumed run may train longer than the first (a one-cycle plan may not)
 EPOCH_SCHEDULE = "--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.ExponentialLR, init_args: {gamma: 0.9}}"

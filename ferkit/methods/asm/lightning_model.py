@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from ferkit.losses.tri_regularization import TriRegularization
 from ferkit.methods.asm.torch_model import ASMModel
 from ferkit.methods.base import FERModule
-from ferkit.miners.asm import ASMMiner
+from ferkit.miners import ASMMiner, MANMiner
 from ferkit.miners.split import SUBSET_NAMES, SampleSplit, detection_scores
 from ferkit.models import FERNetConfig
 from ferkit.state.distributed import broadcast, is_distributed
@@ -109,9 +109,10 @@ class ASMClassifier(FERModule):
             raise ValueError(f"ASMClassifier: warmup_epochs must be >= 0, got {warmup_epochs}")
         super().__init__(net, optimizer=optimizer, scheduler=scheduler, **kwargs)
         h = self.hparams
-        self.miner = ASMMiner(h.num_classes, num_samples=num_train_samples or 0, num_networks=2, t_clean=t_clean,
-                              t_noisy=t_noisy, momentum=threshold_momentum, norm=threshold_norm,
-                              threshold_fn=_resolve_callable(threshold_fn), rule=rule)
+        miner_cls = MANMiner if rule == "man" else ASMMiner  # MAN: argmax agreement of the two networks
+        self.miner = miner_cls(h.num_classes, num_samples=num_train_samples or 0, num_networks=2, t_clean=t_clean,
+                               t_noisy=t_noisy, momentum=threshold_momentum, norm=threshold_norm,
+                               threshold_fn=_resolve_callable(threshold_fn))
         self.tri = TriRegularization(omega=omega, gamma=consistency_weight, lambda_max=lambda_max, beta=beta,
                                      ramp_end_frac=ramp_end_frac, label_smoothing=h.label_smoothing)
         # 1-based epoch whose training-forward statistics the miner's accumulator holds (train_forward)
@@ -262,7 +263,7 @@ class ASMClassifier(FERModule):
             return None
         # under DDP a rank's Tri-Regularization value is its share times the world size: the mean is the global loss
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=is_distributed())
-        self.log("train/acc", (((z1 + z2) * 0.5).argmax(1) == y).float().mean(), prog_bar=True, batch_size=bs)
+        self.log_train_accuracy((z1 + z2) * 0.5, batch)
         if parts is not None:
             for name, value in parts.terms.items():
                 self.log(f"train/loss_{name}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)

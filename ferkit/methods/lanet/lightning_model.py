@@ -172,7 +172,7 @@ class LANetClassifier(FERModule):
             if not self.check_finite(loss, batch):
                 return None
             self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-            self.log("train/acc", (logits.argmax(1) == y).float().mean(), batch_size=bs)
+            self.log_train_accuracy(logits, batch)
             return loss
         if self.key_model is not None:  # MoCo: advance the key encoder before computing this step's keys
             momentum_update(self.key_model, self.model, h.key_momentum)
@@ -203,7 +203,7 @@ class LANetClassifier(FERModule):
             logs["train/confident"] = (lde.target.detach().max(dim=1).values >= h.conf_thresh).float().mean()
         if not self.check_finite(loss, batch):
             return None
-        logs["train/acc"] = (logits.argmax(1) == y).float().mean()
+        self.log_train_accuracy(logits, batch)
         if lde is not None and "clean_label" in batch:  # synthetic noise: does the memory's argmax recover the clean label?
             logs["train/target_clean_acc"] = (lde.target.detach().argmax(1) == batch["clean_label"]).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)

@@ -1,0 +1,182 @@
+"""The stand-alone benchmark scripts (``benchmarks/*.py``) run on the current API: each one's ``--smoke`` mode runs in a
+subprocess and writes a result file with the keys and the consistent contents of a real run.
+
+The selected scripts start together (one session fixture) so that their start-up costs overlap; no test looks at a
+time. No smoke mode reads real data (the landmark script uses the synthetic faces' own landmarks), so nothing skips.
+"""
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
+           "asm_mining_overhead")
+
+pytestmark = pytest.mark.slow
+
+
+def _script(name: str) -> dict:
+    """A script's module namespace, loaded in this process (for its constants and its argument checks)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return runpy.run_path(str(BENCH / f"{name}.py"), run_name=f"ferkit_bench_{name}")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="session")
+def smoke(request, tmp_path_factory) -> dict:
+    """``name -> (returncode, output, result dict or None, work folder)`` of each selected script's ``--smoke`` run."""
+    selected = {item.name for item in request.session.items}
+    names = [n for n in SCRIPTS if f"test_{n}_smoke" in selected]
+    base = tmp_path_factory.mktemp("bench_smoke")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": str(base)}  # TMPDIR: the smoke caches stay here
+    procs = {}
+    for n in names:
+        work = base / n
+        work.mkdir()
+        cmd = [sys.executable, str(BENCH / f"{n}.py"), "--smoke", "--output", str(work / f"{n}.json")]
+        if n == "lanet_landmarks":
+            cmd += ["--png", str(work / "landmarks.png")]
+        procs[n] = (subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+                    work)
+    out = {}
+    for n, (proc, work) in procs.items():
+        try:
+            text, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        path = work / f"{n}.json"
+        out[n] = (proc.returncode, text, json.loads(path.read_text()) if path.is_file() else None, work)
+    return out
+
+
+def _result(smoke: dict, name: str) -> tuple[dict, Path]:
+    rc, text, result, work = smoke[name]
+    assert rc == 0, f"benchmarks/{name}.py --smoke failed (exit {rc}):\n{text[-4000:]}"
+    assert result is not None and result["smoke"] is True
+    return result, work
+
+
+def test_arm_speed_smoke(smoke) -> None:
+    r, _ = _result(smoke, "arm_speed")
+    s = r["settings"]
+    assert (s["batch_size"], s["repeats"], s["img_size"]) == (2, 2, 112)
+    # ResNet-18 at 112 px: a 512 x 4 x 4 map; shuffle 16 -> 2 x 64 x 64; kernel 32, stride 8 -> 5 x 5 = 25 features
+    assert s["feature_map"] == "512x4x4"
+    assert (s["arm"]["arranged"], s["arm"]["out_features"]) == ("2x64x64", 25)
+    assert r["params"]["arm"] != r["params"]["avg"]
+    for model in ("avg", "arm"):
+        for phase in ("train", "infer"):
+            raw = r["raw_s"][model][phase]
+            assert len(raw) == 2 and min(raw) > 0
+            assert r["min_s"][model][phase] == round(min(raw), 5)
+    for key in ("ratio_arm_over_avg", "ratio_arm_over_avg_min", "ratio_arm_over_avg_paired_median"):
+        assert set(r[key]) == {"train", "infer"}
+
+
+def test_synthetic_difficulty_smoke(smoke) -> None:
+    r, work = _result(smoke, "synthetic_difficulty")
+    assert [h["epoch"] for h in r["history"]] == [1]
+    cm = np.asarray(r["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == r["settings"]["test"] == 48
+    assert r["final_test_acc"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert r["final_test_acc"] == r["history"][-1]["test_acc"]
+    recall = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    assert list(r["per_class_recall"].values()) == pytest.approx(recall.round(4).tolist())
+    assert len(r["per_class_recall"]) == 7 and r["generation_images_per_second"] > 0
+    assert not list(work.glob("*.png"))  # no contact sheet unless asked for
+
+
+def test_lanet_inference_smoke(smoke) -> None:
+    r, _ = _result(smoke, "lanet_inference")
+    (case,) = r["cases"]
+    assert (case["img_size"], case["channels"], case["batch"]) == (32, 1, 2)
+    # the export is the plain FERNet of the same depth; the training network carries the landmark branch as well
+    assert case["same_architecture"] is True
+    assert case["params_exported"] == case["params_plain"] < case["params_lanet_training_network"]
+    assert case["ratio_iqr"][0] <= case["ratio_median"] <= case["ratio_iqr"][1]
+    assert r["environment"]["torch"]
+
+
+def test_lanet_landmarks_smoke(smoke) -> None:
+    r, work = _result(smoke, "lanet_landmarks")
+    # the synthetic faces carry exact landmarks: every one of the 24 + 8 + 8 faces has them
+    assert r["images"] == 40 and r["detector_found_face"] == 40
+    assert r["failed_no_landmarks"] == r["fallback_box"] == 0 and r["failure_rate"] == 0.0
+    assert {s: v["num_samples"] for s, v in r["splits"].items()} == {"train": 24, "val": 8, "test": 8}
+    for split in r["splits"].values():
+        assert split["synthetic"]["images"] == split["num_samples"] and split["synthetic"]["without_landmarks"] == 0
+    png = Path(r["png"])
+    assert png == work / "landmarks.png" and png.is_file()
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 48 * 4  # 8 faces at 4x scale, plus borders
+
+
+def test_asm_rule_study_smoke(smoke) -> None:
+    r, _ = _result(smoke, "asm_rule_study")
+    rules = _script("asm_rule_study")["RULES"]
+    assert list(r["rules"]) == list(rules)
+    n = r["train_samples"]
+    assert n == 48 and r["checkpoint_global_step"] == 3  # one epoch of 48 faces in batches of 16
+    assert 0 < r["flip_rate"] < 1  # asm_synthetic flips 30 % of the labels
+    for name, rule in r["rules"].items():
+        counts = rule["counts"]
+        assert sum(counts.values()) == n, name
+        for sub, total in counts.items():
+            assert sum(rule["counts_per_class"][sub].values()) == total
+        det = rule["detection"]
+        assert det["flip_rate"] == pytest.approx(r["flip_rate"])
+        if counts["noisy"] == n:  # every sample called noisy: it finds every flipped label
+            assert det["noisy_recall"] == 1.0
+    # the fixed rule uses the base thresholds themselves
+    assert list(r["rules"]["fixed (T_c=0.8, T_n=0.2)"]["t_clean"].values()) == pytest.approx([0.8] * 7)
+    assert r["rules"]["man (argmax agreement)"]["miner"] == "man"
+
+
+def test_asm_mining_overhead_smoke(smoke) -> None:
+    r, _ = _result(smoke, "asm_mining_overhead")
+    assert set(r["runs"]) == {"extra_pass", "train_forward"}
+    for stats, run in r["runs"].items():
+        assert run["train_samples"] == 32
+        (epoch,) = run["per_epoch"]
+        assert epoch["mined"] is True  # warm-up 0: epoch 1 is mined, so the asm_mining section was profiled
+        assert 0 <= epoch["mining_seconds"] <= epoch["train_seconds"]
+        assert run["mean_warmup_epoch_seconds"] is None
+    # the extra pass judges all 32 faces; train_forward has no earlier epoch to take statistics from
+    assert sum(r["runs"]["extra_pass"]["asm_split_last_epoch"].values()) == 32
+    assert sum(r["runs"]["train_forward"]["asm_split_last_epoch"].values()) == 0
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_smoke_never_writes_over_the_committed_results(name: str, capsys) -> None:
+    main = _script(name)["main"]
+    target = BENCH / "results" / f"{name}.json"
+    before = target.read_bytes() if target.is_file() else None
+    with pytest.raises(SystemExit) as err:
+        main(["--smoke", "--output", str(target)])
+    assert "committed" in str(err.value.code) and "--output" in str(err.value.code)
+    assert (target.read_bytes() if target.is_file() else None) == before
+
+
+def test_missing_real_data_is_named(tmp_path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as err:
+        _script("asm_mining_overhead")["main"](["--root", str(missing), "--output", str(tmp_path / "r.json")])
+    assert str(missing) in str(err.value.code) and "FERKIT_SHARED_DATA" in str(err.value.code)
+    with pytest.raises(SystemExit) as err:
+        _script("lanet_landmarks")["main"](["--root", str(tmp_path), "--cache", str(missing),
+                                           "--output", str(tmp_path / "r.json")])
+    assert "ferkit landmarks extract" in str(err.value.code) and str(missing) in str(err.value.code)
