@@ -26,9 +26,9 @@ def _ferkit(*args, cwd, timeout=600):
 def test_help_lists_every_command_and_each_names_itself(tmp_path, capsys):
     main(["--help"])
     out = capsys.readouterr().out
-    for name in ("fit", "validate", "test", "predict", "demo", "info", "asm-report", "landmarks", "export", "data"):
+    for name in ("fit", "validate", "test", "predict", "demo", "info", "asm-report", "landmarks", "export", "data", "omni", "pasm"):
         assert f"\n  {name} " in out, name
-    for name in ("asm-report", "landmarks", "export", "demo", "info", "data"):
+    for name in ("asm-report", "landmarks", "export", "demo", "info", "data", "omni", "pasm"):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         assert capsys.readouterr().out.startswith(f"usage: ferkit {name}"), name
