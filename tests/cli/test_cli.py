@@ -139,3 +139,61 @@ def test_data_check_reads_every_file_and_sets_the_exit_status(tmp_path, capsys):
         main(["data", "check", *good])
     out = capsys.readouterr().out
     assert exit_info.value.code == 1 and "broken.png" in out and "broken.jpg" in out  # every bad file, at once
+
+
+def _fit_record(run_dir: Path) -> tuple[list[dict], float]:
+    """The logged metrics (without timings) and a parameter checksum of ``last.ckpt`` of a ``ferkit fit`` run."""
+    import csv
+
+    import torch
+
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    rows = [{k: v for k, v in r.items() if "time" not in k and "seconds" not in k} for r in rows]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    checksum = float(sum(v.double().sum() for v in state.values() if v.is_floating_point()))
+    return rows, checksum
+
+
+def test_two_identical_fits_log_identical_metrics_and_weights(tmp_path, synthetic_data_args):
+    """Issue 'what a new user hits' #1: the same config and seed give bit-identical runs on the CPU, with 2 workers."""
+    runs = []
+    for name in ("a", "b"):
+        args = ["fit", "--config", "asm_synthetic", *synthetic_data_args(), *QUIET, "--trainer.max_epochs=3",
+                "--model.init_args.warmup_epochs=1", "--data.num_workers=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                f"--trainer.logger.init_args.name={name}"]
+        proc = _ferkit(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(_fit_record(tmp_path / name / "version_0"))
+    (rows_a, sum_a), (rows_b, sum_b) = runs
+    assert len(rows_a) > 3 and any(r.get("val/acc") for r in rows_a)
+    assert rows_a == rows_b
+    assert sum_a == sum_b
+
+
+def test_predict_over_a_plain_folder_of_unlabelled_images(tmp_path, synthetic_data_args):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "faces" / "nested"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, ext in enumerate(["png", "jpg", "png"]):
+        Image.fromarray(rng.integers(0, 255, (40 + 10 * i, 40, 3), dtype=np.uint8)).save(folder / f"f{i}.{ext}")
+    common = ["--config", "avg_synthetic", *synthetic_data_args(), *QUIET, f"--trainer.default_root_dir={tmp_path}",
+              f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=run"]
+    proc = _ferkit("fit", *common, "--trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "preds.csv"
+    proc = _ferkit("predict", *common, f"--ckpt_path={tmp_path / 'run/version_0/checkpoints/last.ckpt'}",
+                   f"--data.predict_folder={tmp_path / 'faces'}", f"--prediction_writer.output={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 3 and "label" not in rows[0]
+    assert sorted(Path(r["id"]).name for r in rows) == ["f0.png", "f1.jpg", "f2.png"]
+    prob_cols = [k for k in rows[0] if k.startswith("prob_")]
+    assert prob_cols == [f"prob_{n}" for n in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
+    for r in rows:
+        probs = [float(r[k]) for k in prob_cols]
+        assert abs(sum(probs) - 1) < 1e-4 and r["pred"] == prob_cols[int(np.argmax(probs))][5:]
