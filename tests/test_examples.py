@@ -1,4 +1,5 @@
-"""The examples run, on tiny data (the tests execute the script and the notebook)."""
+"""The examples run, on tiny data (the tests execute the scripts and the notebooks)."""
+import json
 import os
 import runpy
 import sys
@@ -29,19 +30,85 @@ def test_arm_train_script_ferplus_tiny(tmp_path, monkeypatch, shared_data_dir):
     assert out["test_samples"] == 64 and out["arm_features"] == 25
 
 
-def test_arm_notebook_tiny(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the dev extra: pip install -e .[dev]")
-    nbclient = pytest.importorskip("nbclient", reason="the notebook test needs the dev extra: pip install -e .[dev]")
-    nb = nbformat.read(REPO / "examples/arm_quickstart.ipynb", as_version=4)
+NOTEBOOK_SKIP = "the notebook tests need the notebooks extra: pip install -e .[notebooks] (the dev extra includes it)"
+
+
+def run_notebook(name: str, cwd: Path, monkeypatch) -> str:
+    """Execute ``examples/<name>`` with FERKIT_TINY=1 in ``cwd``; return the text of its outputs."""
+    nbformat = pytest.importorskip("nbformat", reason=NOTEBOOK_SKIP)
+    nbclient = pytest.importorskip("nbclient", reason=NOTEBOOK_SKIP)
+    pytest.importorskip("ipykernel", reason=NOTEBOOK_SKIP)
+    pytest.importorskip("matplotlib", reason=NOTEBOOK_SKIP)
+    nb = nbformat.read(REPO / "examples" / name, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} is committed with outputs"
     monkeypatch.setenv("FERKIT_TINY", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("FERKIT_DATA", raising=False)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "IProgress not found" not in text and "RecursionError" not in text
+    return text
+
+
+def test_arm_notebook_tiny(tmp_path, monkeypatch):
+    text = run_notebook("arm_quickstart.ipynb", tmp_path, monkeypatch)
     assert "out_features: 121" in text and "on 32 test images" in text
     assert "overall" in text and "mean-class" in text
     assert (tmp_path / "runs/notebook/confusion_matrix_test.png").exists()
+    assert (tmp_path / "runs/notebook/arm_weights.png").exists()
+    s = json.loads((tmp_path / "runs/notebook/arm_summary.json").read_text())
+    assert s["feat_size"] == 3 and s["out_size"] == 5 and s["test_samples"] == 32
+    # 48 px -> a 3 x 3 map, arranged to 48 x 48, 16 x 16 windows every 8 px: a border cell is read by 24 of the
+    # 32 kernel taps per axis that read an interior cell, so the corner gets (3/4)^2 of the centre's weight
+    cov = torch.tensor(s["coverage"])
+    assert torch.allclose(cov / cov[1, 1], torch.tensor([[0.5625, 0.75, 0.5625], [0.75, 1.0, 0.75], [0.5625, 0.75, 0.5625]]),
+                          atol=1e-4)
+    trained = torch.tensor(s["trained"])
+    assert trained.shape == (3, 3) and abs(float(trained.mean()) - 1) < 1e-4 and bool((trained > 0).all())
+    # the shared affinity's running mean saw the one training batch (64 faces, batch 64) and is not all zeros
+    assert s["ema_batches"] == 1 and torch.tensor(s["affinity"]).shape == (5, 5) and torch.tensor(s["affinity"]).abs().sum() > 0
+
+
+def test_asm_notebook_tiny(tmp_path, monkeypatch):
+    text = run_notebook("asm_noisy_labels.ipynb", tmp_path, monkeypatch)
+    out = tmp_path / "runs/asm_notebook"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_train"] == 96 and s["test_samples"] == 32
+    assert 0 < s["num_flipped"] < s["num_train"]            # 30 % symmetric noise on 96 faces
+    # one row per mined epoch: epochs 2 and 3 after one warm-up epoch
+    assert [r["epoch"] for r in s["history"]] == list(range(s["warmup"] + 1, s["epochs"] + 1))
+    for r in s["history"]:
+        assert sum(r["counts"].values()) == s["num_train"]   # every training sample judged, in exactly one subset
+        assert abs(sum(r["fractions"].values()) - 1) < 1e-6
+        assert all(n <= c for n, c in zip(r["t_noisy"], r["t_clean"])) and len(r["t_clean"]) == 7
+        assert abs(r["flip_rate"] - s["num_flipped"] / s["num_train"]) < 1e-6
+        if r["counts"]["noisy"] == s["num_train"]:           # everything noisy: precision = the flip rate, recall 1
+            assert abs(r["noisy_precision"] - r["flip_rate"]) < 1e-6 and r["noisy_recall"] == 1.0
+    assert s["final_counts"] == list(s["history"][-1]["counts"].values())
+    assert 0 < s["suspects_shown"] <= 7 * 4 and s["suspects_flipped"] <= s["suspects_shown"]
+    assert s["sheet_shape"][0] > 7 * 32 and s["sheet_shape"][2] == 3   # seven class rows of 3x upscaled 32 px faces
+    assert f"{s['suspects_shown']} suspects shown, {s['suspects_flipped']} of them really flipped" in text
+    for png in ("split_per_epoch.png", "detection_per_epoch.png", "top_suspects.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_lanet_notebook_tiny(tmp_path, monkeypatch):
+    run_notebook("lanet_landmarks.ipynb", tmp_path, monkeypatch)
+    out = tmp_path / "runs/lanet_notebook"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_train"] == 64 and s["test_samples"] == 16 and 0 < s["num_flipped"] < 64
+    mem = s["memory"]
+    assert [r["epoch"] for r in mem] == list(range(s["epochs"] + 1))   # the initial memory, then one per epoch
+    # the memory starts as the one-hot given labels ...
+    assert mem[0]["flipped_on_given"] == 1.0 and mem[0]["flipped_on_true"] == 0.0 and mem[0]["clean_on_given"] == 1.0
+    # ... stays a distribution, and training moves the flipped samples' memory off their given label
+    assert all(r["row_sum_max_err"] < 1e-4 for r in mem)
+    assert mem[-1]["flipped_on_given"] < 1.0 and mem[-1]["flipped_on_true"] > 0.0
+    # 19 LA-Net points, predicted and target heatmaps of the same size
+    assert s["heatmap_shape"] == s["target_shape"] and s["heatmap_shape"][:2] == [4, 19]
+    for png in ("memory_per_epoch.png", "heatmaps.png"):
+        assert (out / png).stat().st_size > 1000
 
 
 def test_extend_method_example_runs_and_matches_the_guide():
