@@ -25,6 +25,17 @@ def shared_data_root() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (else what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     """Versions, CPU / GPU, thread count, git commit and date: what a timing depends on."""
     import lightning
@@ -32,14 +43,7 @@ def environment() -> dict:
     import timm
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()

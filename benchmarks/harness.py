@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS
+from benchmarks.common import cpu_name
 from benchmarks.records import select_epoch, stats_history, read_history, write_json
 from benchmarks.suite import Run, Suite
 
@@ -62,14 +63,7 @@ def git_commit() -> dict:
 def machine(accelerator: str | None = None) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     device = gpu if gpu and accelerator not in ("cpu",) else "cpu"
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
