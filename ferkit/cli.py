@@ -52,6 +52,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> Any:
+    """Run one command; returns what the command returns (e.g. the demo's rows), for use from Python."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -66,5 +67,10 @@ def main(argv: list[str] | None = None) -> Any:
     return result
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``ferkit`` console script: exit status 0 on success (a command's return value is not an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -197,3 +197,14 @@ def test_predict_over_a_plain_folder_of_unlabelled_images(tmp_path, synthetic_da
     for r in rows:
         probs = [float(r[k]) for k in prob_cols]
         assert abs(sum(probs) - 1) < 1e-4 and r["pred"] == prob_cols[int(np.argmax(probs))][5:]
+
+
+def test_the_console_script_exits_0_when_a_command_returns_a_value(tmp_path):
+    """``ferkit info`` returns a dict and ``ferkit demo`` its rows: the console script must not turn that into exit 1."""
+    exe = shutil.which("ferkit")
+    if exe is None:
+        pytest.skip("the ferkit console script is not installed (pip install -e .)")
+    proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "configs" in proc.stdout and "{" not in proc.stderr
