@@ -46,6 +46,22 @@ def memorisation_keys(records: list[dict]) -> list[tuple[str, str]]:
     return sorted(keys)
 
 
+def _finish(plt, fig, ax, path: Path, title: str, ylabel: str, xlabel: str | None = "epoch", grid: bool = True,
+            legend_size: int = 8) -> Path:
+    """Label, save and close one figure (every plot of a suite ends the same way)."""
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if grid:
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,16 +80,8 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
         sel = [r["selection"]["epoch"] + 1 for r in row.records]
         ax.scatter(sel, [100 * r["selection"]["value"] for r in row.records], color=line.get_color(), marker="*", s=80,
                    zorder=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{monitor} (%)")
-    ax.set_title(f"{name}: validation per epoch (mean over seeds, band min-max; * chosen epoch)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out_dir / f"{name}_val_acc.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_finish(plt, fig, ax, out_dir / f"{name}_val_acc.png", ylabel=f"{monitor} (%)",
+                           title=f"{name}: validation per epoch (mean over seeds, band min-max; * chosen epoch)"))
 
     mem = memorisation_keys(records)
     if mem:
@@ -83,16 +91,8 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
                 x, mean, lo, hi = curves(row.records, key, section)
                 if x:
                     ax.plot(x, [100 * v for v in mean], marker="o", ms=3, label=f"{row.method}: {key}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("%")
-        ax.set_title(f"{name}: fit to the flipped labels")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{name}_memorisation.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, out_dir / f"{name}_memorisation.png", ylabel="%",
+                               title=f"{name}: fit to the flipped labels", legend_size=7))
 
     names = records[0]["test"].get("class_names") or list(records[0]["test"].get("per_class_recall", {}))
     if names:
@@ -106,14 +106,8 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
                 vals.append(100 * sum(v) / len(v) if v else 0.0)
             ax.bar([i + k * width for i in range(len(names))], vals, width, label=row.method)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30)
-        ax.set_ylabel("test recall (%)")
-        ax.set_title(f"{name}: per-class test recall (chosen checkpoints, mean over seeds)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{name}_recall.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, out_dir / f"{name}_recall.png", ylabel="test recall (%)", xlabel=None,
+                               grid=False, title=f"{name}: per-class test recall (chosen checkpoints, mean over seeds)"))
     return written
 
 
