@@ -17,6 +17,7 @@ The test split is evaluated once per run, on the checkpoint of the epoch with th
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -181,6 +182,20 @@ class RunDriver:
             log(f"{self.suite.name}/{self.run.name}: done ({self.record_path}), skipped")
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
+        # one driver per run folder: a second harness process (e.g. a queue started while a run is going) skips it
+        lock = open(self.dir / ".lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            log(f"{self.suite.name}/{self.run.name}: another harness process is driving this run, skipped")
+            return None
+        try:
+            return self._execute()
+        finally:
+            lock.close()  # closing the file releases the lock
+
+    def _execute(self) -> dict:
         state = read_state(self.dir)
         if state["phase"] in ("new", "fitting"):
             state = self.fit(state)

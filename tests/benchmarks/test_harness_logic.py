@@ -149,6 +149,18 @@ def test_a_finished_run_is_skipped(tmp_path, fake) -> None:
     assert run(tmp_path) == [] and len(fake.calls) == n
 
 
+def test_a_run_driven_by_another_process_is_skipped(tmp_path, fake, capsys) -> None:
+    import fcntl
+    run_dir = tmp_path / "runs" / "fake" / "a_s0"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "w") as held:  # another harness process holds the run
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run(tmp_path) == [] and fake.calls == []
+    assert "another harness process" in capsys.readouterr().out
+    (rec,) = run(tmp_path)  # released: this process drives it
+    assert rec["test"]["acc"] == TEST[1]
+
+
 def test_a_killed_run_continues_from_last_ckpt(tmp_path, fake) -> None:
     fake.kill_after = 1
     with pytest.raises(SystemExit, match="give the same command again"):
