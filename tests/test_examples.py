@@ -123,3 +123,55 @@ def test_extend_method_example_runs_and_matches_the_guide():
     assert isinstance(out["head"], torch.nn.Sequential) and out["head"][0].out_features == 16
     assert out["hparams"]["entropy_weight"] == 0.2 and out["hparams"]["hidden"] == 16
     assert float(out["metrics"]["train/entropy"]) > 0 and "val/mean_class_acc" in out["metrics"]
+
+
+def test_pasm_notebook_tiny(tmp_path, monkeypatch):
+    text = run_notebook("pasm_generations.ipynb", tmp_path, monkeypatch)
+    out = tmp_path / "runs/pasm_notebook"
+    s = json.loads((out / "summary.json").read_text())
+    # generation 0 is the CE baseline (no teacher); generation 1 is taught by generation 0's last checkpoint
+    assert [r["generation"] for r in s["table"]] == [0, 1]
+    assert s["table"][0]["teacher"] is None and s["table"][1]["teacher"].endswith("gen_0/version_0/checkpoints/last.ckpt")
+    assert s["table"][0]["locate_seconds"] is None and s["table"][1]["locate_seconds"] > 0
+    for r in s["table"]:
+        assert all(0 <= r[k] <= 1 for k in ("val_acc", "val_mean_class_acc", "test_acc", "test_mean_class_acc"))
+    assert "generation 0 (CE baseline)" in text and "generation 1 (PASM student)" in text
+    assert "generation 1 - generation 0 on the test split" in text
+    # one centre per training face; a fresh attack on the same teacher finds the stored centres again (in a batch of 4
+    # instead of the centre pass's 64, so one near-tie of the density rule may go the other way)
+    assert s["centres_shape"] == [s["num_train"], 2]
+    assert s["relocated_total"] == 4 and s["relocated_equal"] >= 3
+    # one validation point per epoch and generation, read from each generation's metrics.csv
+    assert {g: [e for e, _ in c] for g, c in s["curves"].items()} == {"0": [1, 2], "1": [1, 2]}
+    assert (out / "generations_tiny/centres_gen_1.pt").exists()
+    assert s["sheet_shape"][0] > 7 * 32 and s["sheet_shape"][2] == 3   # seven class rows of 3x upscaled 32 px faces
+    for png in ("attack_and_erasing.png", "informative_regions.png", "val_acc_per_epoch.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_omni_notebook_tiny(tmp_path, monkeypatch):
+    text = run_notebook("omni_distilled.ipynb", tmp_path, monkeypatch)
+    out = tmp_path / "runs/omni_notebook"
+    s = json.loads((out / "summary.json").read_text())
+    # a quarter of the 128 training faces keep their labels (stratified, at least one per class); the rest is the pool
+    assert s["num_labelled"] + s["num_pool"] == 128 and 7 <= s["num_labelled"] < 64
+    # mining: every kept face counted once, in its pseudo-label's class; right ones are a part of them
+    assert 0 < s["mined"] <= s["num_pool"] and sum(s["mined_per_class"]) == s["mined"]
+    assert s["mined_right"] == sum(s["right_per_class"]) and all(r <= m for r, m in zip(s["right_per_class"], s["mined_per_class"]))
+    assert len(s["tau_sim"]) == 7 and all(-1 <= t <= 1 for t in s["tau_sim"])
+    # stricter similarity thresholds never keep more faces
+    assert [c["quantile"] for c in s["curve"]] == [0.0, 0.25, 0.5, 0.75, 0.9]
+    assert all(a["mined"] >= b["mined"] for a, b in zip(s["curve"], s["curve"][1:]))
+    assert s["curve"][2]["mined"] == s["mined"]
+    assert len((out / "mined.csv").read_text().splitlines()) == s["mined"] + 1   # header + one row per mined face
+    # two distilled images per class, class-major; the Omni model carries them as buffers
+    assert s["distilled_shape"] == [14, 3, 32, 32] and s["distilled_labels"] == [k for k in range(7) for _ in range(2)]
+    assert s["omni_buffer_shape"] == s["distilled_shape"]
+    assert s["omni_train_size"] == s["num_labelled"] + s["mined"]
+    assert set(s["results"]) == {"CE", "Omni"} and all(r["num_samples"] == 32 for r in s["results"].values())
+    assert "FERClassifier    " in text and "OmniClassifier   " in text and "Omni - CE:" in text
+    assert f"mined {s['mined']} of {s['num_pool']} pool faces" in text
+    assert s["grid_shape"][0] > 7 * 32 and s["grid_shape"][2] == 3
+    for png in ("mining.png", "distilled.png", "ce/confusion_matrix_test.png", "omni/confusion_matrix_test.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "distilled.pt").exists()
