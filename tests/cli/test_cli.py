@@ -80,14 +80,35 @@ def test_packaged_config_by_name_from_any_folder_and_override_warning(tmp_path, 
         main(["test", *args, "--model.init_args.label_smoothing=0.3", f"--ckpt_path={last}"])
 
 
-def test_demo_prints_method_and_baseline_in_one_table(tmp_path, monkeypatch, capsys, synthetic_data_args):
+def test_demo_prints_pasm_and_its_ce_generation_in_one_table(tmp_path, monkeypatch, capsys, synthetic_data_args):
+    """The default demo: PASM generation 1 against generation 0 (CE), one table, one plot, a summary."""
     monkeypatch.chdir(tmp_path)
     results = demo.main([*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
-                         "--model.init_args.net.small_input=true", "--trainer.max_epochs=1", *QUIET])
+                         "--trainer.max_epochs=2", "--model.init_args.window=8", *QUIET])
     out = capsys.readouterr().out
-    assert [r["model"] for r in results] == ["ARMClassifier", "FERClassifier"] and [r["pool"] for r in results] == ["arm", "avg"]
-    assert "ARMClassifier" in out and "FERClassifier" in out and "mean-class %" in out
-    assert (tmp_path / "runs/demo/arm/version_0").is_dir() and (tmp_path / "runs/demo/baseline/version_0").is_dir()
+    assert [r["model"] for r in results] == ["CE (generation 0)", "PASM (generation 1)"]
+    assert "CE (generation 0)" in out and "PASM (generation 1)" in out and "mean-class %" in out
+    run = tmp_path / "runs/demo/pasm/version_0"
+    assert (run / "centres_gen_1.pt").is_file() and (run / "demo_summary.json").is_file()
+    assert [len(r["val_acc"]) for r in results] == [2, 2]  # one validation point per epoch, read from metrics.csv
+    assert all(0 <= a <= 100 for r in results for a in r["val_acc"])
+    assert (run / "demo.png").is_file() and "plot: runs/demo/pasm/version_0/demo.png" in out
+    # a second demo does not reuse the first one's generations
+    demo.main([*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
+               "--trainer.max_epochs=1", "--model.init_args.window=8", *QUIET])
+    assert (tmp_path / "runs/demo/pasm/version_1/demo_summary.json").is_file()
+
+
+def test_demo_of_a_pooling_method_trains_the_average_pool_baseline(tmp_path, monkeypatch, capsys, synthetic_data_args):
+    monkeypatch.chdir(tmp_path)
+    results = demo.main(["--config", "arm_synthetic", *synthetic_data_args(num_train=32, num_val=16, num_test=16),
+                         "--model.init_args.net.backbone=resnet10t", "--model.init_args.net.small_input=true",
+                         "--trainer.max_epochs=1", *QUIET])
+    out = capsys.readouterr().out
+    assert [r["model"] for r in results] == ["ARMClassifier (arm)", "FERClassifier (avg)"]
+    assert "ARMClassifier (arm)" in out and "FERClassifier (avg)" in out
+    assert (tmp_path / "runs/arm_synthetic/version_0/demo.png").is_file()
+    assert (tmp_path / "runs/baseline/version_0").is_dir()
 
 
 def test_demo_names_the_real_flag(capsys):
