@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from ferkit.methods.base import FERModule, default_optimizer
+from ferkit.methods.base import FERModule
 from ferkit.methods.omni.condensation import CondensedSet, DatasetCondensation
 from ferkit.models import FERNetConfig
 
@@ -50,24 +49,14 @@ class OmniClassifier(FERModule):
     def __init__(
         self,
         net: FERNetConfig | None = None,
-        num_classes: int = 7,
-        class_names: list[str] | None = None,
-        in_chans: int = 3,
-        img_size: int = 112,
-        optimizer: OptimizerCallable = default_optimizer,
-        scheduler: LRSchedulerCallable | None = None,
         distilled: str | None = None,
         distilled_weight: float = 1.0,
         distilled_batch: int | None = None,
         mined_weight: float = 1.0,
         condensation: DatasetCondensation | None = None,
-        label_smoothing: float = 0.0,
-        nan_policy: Literal["raise", "skip"] = "raise",
-        output_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(net=net, num_classes=num_classes, class_names=class_names, in_chans=in_chans,
-                         img_size=img_size, optimizer=optimizer, scheduler=scheduler, label_smoothing=label_smoothing,
-                         nan_policy=nan_policy, output_dir=output_dir)
+        super().__init__(net, **kwargs)
         if distilled_weight < 0 or mined_weight < 0:
             raise ValueError(f"OmniClassifier: distilled_weight and mined_weight must be >= 0, got {distilled_weight}, "
                              f"{mined_weight}")
@@ -78,7 +67,8 @@ class OmniClassifier(FERModule):
         self.condensation = condensation
         self.save_hyperparameters(ignore=["output_dir", "optimizer", "scheduler", "condensation"])
         self.hparams["net"] = self.net.to_dict()
-        self.register_buffer("distilled_images", torch.zeros(0, in_chans, img_size, img_size))
+        h = self.hparams
+        self.register_buffer("distilled_images", torch.zeros(0, h.in_chans, h.img_size, h.img_size))
         self.register_buffer("distilled_labels", torch.zeros(0, dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
