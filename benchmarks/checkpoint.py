@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -48,7 +49,9 @@ class BenchmarkCheckpoint(ModelCheckpoint):
                 except (TypeError, ValueError):
                     continue
                 metrics[k] = x if math.isfinite(x) else None
-            line = json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics})
+            # the wall-clock time lets a record tell per-epoch cost from the time a run spent waiting or shared
+            line = json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step, "time": round(time.time(), 1),
+                               "metrics": metrics})
             path = os.path.join(os.path.dirname(os.path.abspath(self.dirpath)), HISTORY)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "a") as f:

@@ -89,12 +89,21 @@ def pct(mean: float, sd: float | None, signed: bool = False) -> str:
     return s + (f" ± {100 * sd:.2f}" if sd is not None else "")
 
 
+def epoch_minutes(record: dict) -> float | None:
+    """Median minutes between consecutive epochs of a run (from the history's wall-clock times; None without them).
+
+    Unlike the fit's wall time, the median is not moved by a few epochs that shared the machine or waited."""
+    times = [h["time"] for h in record.get("history", []) if h.get("time") is not None]
+    steps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    return statistics.median(steps) / 60 if steps else None
+
+
 def suite_table(records: list[dict]) -> str:
     rows = group(records)
     by_name = {r.method: r for r in rows}
     lines = ["| method | seeds | test acc % | test mean-class acc % | gap to baseline (acc points) | best val (epoch) | "
-             "fit min / run | device |",
-             "|---|---|---|---|---|---|---|---|"]
+             "fit min / run | median min / epoch | device |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         recs = row.records
         acc = mean_spread([r["test"]["acc"] for r in recs])
@@ -110,9 +119,11 @@ def suite_table(records: list[dict]) -> str:
         g = "; ".join(gaps) or "—"
         val = ", ".join(f"{100 * r['selection']['value']:.2f} ({r['selection']['epoch'] + 1})" for r in recs)
         fit_min = statistics.fmean(r["wall_seconds"]["fit"] for r in recs) / 60
+        per_epoch = [m for m in (epoch_minutes(r) for r in recs) if m is not None]
+        epoch_min = f"{statistics.fmean(per_epoch):.2f}" if per_epoch else "—"
         devices = sorted({r["machine"].get("device", "?") for r in recs})
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
-        lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_min:.1f} | "
+        lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_min:.1f} | {epoch_min} | "
                      f"{'; '.join(devices)} |")
     monitor = records[0]["selection"]["monitor"]
     lines.append("")

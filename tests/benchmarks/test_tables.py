@@ -56,9 +56,20 @@ def test_suite_table_rows() -> None:
     recs = [record("ce", 0, 0.70), record("ce", 1, 0.80), record("asm", 0, 0.75, "ce"), record("asm", 1, 0.83, "ce")]
     table = suite_table(recs)
     lines = table.splitlines()
-    assert lines[2].startswith("| ce | 2 (0,1) | 75.00 ± 7.07 | 65.00 ± 7.07 | — | 71.00 (5), 81.00 (5) | 2.0 | cpu |")
+    assert lines[2].startswith("| ce | 2 (0,1) | 75.00 ± 7.07 | 65.00 ± 7.07 | — | 71.00 (5), 81.00 (5) | 2.0 | — | cpu |")
     assert lines[3].startswith("| asm | 2 (0,1) | 79.00 ± 5.66 | 69.00 ± 5.66 | +4.00 ± 1.41 vs ce |")
     assert "best `val/acc`" in table
+
+
+def test_minutes_per_epoch_is_the_median_step_of_the_history_times() -> None:
+    from benchmarks.tables import epoch_minutes
+
+    rec = record("ce", 0, 0.70)
+    assert epoch_minutes(rec) is None  # no times: an older record
+    # epochs 1 min apart, except one that waited 30 min beside another job: the median ignores it
+    rec["history"] = [{"epoch": e, "time": t} for e, t in enumerate([0, 60, 120, 1920, 1980])]
+    assert epoch_minutes(rec) == pytest.approx(1.0)
+    assert "| 2.0 | 1.00 | cpu |" in suite_table([rec, {**record("ce", 1, 0.80), "history": rec["history"]}])
 
 
 def test_a_method_with_two_baselines_gets_both_gaps() -> None:
