@@ -52,7 +52,7 @@ def _finish(plt, fig, ax, path: Path, title: str, ylabel: str, xlabel: str | Non
     if xlabel:
         ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     if grid:
         ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
