@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ferkit.commands.lightning_cli import build_cli, resolve_config_args
-from ferkit.methods import FERClassifier, FERModule
+from ferkit.commands.lightning_cli import build_cli
+from ferkit.methods import FERClassifier, FERModule, PASMClassifier
 
 # the old demo's flags and the CLI arguments that replace them
 _RENAMED = {"--img-size": "--data.img_size N (and --data.dataset.init_args.image_size N)", "--epochs": "--trainer.max_epochs N",
@@ -35,8 +35,8 @@ def baseline_of(model: FERModule) -> FERClassifier:
                          label_smoothing=h.label_smoothing)
 
 
-def _run(args: list[str], baseline: bool = False) -> dict[str, Any]:
-    cli = build_cli(args=args, run=False)
+def _run(cli, baseline: bool = False) -> dict[str, Any]:
+    """Fit the CLI's model (or its :func:`baseline_of`), test its best checkpoint, return the table row."""
     model = baseline_of(cli.model) if baseline else cli.model
     t0 = time.perf_counter()
     cli.trainer.fit(model, cli.datamodule)
@@ -48,7 +48,7 @@ def _run(args: list[str], baseline: bool = False) -> dict[str, Any]:
             "log_dir": cli.trainer.log_dir, "val_acc": val_history(cli.trainer.log_dir)}
 
 
-def val_history(log_dir: str | None) -> list[float]:
+def val_history(log_dir: str | Path | None) -> list[float]:
     """Validation accuracy (%) per epoch from a CSVLogger's ``metrics.csv`` (empty when there is none)."""
     path = Path(log_dir or ".") / "metrics.csv"
     if not path.is_file():
@@ -86,15 +86,6 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     return path
 
 
-def _model_class(config: str) -> str:
-    """The ``model.class_path`` of a config (a packaged name or a path), without building anything."""
-    import yaml
-
-    path = resolve_config_args(["--config", config])[1]
-    model = (yaml.safe_load(Path(path).read_text()) or {}).get("model") or {}
-    return str(model.get("class_path", "")) if isinstance(model, dict) else ""
-
-
 def _next_folder(root: Path) -> Path:
     n = 0
     while (root / f"version_{n}").exists():
@@ -102,7 +93,7 @@ def _next_folder(root: Path) -> Path:
     return root / f"version_{n}"
 
 
-def _run_pasm(config: str, rest: list[str]) -> tuple[list[dict[str, Any]], Path]:
+def _run_pasm(config: str, rest: list[str], pool: str) -> tuple[list[dict[str, Any]], Path]:
     """PASM: generation 0 (CE: the baseline) and generation 1 (the student), via :func:`run_generations`."""
     from ferkit.commands.pasm import run_generations
 
@@ -112,7 +103,7 @@ def _run_pasm(config: str, rest: list[str]) -> tuple[list[dict[str, Any]], Path]
     for g, label in ((0, "CE (generation 0)"), (1, "PASM (generation 1)")):
         r = summary["generations"][str(g)]
         log_dir = str(out / f"gen_{g}" / "version_0")
-        rows.append({"model": label, "pool": "avg", "acc": round(100 * r["test"]["test/acc"], 2),
+        rows.append({"model": label, "pool": pool, "acc": round(100 * r["test"]["test/acc"], 2),
                      "mean_class_acc": round(100 * r["test"]["test/mean_class_acc"], 2),
                      "fit_seconds": round(r["fit_seconds"] + r.get("locate_seconds", 0.0), 1), "log_dir": log_dir,
                      "val_acc": val_history(log_dir)})
@@ -131,12 +122,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             p.error(f"unrecognized argument {flag}: use {_RENAMED[flag]}")
         if flag.startswith("-") and not flag.startswith(("--trainer.", "--model.", "--data.", "--seed_everything")):
             p.error(f"unrecognized argument {flag}: pass LightningCLI arguments (--trainer.*, --model.*, --data.*)")
-    if _model_class(a.config).endswith("PASMClassifier"):
-        results, out = _run_pasm(a.config, rest)
+    cli = build_cli(args=["--config", a.config, *rest], run=False)
+    if isinstance(cli.model, PASMClassifier):  # its generations train through `ferkit pasm`, each with its own CLI
+        results, out = _run_pasm(a.config, rest, pool=cli.model.net.pool)
     else:
-        results = [_run(["--config", a.config, *rest])]
+        results = [_run(cli)]
         if not a.no_baseline:
-            results.append(_run(["--config", a.config, *rest, "--trainer.logger.init_args.name=baseline"], baseline=True))
+            base = build_cli(args=["--config", a.config, *rest, "--trainer.logger.init_args.name=baseline"], run=False)
+            results.append(_run(base, baseline=True))
         for r in results:
             r["model"] = f"{r['model']} ({r['pool']})"
         out = Path(results[0]["log_dir"] or ".")
