@@ -33,7 +33,7 @@ import yaml
 from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS
 from benchmarks.common import cpu_name
 from benchmarks.records import select_epoch, stats_history, read_history, write_json
-from benchmarks.suite import Run, Suite
+from benchmarks.suite import Run, Step, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = REPO / "benchmarks" / "runs"
@@ -164,15 +164,63 @@ class RunDriver:
     def __init__(self, suite: Suite, run: Run, work_dir: Path, results_dir: Path, extra: list[str] | None = None,
                  env: dict | None = None, accelerator: str | None = None, tag: str = "") -> None:
         self.suite, self.run, self.extra, self.env, self.accelerator = suite, run, list(extra or []), env, accelerator
+        self.smoke = tag == SMOKE_TAG
         folder = suite.name + tag
-        self.dir = Path(work_dir) / folder / run.name
+        self.suite_dir = Path(work_dir) / folder
+        self.shared = self.suite_dir / "_shared"
+        self.dir = self.suite_dir / run.name
         self.record_path = Path(results_dir) / folder / f"{run.name}.json"
         self.ckpt_dir = self.dir / "ckpt"
         self.config = resolve_config(run.config)
 
     # the ferkit arguments shared by fit and test: config, the suite's overrides, then the harness's own
     def common_args(self) -> list[str]:
-        return ["--config", self.config, *self.run.overrides, *self.extra]
+        return ["--config", self.config, *self.fill(self.run.overrides), *self.extra]
+
+    def best_checkpoint(self, name: str) -> str:
+        """The best-on-validation checkpoint of run ``name`` of this suite (it must have finished fitting)."""
+        state = read_state(self.suite_dir / name)
+        if state["phase"] not in ("fitted", "tested", "done") or not state.get("best_checkpoint"):
+            raise RunFailed(f"{self.suite.name}/{self.run.name} needs the checkpoint of run {name}, which has not "
+                            f"finished fitting (phase {state['phase']!r}); run it first (`--only {name}`)")
+        return state["best_checkpoint"]
+
+    def fill(self, args: list[str]) -> list[str]:
+        """``args`` with the placeholders ``{shared}`` and ``{best:RUN}`` filled in."""
+        import re
+
+        return [re.sub(r"\{best:([^}]+)\}", lambda m: self.best_checkpoint(m.group(1)),
+                       a.replace("{shared}", str(self.shared))) for a in args]
+
+    def run_steps(self) -> None:
+        """Run the steps this run needs that have not finished yet (each once per suite, under a lock)."""
+        marks = self.shared / ".steps"
+        marks.mkdir(parents=True, exist_ok=True)
+        for step in self.run.steps:
+            with open(marks / f"{step.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another harness process running the same step: wait for it
+                if (marks / f"{step.name}.done").is_file():
+                    continue
+                args = [*self.fill(step.args), *self.extra, *(self.fill(step.smoke) if self.smoke else [])]
+                log(f"{self.suite.name}/{self.run.name}: step {step.name} (ferkit {step.args[0]}); "
+                    f"log {self.dir / f'step_{step.name}.log'}")
+                rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env)
+                if rc != 0:
+                    raise RunFailed(f"{self.suite.name}/{self.run.name}: step {step.name} exited with {rc}; the same "
+                                    f"command runs it again. Last lines of {self.dir / f'step_{step.name}.log'}:\n"
+                                    f"{tail(self.dir / f'step_{step.name}.log')}")
+                write_json(marks / f"{step.name}.done", {"seconds": round(seconds, 1), "args": args})
+
+    def step_reports(self) -> dict:
+        out = {}
+        for step in self.run.steps:
+            done = self.shared / ".steps" / f"{step.name}.done"
+            entry = json.loads(done.read_text()) if done.is_file() else {}
+            if step.report:
+                path = Path(self.fill([step.report])[0])
+                entry["report"] = json.loads(path.read_text()) if path.is_file() else None
+            out[step.name] = entry
+        return out
 
     def save_state(self, state: dict) -> None:
         write_json(self.dir / "state.json", state)
@@ -198,6 +246,7 @@ class RunDriver:
     def _execute(self) -> dict:
         state = read_state(self.dir)
         if state["phase"] in ("new", "fitting"):
+            self.run_steps()
             state = self.fit(state)
         if state["phase"] == "fitted":
             state = self.test(state)
@@ -314,7 +363,8 @@ class RunDriver:
         return {
             "format": RECORD_FORMAT, "suite": self.suite.name, "run": self.run.name, "method": self.run.method,
             "baseline": self.run.baseline, "config": self.run.config, "seed": self.run.seed,
-            "overrides": self.run.overrides + self.extra, "resolved_config": resolved,
+            "overrides": self.fill(self.run.overrides) + self.extra, "resolved_config": resolved,
+            "steps": self.step_reports(),
             "git": git_commit(), "machine": machine(self.accelerator),
             "wall_seconds": {"fit": round(state.get("fit_seconds", 0.0), 1), "test": round(state.get("test_seconds", 0.0), 1)},
             "fit_attempts": state.get("attempts", 1), "resumed_from": state.get("resumed_from", []),

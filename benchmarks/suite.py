@@ -11,6 +11,40 @@ import pkgutil
 from dataclasses import dataclass, field
 
 
+#: placeholders a run's overrides and its steps' arguments may hold, filled in when the run starts:
+#: ``{best:RUN}`` the best-on-validation checkpoint of run RUN of the same suite (RUN must be fitted first: list it
+#: earlier in the suite); ``{shared}`` the suite's folder for files several runs use (``<work>/<suite>/_shared``)
+PLACEHOLDERS = ("{best:RUN}", "{shared}")
+
+
+@dataclass
+class Step:
+    """A ``ferkit`` command a run needs before its fit, e.g. PASM's centre pass with an earlier run's checkpoint, or
+    Omni's embed / mine / distill with the primitive model.
+
+    Args:
+        name: unique within the suite. The step runs once; a marker ``<work>/<suite>/_shared/.steps/<name>.done``
+            records that it finished, so runs that share a step (same name) run it once. A step killed part-way runs
+            again, and ferkit's own commands continue their work (``omni embed`` fills missing rows, ``omni distill``
+            resumes from its state file).
+        args: the ``ferkit`` arguments (``["pasm", "locate", "--config", ...]``); placeholders allowed. The harness
+            appends the suite's generic options (data folder, accelerator, ``--smoke`` settings), so the step sees the
+            same data as the fit.
+        report: a JSON file the step writes (placeholders allowed); the records of the runs that need the step keep
+            its content under ``steps.<name>``.
+        smoke: arguments the step adds under ``--smoke`` (e.g. fewer distillation iterations).
+    """
+
+    name: str
+    args: list[str]
+    report: str | None = None
+    smoke: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"step name {self.name!r} must be a plain file name")
+
+
 @dataclass
 class Run:
     """One training run.
@@ -23,6 +57,9 @@ class Run:
         method: the table row; runs that differ only in seed share a method label.
         baseline: the method label(s) this one is compared with (``None``: no gap for this row).
         smoke: overrides this run adds under ``--smoke``, after the suite's (e.g. one warm-up epoch for ASM).
+        steps: commands run (once) before the fit, in order (see :class:`Step`).
+
+    ``overrides`` may hold the placeholders listed in :data:`PLACEHOLDERS`.
     """
 
     name: str
@@ -32,6 +69,7 @@ class Run:
     method: str = ""
     baseline: str | list[str] | None = None
     smoke: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.method = self.method or self.name
@@ -75,6 +113,15 @@ class Suite:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"suite {self.name}: run names must be unique, repeated: {dup}")
+        steps: dict[str, Step] = {}
+        for i, run in enumerate(self.runs):
+            for step in run.steps:
+                if steps.setdefault(step.name, step) != step:
+                    raise ValueError(f"suite {self.name}: two different steps are named {step.name!r}")
+            for needed in needed_runs([*run.overrides, *(a for st in run.steps for a in [*st.args, st.report or ""])]):
+                if needed not in names[:i]:
+                    raise ValueError(f"suite {self.name}: run {run.name} needs {{best:{needed}}}, which is not a run "
+                                     f"listed before it")
 
     def select(self, only: list[str] | None) -> list[Run]:
         if not only:
@@ -84,6 +131,18 @@ class Suite:
         if unknown:
             raise SystemExit(f"suite {self.name} has no run or method {unknown}; runs: {', '.join(r.name for r in self.runs)}")
         return [r for r in self.runs if r.name in only or r.method in only]
+
+
+def needed_runs(args: list[str]) -> list[str]:
+    """The run names that ``{best:RUN}`` placeholders in ``args`` refer to, in order of first appearance."""
+    import re
+
+    found: list[str] = []
+    for a in args:
+        for name in re.findall(r"\{best:([^}]+)\}", a):
+            if name not in found:
+                found.append(name)
+    return found
 
 
 def available_suites() -> list[str]:

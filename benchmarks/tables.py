@@ -126,10 +126,59 @@ def suite_table(records: list[dict]) -> str:
         lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_min:.1f} | {epoch_min} | "
                      f"{'; '.join(devices)} |")
     monitor = records[0]["selection"]["monitor"]
+    steps = steps_table(records)
+    if steps:
+        lines += ["", steps]
     lines.append("")
     lines.append(f"Test metrics of the checkpoint with the best `{monitor}` (epochs counted from 1); mean ± sample "
                  "standard deviation over seeds; built by `python -m benchmarks table` from "
                  f"`benchmarks/results/{records[0]['suite']}/*.json`.")
+    return "\n".join(lines)
+
+
+def _scalar(v) -> str | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str) and "/" not in v:  # paths are machine-specific: left out
+        return v
+    return None
+
+
+def steps_table(records: list[dict]) -> str:
+    """The suite's steps (commands run before some fits: a centre pass, embedding, mining, distillation), each once:
+    its minutes and the scalar fields of its report; a mining report with the pool's hidden labels adds a table of
+    precision and recall per class and over ``tau_sim``."""
+    steps: dict[str, dict] = {}
+    for r in records:
+        for name, entry in (r.get("steps") or {}).items():
+            steps.setdefault(name, entry)
+    if not steps:
+        return ""
+    lines = ["| step | minutes | report |", "|---|---|---|"]
+    quality = []
+    for name, entry in steps.items():
+        report = entry.get("report") or {}
+        fields = [f"{k} {v}" for k, v in ((k, _scalar(v)) for k, v in report.items()) if v is not None]
+        minutes = f"{entry['seconds'] / 60:.1f}" if isinstance(entry.get("seconds"), (int, float)) else "—"
+        lines.append(f"| {name} | {minutes} | {', '.join(fields) or '—'} |")
+        if isinstance(report.get("quality"), dict):
+            quality.append((name, report))
+    for name, report in quality:
+        q, names = report["quality"], list((report.get("per_class") or {}).keys())
+        lines += ["", f"Mining ({name}) against the pool's hidden labels: {q['mined']} mined, precision "
+                      f"{100 * q['precision']:.1f} %, recall {100 * q['recall']:.1f} %.", "",
+                  "| class | mined | precision % | recall % |", "|---|---|---|---|"]
+        for k, c in enumerate(q.get("per_class", [])):
+            label = names[k] if k < len(names) else str(k)
+            lines.append(f"| {label} | {c['mined']} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} |")
+        if report.get("curve"):
+            lines += ["", "| tau_sim | mined | precision % | recall % |", "|---|---|---|---|"]
+            lines += [f"| {c['tau_sim']} | {c['mined']} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} |"
+                      for c in report["curve"]]
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ CHANGES = {
     "no_smoothing": label_smoothing(0.0),
     "epochs15": epochs(15),
     "epochs45": epochs(45),
+    # soft_votes reached 83.98 % with validation still rising at epoch 30: the same with twice the epochs (~2 h here)
+    "soft_votes_epochs60": soft_votes() + epochs(60),
 }
 
 SUITE = Suite(

@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--init", default="real", choices=["real", "noise"])
     d.add_argument("--device", default="cpu")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--missing", default="labelled", choices=["labelled", "error"],
+                   help="a class with no mined images: distil it from the labelled training set (default), or stop")
     return p
 
 
@@ -248,6 +250,22 @@ def distill(args: argparse.Namespace, config_args: Sequence[str]) -> CondensedSe
         dm.setup("fit")
         ds = dm.judge_dataloader(preset="eval").dataset
     ds.transform = transform
+    labels = np.asarray(ds.labels)
+    missing = [k for k in range(dm.num_classes) if not (labels == k).any()]
+    filled: dict[str, int] = {}
+    if args.manifest and missing and args.missing == "labelled":
+        # a class the mining found nothing for (common for rare classes at strict thresholds): its distilled images
+        # start from, and match, the labelled training images of that class instead
+        dm.setup("fit")
+        labelled = dm.judge_dataloader(preset="eval").dataset
+        labelled.transform = transform
+        rows = np.flatnonzero(np.isin(np.asarray(labelled.labels), missing))
+        if len(rows):
+            filled = {dm.class_names[k]: int((np.asarray(labelled.labels) == k).sum()) for k in missing}
+            print(f"[ferkit] no mined images of {[dm.class_names[k] for k in missing]}: those classes are distilled "
+                  f"from the labelled training set ({filled})")
+            ds = torch.utils.data.ConcatDataset([ds, torch.utils.data.Subset(labelled, rows.tolist())])
+            labels = np.concatenate([labels, np.asarray(labelled.labels)[rows]])
     dc = DatasetCondensation(method=args.method, ipc=args.ipc, init=args.init, iterations=args.iterations,
                              lr_img=args.lr_img, batch_real=args.batch_real, seed=args.seed, device=args.device)
     out = Path(args.out)
@@ -258,7 +276,9 @@ def distill(args: argparse.Namespace, config_args: Sequence[str]) -> CondensedSe
     with tqdm(total=args.iterations, desc=f"distilling ({args.method}, ipc {args.ipc})", unit="it") as bar:
         if state.is_file():
             bar.update(int(torch.load(state, map_location="cpu", weights_only=True)["iteration"]))
-        condensed = dc.run(ds, np.asarray(ds.labels), dm.class_names, checkpoint=state, progress=bar.update)
+        condensed = dc.run(ds, labels, dm.class_names, checkpoint=state, progress=bar.update)
+    if filled:
+        condensed.info["from_labelled"] = filled
     condensed.save(out)
     state.unlink(missing_ok=True)
     sheet = out.with_suffix(".png")

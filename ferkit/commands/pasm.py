@@ -5,6 +5,10 @@ is the frozen teacher: it locates every training image's informative centre once
 ``DIR/centres_gen_<g>.pt``, through Lightning's predict), then student ``g`` trains on images erased around those
 centres with CE + distillation from the teacher (:class:`ferkit.methods.PASMClassifier`).
 
+``ferkit pasm locate --config NAME --teacher CKPT --out FILE [overrides]`` runs only the centre pass: the training
+set of the config (with the overrides) located with the teacher checkpoint and the config's locator settings, written
+to ``FILE`` with a report ``FILE.json`` (images, seconds). The benchmark harness chains generations with it.
+
 Each generation logs to ``DIR/gen_<g>/version_0`` (CSV metrics, checkpoints, test report); ``DIR/summary.json``
 records every finished generation (checkpoint, centre file, validation / test metrics, seconds spent training and
 locating). Killed in generation ``g``, the same command resumes there: finished generations and existing centre
@@ -24,7 +28,7 @@ from ferkit.methods.pasm import precompute_centres
 
 log = logging.getLogger(__name__)
 
-__all__ = ["main", "run_generations"]
+__all__ = ["main", "run_generations", "locate"]
 
 
 def _trainer_kwargs(cli) -> dict[str, Any]:
@@ -38,6 +42,23 @@ def _trainer_kwargs(cli) -> dict[str, Any]:
 
 def _metrics(trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def locate(config: str, teacher: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The centre pass alone: locate the config's training set with ``teacher`` into ``out``. Returns the report
+    (``images``, ``locate_seconds``, also written to ``<out>.json``), or ``None`` when the config's model erases
+    around random positions (nothing to locate)."""
+    probe = build_cli(["--config", str(config), *overrides, "--trainer.logger=false"], run=False)
+    if probe.model.hparams.random_centres:
+        return None
+    start = time.perf_counter()
+    precompute_centres(teacher, probe.datamodule, out, trainer_kwargs=_trainer_kwargs(probe),
+                       **{k: probe.model.hparams[k] for k in ("attack", "max_points", "points_per_step", "window", "stride")})
+    report = {"teacher": str(teacher), "centres": str(out), "images": len(probe.datamodule.train_set),
+              "attack": probe.model.hparams.attack, "locate_seconds": round(time.perf_counter() - start, 3)}
+    if probe.trainer.is_global_zero:
+        Path(str(out) + ".json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def run_generations(config: str, generations: int, out: str | Path, overrides: Sequence[str] = (),
@@ -69,15 +90,13 @@ def run_generations(config: str, generations: int, out: str | Path, overrides: S
                      "--model.init_args.random_centres=false"]
         else:
             centres = out / f"centres_gen_{g}.pt"
-            probe = None if centres.is_file() else build_cli([*args, "--trainer.logger=false"], run=False)
-            if probe is not None and probe.model.hparams.random_centres:
-                centres = None  # the control erases around random positions: no centres to locate
-            elif probe is not None:
-                start = time.perf_counter()
-                precompute_centres(teacher, probe.datamodule, centres, trainer_kwargs=_trainer_kwargs(probe),
-                                   **{k: probe.model.hparams[k] for k in ("attack", "max_points", "points_per_step", "window", "stride")})
-                record["locate_seconds"] = round(time.perf_counter() - start, 3)
-                record["locate_images"] = len(probe.datamodule.train_set)
+            if not centres.is_file():
+                report = locate(config, teacher, centres, overrides)
+                if report is None:
+                    centres = None  # the control erases around random positions: no centres to locate
+                else:
+                    record["locate_seconds"] = report["locate_seconds"]
+                    record["locate_images"] = report["images"]
             args += [f"--model.init_args.teacher_ckpt={teacher}", f"--model.init_args.centres_path={centres or 'null'}"]
             record["centres"] = None if centres is None else str(centres)
         last = out / f"gen_{g}" / "version_0" / "checkpoints" / "last.ckpt"
@@ -109,9 +128,22 @@ def run_generations(config: str, generations: int, out: str | Path, overrides: S
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    argv = list(argv or [])
+    if argv[:1] == ["locate"]:
+        lp = argparse.ArgumentParser(prog="ferkit pasm locate", description="PASM's centre pass alone: locate every "
+                                     "training image's informative centre with a teacher checkpoint.",
+                                     epilog="Any other argument is a LightningCLI override for the config (the data "
+                                            "options must match the fit that reads the centres).")
+        lp.add_argument("--config", required=True, help="a PASM config (its data and locator settings are used)")
+        lp.add_argument("--teacher", required=True, help="the teacher's checkpoint")
+        lp.add_argument("--out", required=True, help="the centre file to write (int16 [N, 2])")
+        known, rest = lp.parse_known_args(argv[1:])
+        report = locate(known.config, known.teacher, known.out, rest)
+        print(json.dumps(report, indent=2) if report else "the config erases around random centres: nothing to locate")
+        return report
     parser = argparse.ArgumentParser(prog="ferkit pasm", description=__doc__.split("\n\n")[0],
-                                     epilog="Any other argument is passed to every generation's `ferkit fit` "
+                                     epilog="`ferkit pasm locate --help`: the centre pass alone. Any other argument is passed to every generation's `ferkit fit` "
                                             "(e.g. --trainer.max_epochs=10 --data.dataset.init_args.root=...).")
     parser.add_argument("--config", required=True, help="a PASM config (name of a packaged one, e.g. pasm_synthetic, or a path)")
     parser.add_argument("--generations", type=int, default=2, help="student generations after the CE generation 0 (default 2)")

@@ -343,6 +343,8 @@ def describe(obj: Any) -> dict[str, Any]:
         if value is inspect.Parameter.empty:
             raise TypeError(f"{type(obj).__name__} does not keep its argument {name!r} as an attribute; "
                             "store every __init__ argument under its own name")
+        if isinstance(value, (DatasetSource, SamplerFactory)):
+            value = describe(value)  # a source inside a source (OmniSource's labelled data): plain data all the way down
         init_args[name] = dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple) else value)
     return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": init_args}
 
@@ -350,7 +352,9 @@ def describe(obj: Any) -> dict[str, Any]:
 def instantiate(spec: Mapping[str, Any]) -> Any:
     """The object a ``{"class_path": ..., "init_args": {...}}`` dict describes (the inverse of :func:`describe`)."""
     module, _, name = str(spec["class_path"]).rpartition(".")
-    return getattr(importlib.import_module(module), name)(**dict(spec.get("init_args") or {}))
+    init_args = {k: instantiate(v) if isinstance(v, Mapping) and "class_path" in v else v
+                 for k, v in dict(spec.get("init_args") or {}).items()}
+    return getattr(importlib.import_module(module), name)(**init_args)
 
 
 def check_data(datamodule: FERDataModule, stream: TextIO | None = None, progress: bool = True) -> int:

@@ -97,13 +97,18 @@ class OmniSource(DatasetSource):
         mined_manifest: a manifest written by ``ferkit omni mine``; None trains on labelled data only.
         mined_root: the folder the manifest's paths are relative to (a folder pool). Without it, the manifest must
             refer to this source's ``"pool"`` split by ``pool_index``.
-        seed: seed of the labelled fraction.
+        seed: seed of the labelled fraction (and of the pool sample).
+        pool_limit: keep only this many pool images (a seeded random sample of the rest, in index order), e.g. to
+            try the mining on part of a large pool first; None keeps the whole rest.
     """
 
     def __init__(self, labelled: DatasetSource, labelled_fraction: float = 1.0, mined_manifest: str | None = None,
-                 mined_root: str | None = None, seed: int = 0) -> None:
+                 mined_root: str | None = None, seed: int = 0, pool_limit: int | None = None) -> None:
         if not 0.0 < labelled_fraction <= 1.0:
             raise ValueError(f"OmniSource: labelled_fraction must be in (0, 1], got {labelled_fraction}")
+        if pool_limit is not None and pool_limit < 1:
+            raise ValueError(f"OmniSource: pool_limit must be a positive number of images or null, got {pool_limit}")
+        self.pool_limit = pool_limit
         if not isinstance(labelled, DatasetSource):
             raise TypeError(f"OmniSource: labelled must be a DatasetSource (class_path: ferkit.data.FERPlusSource, "
                             f"...), got {type(labelled).__name__}")
@@ -124,6 +129,8 @@ class OmniSource(DatasetSource):
         else:
             idx = stratified_fraction(np.asarray(full.labels), self.labelled_fraction, self.seed)
         rest = np.setdiff1d(np.arange(len(full)), idx)
+        if self.pool_limit is not None and self.pool_limit < len(rest):
+            rest = np.sort(np.random.default_rng(self.seed).permutation(rest)[:self.pool_limit])
         return full, idx, rest
 
     def build(self, split: str, transform: Callable[..., dict] | None = None) -> FERDataset:

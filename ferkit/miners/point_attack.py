@@ -11,6 +11,13 @@ region there gives a harder training sample. This module implements that locator
   ``points_per_step`` best pixels are set to that extreme. Rounds stop for an image once the teacher's prediction
   flips away from the label (every image gets at least one round), and for all at ``max_points``; later rounds
   differentiate only the images still attacked, so the cost follows the rounds actually used.
+* ``attack="sparse_pgd"``: projected gradient ascent on the teacher's cross-entropy over an additive perturbation
+  that may touch at most ``max_points`` pixels. Each of the ``ceil(max_points / points_per_step)`` steps (the
+  greedy attack's worst-case number of gradients) moves the perturbation by ``step_size`` times the image's value
+  range along the gradient's sign, clips the perturbed image to that range, and projects onto the sparse set: the
+  ``max_points`` pixels with the largest perturbation (L2 over channels) keep theirs, the others are reset. Unlike
+  the greedy attack a pixel can leave the set again, so the map reflects the perturbation the attack converged to.
+  An image stops being attacked once its prediction flips; its map is the support at that step.
 * ``attack="saliency"``: one backward pass; the ``max_points`` most salient pixels, without the iterative attack.
   Cheaper (one gradient instead of up to ``max_points / points_per_step``), but it does not look at whether
   the decision actually flips.
@@ -32,7 +39,7 @@ from torch import nn
 
 __all__ = ["PointAttackLocator", "ATTACKS"]
 
-ATTACKS: tuple[str, ...] = ("l0_greedy", "saliency")
+ATTACKS: tuple[str, ...] = ("l0_greedy", "sparse_pgd", "saliency")
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -44,11 +51,13 @@ class PointAttackLocator:
 
     Args:
         teacher: any module mapping images ``[B, C, H, W]`` to logits ``[B, K]``.
-        attack: ``"l0_greedy"`` (iterative point-wise L0 attack) or ``"saliency"`` (one gradient, top pixels).
+        attack: ``"l0_greedy"`` (iterative point-wise L0 attack), ``"sparse_pgd"`` (PGD projected onto
+            ``max_points`` pixels) or ``"saliency"`` (one gradient, top pixels).
         max_points: the attack's pixel budget per image.
         points_per_step: pixels perturbed per round of the greedy attack (more is faster and coarser).
         window: side(s) of the box filter of the density rule, in input pixels (clipped to the image).
         stride: the box filter's stride (1 looks at every position).
+        step_size: ``sparse_pgd`` only: each step's move per pixel, as a fraction of the image's value range.
         bounds: ``(low, high)`` values a perturbed pixel is pushed to; default: each image's per-channel min and max
             (its own value range, in whatever normalisation the teacher was trained with).
 
@@ -56,17 +65,20 @@ class PointAttackLocator:
     ``perturbation_map(x, y) -> (bool [B, H, W], saliency [B, H, W])``.
     """
 
-    def __init__(self, teacher: nn.Module, attack: Literal["l0_greedy", "saliency"] = "l0_greedy",
+    def __init__(self, teacher: nn.Module, attack: Literal["l0_greedy", "sparse_pgd", "saliency"] = "l0_greedy",
                  max_points: int = 64, points_per_step: int = 4, window: int | tuple[int, int] = 32, stride: int = 8,
-                 bounds: tuple[float, float] | None = None) -> None:
+                 bounds: tuple[float, float] | None = None, step_size: float = 0.25) -> None:
         if attack not in ATTACKS:
             raise ValueError(f"PointAttackLocator: attack must be one of {ATTACKS}, got {attack!r}")
         if max_points < 1 or points_per_step < 1 or stride < 1:
             raise ValueError(f"PointAttackLocator: max_points ({max_points}), points_per_step ({points_per_step}) and "
                              f"stride ({stride}) must be >= 1")
+        if not 0.0 < step_size <= 1.0:
+            raise ValueError(f"PointAttackLocator: step_size is a fraction of the value range in (0, 1], got {step_size}")
         self.teacher, self.attack = teacher, attack
         self.max_points, self.points_per_step = int(max_points), int(points_per_step)
         self.window, self.stride, self.bounds = _pair(window), int(stride), bounds
+        self.step_size = float(step_size)
 
     def __repr__(self) -> str:
         return (f"PointAttackLocator(attack={self.attack!r}, max_points={self.max_points}, "
@@ -122,6 +134,8 @@ class PointAttackLocator:
             top = sal0.flatten(1).topk(budget, dim=1).indices
             perturbed = torch.zeros(b, h * w, dtype=torch.bool, device=x.device).scatter_(1, top, True)
             return perturbed.view(b, h, w), sal0
+        if self.attack == "sparse_pgd":
+            return self._sparse_pgd(x, y, grad, lo, hi, budget), sal0
         perturbed = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
         x_adv = x.clone()
         idx = torch.arange(b, device=x.device)  # images whose prediction has not flipped yet
@@ -147,6 +161,31 @@ class PointAttackLocator:
             lo_i, hi_i = (lo, hi) if lo.shape[0] == 1 else (lo[idx], hi[idx])
             sal, target = self._saliency(x_adv[idx], grad, lo_i, hi_i)
         return perturbed.view(b, h, w), sal0
+
+    def _sparse_pgd(self, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                    budget: int) -> torch.Tensor:
+        """PGD on an additive perturbation, projected each step onto ``budget`` pixels and the value range."""
+        b, c, h, w = x.shape
+        lo, hi = lo.expand(b, c, 1, 1), hi.expand(b, c, 1, 1)
+        step = self.step_size * (hi - lo)  # [B, C, 1, 1]
+        delta = torch.zeros_like(x)
+        support = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
+        idx = torch.arange(b, device=x.device)  # images whose prediction has not flipped yet
+        for _ in range(-(-budget // self.points_per_step)):
+            d = delta[idx] + step[idx] * grad.sign()
+            d = torch.minimum(torch.maximum(x[idx] + d, lo[idx]), hi[idx]) - x[idx]  # stay inside the value range
+            # the L0 projection: the budget pixels with the largest perturbation keep it
+            keep = torch.zeros(idx.numel(), h * w, dtype=torch.bool, device=x.device)
+            keep.scatter_(1, d.pow(2).sum(1).flatten(1).topk(budget, dim=1).indices, True)
+            keep &= d.flatten(2).abs().amax(1) > 0
+            delta[idx] = d * keep.view(-1, 1, h, w)
+            support[idx] = keep
+            logits, grad = self._gradient(x[idx] + delta[idx], y[idx])
+            holds = logits.argmax(1) == y[idx]
+            idx, grad = idx[holds], grad[holds]
+            if idx.numel() == 0:
+                break
+        return support.view(b, h, w)
 
     # -- the density rule --------------------------------------------------------------------------------
     def density_centres(self, perturbed: torch.Tensor, saliency: torch.Tensor | None = None) -> torch.Tensor:

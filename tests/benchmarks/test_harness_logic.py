@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:
 from benchmarks import harness  # noqa: E402
 from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS  # noqa: E402
 from benchmarks.records import read_history, select_epoch  # noqa: E402
-from benchmarks.suite import Run, Suite  # noqa: E402
+from benchmarks.suite import Run, Step, Suite  # noqa: E402
 
 VAL = [0.50, 0.70, 0.60, 0.65]    # validation peaks at epoch 1 (0-based)
 TEST = [0.40, 0.60, 0.80, 0.90]   # what the test split would say of each epoch's weights: later is better
@@ -53,6 +53,11 @@ class FakeFerkit:
 
     def __call__(self, args: list[str], log_path: Path, env) -> tuple[int, float]:
         self.calls.append(list(args))
+        if args[0] not in ("fit", "test"):  # a step: writes its output and a report beside it
+            out = Path(self.arg(args, "--out"))
+            out.write_text("centres")
+            Path(f"{out}.json").write_text(json.dumps({"teacher": self.arg(args, "--teacher"), "images": 3}))
+            return 0, 0.25
         logger = json.loads(self.arg(args, "--trainer.logger"))["init_args"]
         log_dir = Path(logger["save_dir"]) / logger["name"] / logger["version"]
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -242,3 +247,47 @@ def test_selection_uses_validation_only() -> None:
         select_epoch(history, "test/acc")
     with pytest.raises(ValueError, match="never used to choose"):
         Suite(name="x", runs=[], monitor="test/acc")
+
+
+def chained_suite() -> Suite:
+    locate = Step("centres_b", ["pasm", "locate", "--config", "pasm_synthetic", "--teacher", "{best:a_s0}",
+                                "--out", "{shared}/centres_b.pt"], report="{shared}/centres_b.pt.json")
+    teacher = ["--model.init_args.teacher_ckpt", "{best:a_s0}", "--model.init_args.centres_path", "{shared}/centres_b.pt"]
+    return Suite(name="chain", runs=[
+        Run("a_s0", "pasm_synthetic", method="gen0"),
+        Run("b_s0", "pasm_synthetic", overrides=teacher, method="gen1", baseline="gen0", steps=[locate]),
+        Run("c_s0", "pasm_synthetic", overrides=teacher + ["--x", "1"], method="gen1x", baseline="gen0", steps=[locate]),
+    ])
+
+
+def test_a_run_reads_an_earlier_runs_best_checkpoint_and_a_shared_step_runs_once(tmp_path, fake) -> None:
+    records = harness.run_suite(chained_suite(), work_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    best_a = str(tmp_path / "runs" / "chain" / "a_s0" / "ckpt" / "best-epoch=1.ckpt")  # validation peaked at epoch 1
+    shared = tmp_path / "runs" / "chain" / "_shared"
+    steps = [c for c in fake.calls if c[0] == "pasm"]
+    assert len(steps) == 1 and steps[0][steps[0].index("--teacher") + 1] == best_a
+    assert steps[0][steps[0].index("--out") + 1] == str(shared / "centres_b.pt")
+    fits = [c for c in fake.calls if c[0] == "fit"]
+    for fit in fits[1:]:
+        assert fit[fit.index("--model.init_args.teacher_ckpt") + 1] == best_a
+        assert fit[fit.index("--model.init_args.centres_path") + 1] == str(shared / "centres_b.pt")
+    b, c = records[1], records[2]
+    assert b["steps"]["centres_b"]["report"] == {"teacher": best_a, "images": 3}
+    assert c["steps"]["centres_b"]["report"] == b["steps"]["centres_b"]["report"]
+    assert best_a in b["overrides"] and "{best:" not in " ".join(b["overrides"])
+    assert records[0]["steps"] == {}
+
+
+def test_a_run_whose_teacher_has_not_been_fitted_fails_with_the_fix(tmp_path, fake, capsys) -> None:
+    with pytest.raises(SystemExit, match="1 run\\(s\\) failed: b_s0"):
+        harness.run_suite(chained_suite(), only=["b_s0"], work_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    out = capsys.readouterr().out
+    assert "needs the checkpoint of run a_s0" in out and "--only a_s0" in out
+    assert not [c for c in fake.calls if c[0] in ("fit", "pasm")]
+
+
+def test_a_suite_must_list_the_runs_it_reads_first() -> None:
+    with pytest.raises(ValueError, match="needs {best:z_s0}, which is not a run listed before it"):
+        Suite(name="bad", runs=[Run("a_s0", "x", overrides=["--t", "{best:z_s0}"])])
+    with pytest.raises(ValueError, match="two different steps are named"):
+        Suite(name="bad", runs=[Run("a_s0", "x", steps=[Step("s", ["a"])]), Run("b_s0", "x", steps=[Step("s", ["b"])])])

@@ -108,3 +108,25 @@ def test_a_damaged_record_is_named(tmp_path: Path) -> None:
     (tmp_path / "s" / "r.json").write_text("{")
     with pytest.raises(ValueError, match=r"r\.json is not valid JSON"):
         load_records(tmp_path)
+
+
+def test_steps_and_mining_quality_are_tabled_once() -> None:
+    mining = {"pool": 100, "mined": 30, "per_class": {"happy": 20, "sad": 10}, "tau_sim": [0.8, 0.8],
+              "quality": {"mined": 30, "precision": 0.9, "recall": 0.27,
+                          "per_class": [{"mined": 20, "precision": 0.95, "recall": 0.4},
+                                        {"mined": 10, "precision": 0.8, "recall": 0.16}]},
+              "curve": [{"tau_sim": 0.5, "mined": 60, "precision": 0.7, "recall": 0.42}]}
+    a = record("base", 0, 0.6)
+    b = {**record("mined", 0, 0.65, baseline="base"),
+         "steps": {"embed": {"seconds": 120.0}, "mine": {"seconds": 6.0, "report": mining}}}
+    c = {**record("both", 0, 0.66, baseline="base"), "steps": {"mine": {"seconds": 6.0, "report": mining},
+                                                               "centres": {"seconds": 60.0, "report": {
+                                                                   "locate_seconds": 59.5, "images": 96,
+                                                                   "centres": "/tmp/x.pt"}}}}
+    table = suite_table([a, b, c])
+    assert table.count("| mine | 0.1 |") == 1 and "| embed | 2.0 | — |" in table
+    assert "| centres | 1.0 | locate_seconds 59.5, images 96 |" in table  # paths left out
+    assert "30 mined, precision 90.0 %, recall 27.0 %" in table
+    assert "| happy | 20 | 95.0 | 40.0 |" in table and "| sad | 10 | 80.0 | 16.0 |" in table
+    assert "| 0.5 | 60 | 70.0 | 42.0 |" in table
+    assert "| step |" not in suite_table([a])

@@ -239,6 +239,29 @@ def test_hparams_are_plain_data_that_rebuild_the_data_module(tmp_path):
     np.testing.assert_array_equal(again.train_set.labels, dm.train_set.labels)  # same data, same noise
 
 
+def test_a_source_inside_a_source_is_saved_as_plain_data(tmp_path):
+    """OmniSource holds its labelled source: the checkpoint must still load with weights_only=True (as
+    `ferkit test --ckpt_path` and `ferkit omni embed` read it) and rebuild the same data."""
+    import io
+
+    from ferkit.data import OmniSource
+
+    dm = FERDataModule(dataset=OmniSource(SyntheticSource(**SMALL), labelled_fraction=0.5, pool_limit=20),
+                       img_size=32, batch_size=8)
+    buffer = io.BytesIO()
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)["datamodule_hyper_parameters"]
+    assert saved["dataset"]["class_path"] == "ferkit.data.omni.OmniSource"
+    assert saved["dataset"]["init_args"]["labelled"]["class_path"] == "ferkit.data.sources.SyntheticSource"
+    again = FERDataModule.from_hparams({**saved, "_class_path": "ignored"})
+    assert isinstance(again.source, OmniSource) and isinstance(again.source.labelled, SyntheticSource)
+    assert again.source.pool_limit == 20
+    again.setup("fit")
+    dm.setup("fit")
+    np.testing.assert_array_equal(again.train_set.labels, dm.train_set.labels)
+
+
 def test_lightning_load_from_checkpoint_rebuilds_the_data_module(tmp_path):
     dm = _dm(sampler=BalancedSampling(num_samples=30))
     torch.save({"datamodule_hyper_parameters": dict(dm.hparams), "state_dict": {}, "pytorch-lightning_version": "2.6.0"},

@@ -202,6 +202,26 @@ def test_omni_source_fraction_pool_and_mined(tmp_path):
         OmniSource(base, labelled_fraction=0.2, mined_manifest=str(tmp_path / "bad.csv")).build("train")
 
 
+def test_omni_source_pool_limit_samples_the_pool_the_same_way_for_every_reader(tmp_path):
+    base = SyntheticSource(num_train=70, num_val=7, num_test=7, image_size=32)
+    full_pool = OmniSource(base, labelled_fraction=0.2, seed=0).build("pool")
+    src = OmniSource(base, labelled_fraction=0.2, seed=0, pool_limit=9)
+    pool = src.build("pool")
+    assert len(pool) == 9 and len(src.build("train")) == len(OmniSource(base, labelled_fraction=0.2).build("train"))
+    # a sample of the full pool (same images), in index order, identical when built again
+    full_images = {np.asarray(full_pool[i]["image"]).tobytes() for i in range(len(full_pool))}
+    assert all(np.asarray(pool[i]["image"]).tobytes() in full_images for i in range(9))
+    again = OmniSource(base, labelled_fraction=0.2, seed=0, pool_limit=9).build("pool")
+    assert all(np.array_equal(pool[i]["image"], again[i]["image"]) for i in range(9))
+    # a manifest's pool_index refers to the limited pool, in the fit as in the mining
+    rows = [ManifestRow(pool.ids[i], int(pool.labels[i]), 0.9, 0.9, i) for i in (0, 8)]
+    write_manifest(tmp_path / "mined.csv", rows, base.label_space.names)
+    train = OmniSource(base, labelled_fraction=0.2, seed=0, pool_limit=9, mined_manifest=str(tmp_path / "mined.csv")).build("train")
+    assert np.array_equal(train[len(train) - 1]["image"], pool[8]["image"])
+    with pytest.raises(ValueError, match="pool_limit"):
+        OmniSource(base, labelled_fraction=0.2, pool_limit=0)
+
+
 # -- OmniClassifier --------------------------------------------------------------------------------------------
 def test_omni_classifier_weights_sources_and_keeps_distilled_in_state(one_thread):
     torch.manual_seed(0)

@@ -73,3 +73,20 @@ def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_da
     main(["fit", *config, "--model=ferkit.methods.OmniClassifier", f"--model.init_args.distilled={distilled}",
           "--model.init_args.net.backbone=test_resnet", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
           "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"])
+    # a manifest with one class only (strict thresholds often mine nothing of a rare class): the other classes are
+    # distilled from the labelled training set, and the distilled file says so; --missing error stops instead
+    one = [r for r in rows if r["pseudo_label"] == rows[0]["pseudo_label"]]
+    single = tmp_path / "single.csv"
+    with single.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(one)
+    part = tmp_path / "part.pt"
+    main(["omni", "distill", "--manifest", str(single), "--out", str(part), "--ipc", "1", "--iterations", "1",
+          "--batch_real", "4", "--method", "distribution_matching", *config])
+    got = CondensedSet.load(part)
+    assert got.labels.tolist() == list(range(7)) and torch.isfinite(got.images).all()
+    assert len(got.info["from_labelled"]) == 6 and rows[0]["pseudo_label"] not in got.info["from_labelled"]
+    with pytest.raises(ValueError, match="no images of class"):
+        main(["omni", "distill", "--manifest", str(single), "--out", str(tmp_path / "strict.pt"), "--ipc", "1",
+              "--iterations", "1", "--missing", "error", *config])

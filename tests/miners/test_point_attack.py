@@ -51,7 +51,7 @@ def _inside(centres: torch.Tensor, corner: torch.Tensor) -> torch.Tensor:
     return ((centres >= corner) & (centres < corner + PATCH)).all(1)
 
 
-@pytest.mark.parametrize("attack", ["l0_greedy", "saliency"])
+@pytest.mark.parametrize("attack", ["l0_greedy", "sparse_pgd", "saliency"])
 def test_centre_lands_on_the_patch(teacher, attack) -> None:
     x, y, corner = toy_batch(128, seed=20_000)
     pos = y == 1
@@ -72,6 +72,16 @@ def test_greedy_attack_flips_the_teacher_with_few_points(teacher) -> None:
     counts = perturbed.flatten(1).sum(1)
     assert counts.max() <= 200 and counts.min() >= 1
     assert counts.float().mean() < 0.25 * SIZE * SIZE  # sparse: most images flip long before the budget
+
+
+def test_sparse_pgd_stays_within_its_pixel_budget(teacher) -> None:
+    x, y, _ = toy_batch(64, seed=31_000)
+    locator = PointAttackLocator(teacher, attack="sparse_pgd", max_points=24, points_per_step=2, window=PATCH, stride=1)
+    perturbed, _ = locator.perturbation_map(x, y)
+    counts = perturbed.flatten(1).sum(1)
+    assert counts.max() <= 24 and counts.min() >= 1
+    with pytest.raises(ValueError, match="step_size"):
+        PointAttackLocator(teacher, attack="sparse_pgd", step_size=0.0)
 
 
 def test_erasing_at_the_centre_flips_more_than_random(teacher) -> None:

@@ -71,7 +71,7 @@ class PASMClassifier(FERModule):
         erase_fill: str | float = "random",
         erase_p: float = 0.5,
         random_centres: bool = False,
-        attack: Literal["l0_greedy", "saliency"] = "l0_greedy",
+        attack: Literal["l0_greedy", "sparse_pgd", "saliency"] = "l0_greedy",
         max_points: int = 64,
         points_per_step: int = 4,
         window: int = 32,
