@@ -80,10 +80,31 @@ def test_packaged_config_by_name_from_any_folder_and_override_warning(tmp_path, 
         main(["test", *args, "--model.init_args.label_smoothing=0.3", f"--ckpt_path={last}"])
 
 
-def test_demo_prints_pasm_and_its_ce_generation_in_one_table(tmp_path, monkeypatch, capsys, synthetic_data_args):
-    """The default demo: PASM generation 1 against generation 0 (CE), one table, one plot, a summary."""
+def test_demo_prints_omni_and_its_ce_baseline_in_one_table(tmp_path, monkeypatch, capsys):
+    """The default demo: CE on the labelled quarter mines the pool; Omni trains on labelled + mined + distilled."""
     monkeypatch.chdir(tmp_path)
-    results = demo.main([*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
+    data = "--data.dataset.init_args.labelled.init_args"
+    results = demo.main([f"{data}.num_train=64", f"{data}.num_val=16", f"{data}.num_test=16", f"{data}.image_size=32",
+                         "--data.img_size=32", "--model.init_args.net.backbone=resnet10t", "--trainer.max_steps=4", *QUIET])
+    out = capsys.readouterr().out
+    assert [r["model"] for r in results] == ["CE (labelled only)", "Omni (+ mined, distilled)"]
+    assert "CE (labelled only)" in out and "Omni (+ mined, distilled)" in out and "pseudo-labels are right" in out
+    run = tmp_path / "runs/demo/omni/version_0"
+    for name in ("mined.csv", "distilled.pt", "demo_summary.json", "demo.png", "omni_demo.json", "metrics.csv"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "omni_demo.json").read_text())
+    # a quarter of the 64 training faces keep their labels (class-stratified), the rest is the pool
+    assert summary["labelled"] + summary["pool"] == 64 and 10 <= summary["labelled"] <= 18
+    assert 0 <= summary["mined_right"] <= summary["mined"] <= summary["pool"]
+    assert summary["omni_train_set"] == summary["labelled"] + summary["mined"] and summary["steps"] == 4
+    assert (tmp_path / "runs/demo/omni_baseline/version_0/metrics.csv").is_file()
+    assert all(0 <= r["acc"] <= 100 for r in results)
+
+
+def test_demo_prints_pasm_and_its_ce_generation_in_one_table(tmp_path, monkeypatch, capsys, synthetic_data_args):
+    """PASM generation 1 against generation 0 (CE), one table, one plot, a summary."""
+    monkeypatch.chdir(tmp_path)
+    results = demo.main(["--config", "demo_pasm", *synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
                          "--trainer.max_epochs=2", "--model.init_args.window=8", *QUIET])
     out = capsys.readouterr().out
     assert [r["model"] for r in results] == ["CE (generation 0)", "PASM (generation 1)"]
@@ -94,8 +115,8 @@ def test_demo_prints_pasm_and_its_ce_generation_in_one_table(tmp_path, monkeypat
     assert all(0 <= a <= 100 for r in results for a in r["val_acc"])
     assert (run / "demo.png").is_file() and "plot: runs/demo/pasm/version_0/demo.png" in out
     # a second demo does not reuse the first one's generations
-    demo.main([*synthetic_data_args(num_train=32, num_val=16, num_test=16), "--model.init_args.net.backbone=resnet10t",
-               "--trainer.max_epochs=1", "--model.init_args.window=8", *QUIET])
+    demo.main(["--config", "demo_pasm", *synthetic_data_args(num_train=32, num_val=16, num_test=16),
+               "--model.init_args.net.backbone=resnet10t", "--trainer.max_epochs=1", "--model.init_args.window=8", *QUIET])
     assert (tmp_path / "runs/demo/pasm/version_1/demo_summary.json").is_file()
 
 
