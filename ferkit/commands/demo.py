@@ -128,7 +128,6 @@ OMNI_DEMO_DISTILL = {"method": "distribution_matching", "ipc": 4, "iterations": 
 def _run_omni(config: str, rest: list[str], cli) -> tuple[list[dict[str, Any]], Path]:
     """Omni: the CE baseline on the labelled part, mining of the pool with it, distillation, then Omni."""
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
     from ferkit.data.manifest import ManifestRow, write_manifest
@@ -157,11 +156,8 @@ def _run_omni(config: str, rest: list[str], cli) -> tuple[list[dict[str, Any]], 
     with torch.no_grad():
         feats_p, probs_p = map(torch.cat, zip(*(embedder.embed(b["image"]) for b in DataLoader(pool, batch_size=256))))
     m = OMNI_DEMO_MINING
-    miner = PrototypeMiner(dm.num_classes, tau_conf=m["tau_conf"], margin=m["margin"]).fit(feats_l, labels_l)
-    own = (F.normalize(feats_l.double(), dim=1) @ miner.prototypes.T).gather(1, labels_l[:, None]).squeeze(1)
-    taus = [float(own[labels_l == k].quantile(m["quantile"])) if (labels_l == k).any() else 1.0
-            for k in range(dm.num_classes)]
-    miner = PrototypeMiner(dm.num_classes, tau_sim=taus, tau_conf=m["tau_conf"], margin=m["margin"]).fit(feats_l, labels_l)
+    miner = PrototypeMiner(dm.num_classes, tau_sim=1.0, tau_conf=m["tau_conf"], margin=m["margin"]).fit(feats_l, labels_l)
+    taus = miner.calibrate_tau_sim(feats_l, labels_l, m["quantile"]).tolist()
     mined = miner.mine(feats_p, probs_p)
     hidden = torch.as_tensor(pool.hidden_labels)
     right = int((hidden[mined.indices] == mined.pseudo_labels).sum())

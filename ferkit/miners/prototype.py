@@ -163,6 +163,22 @@ class PrototypeMiner(nn.Module):
         self._sums = None
         return self.prototypes
 
+    def calibrate_tau_sim(self, features: torch.Tensor, labels: torch.Tensor, quantile: float) -> torch.Tensor:
+        """Set each class's ``tau_sim`` to the ``quantile`` of its labelled samples' cosine to their own prototype
+        (a model trained briefly is far less sure than a converged one, so a fixed cosine keeps almost nothing or
+        almost everything); a class with no labelled sample keeps its threshold. Returns the new ``tau_sim``."""
+        if not self.fitted:
+            raise RuntimeError("PrototypeMiner.calibrate_tau_sim: fit the prototypes first")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"PrototypeMiner.calibrate_tau_sim: quantile must be in [0, 1], got {quantile}")
+        labels = labels.long().to(self.prototypes.device)
+        f = F.normalize(features.double().to(self.prototypes.device), dim=1)
+        own = (f @ self.prototypes.T).gather(1, labels[:, None]).squeeze(1)
+        for k in range(self.num_classes):
+            if (labels == k).any():
+                self.tau_sim[k] = own[labels == k].quantile(quantile)
+        return self.tau_sim.clone()
+
     def fit(self, features: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
             labels: torch.Tensor | None = None) -> "PrototypeMiner":
         """Prototypes from labelled features: ``fit(features [N, D], labels [N])`` or ``fit(iterable of (f, y))``."""

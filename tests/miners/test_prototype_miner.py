@@ -111,3 +111,24 @@ def test_state_dict_round_trip_and_errors():
     bad[3, 0] = float("nan")
     with pytest.raises(ValueError, match="pool row 3"):
         miner.mine(bad)
+
+
+def test_calibrated_tau_sim_keeps_that_quantile_of_each_labelled_class():
+    feats, labels, _ = _gaussians(200, noise=0.8, seed=3)
+    miner = PrototypeMiner(int(labels.max()) + 1, tau_sim=1.0, tau_conf=0.0, margin=0.0).fit(feats, labels)
+    with pytest.raises(ValueError, match="quantile"):
+        miner.calibrate_tau_sim(feats, labels, 1.5)
+    taus = miner.calibrate_tau_sim(feats, labels, 0.5)
+    assert torch.equal(taus, miner.tau_sim) and (taus < 1.0).all()
+    own = (F.normalize(feats.double(), dim=1) @ miner.prototypes.T).gather(1, labels[:, None].long()).squeeze(1)
+    for k in range(miner.num_classes):
+        kept = (own[labels == k] >= taus[k]).double().mean()
+        assert 0.45 <= kept <= 0.55   # the median: about half of each class's labelled samples pass
+    # a stricter quantile gives higher thresholds; a class absent from the calibration samples keeps its threshold
+    strict = miner.calibrate_tau_sim(feats, labels, 0.9)
+    assert (strict > taus).all()
+    rest = labels != 0
+    again = miner.calibrate_tau_sim(feats[rest], labels[rest], 0.5)
+    assert again[0] == strict[0] and torch.allclose(again[1:], taus[1:])
+    with pytest.raises(RuntimeError, match="fit the prototypes first"):
+        PrototypeMiner(3).calibrate_tau_sim(feats, labels, 0.5)
