@@ -81,14 +81,10 @@ def main() -> None:
                        "sd": round(statistics.stdev(gaps), 2) if len(gaps) > 1 else None},
     }
     write_results(args.output, payload)
-    readme = REPO / "README.md"
     if Path(args.output).resolve() == (REPO / "benchmarks/results/demo_omni_synthetic.json").resolve():
-        from tables import replace_markers
+        from tables import fill_markers  # the README's table, from this result only
 
-        text, done = replace_markers(readme.read_text(), {"demo_omni_synthetic": seed_table(payload)})
-        if done:
-            readme.write_text(text)
-            print(f"updated {readme}")
+        fill_markers(REPO / "README.md", {"demo_omni_synthetic": seed_table(payload)})
     print(f"Omni - CE per seed: {gaps} points (mean {statistics.fmean(gaps):.2f})")
 
 

@@ -107,14 +107,10 @@ def main() -> None:
                 "divided by the generation's epochs",
     }
     write_results(args.output, payload)
-    readme = REPO / "ferkit" / "methods" / "pasm" / "README.md"
-    if Path(args.output).resolve() == (REPO / "benchmarks/results/pasm_locator_cost.json").resolve() and readme.is_file():
-        from tables import replace_markers
+    if Path(args.output).resolve() == (REPO / "benchmarks/results/pasm_locator_cost.json").resolve():
+        from tables import fill_markers  # the README's table, from this result only
 
-        text, done = replace_markers(readme.read_text(), {"pasm_locator_cost": cost_table(payload)})
-        if done:
-            readme.write_text(text)
-            print(f"updated {readme}")
+        fill_markers(REPO / "ferkit" / "methods" / "pasm" / "README.md", {"pasm_locator_cost": cost_table(payload)})
 
 
 def cost_table(payload: dict) -> str:

@@ -197,6 +197,19 @@ def replace_markers(text: str, tables: dict[str, str]) -> tuple[str, list[str]]:
     return MARKER.sub(sub, text), done
 
 
+def fill_markers(path: Path, tables: dict[str, str]) -> list[str]:
+    """Fill the ``<!-- bench:NAME -->`` markers of the markdown file ``path`` that ``tables`` has (a missing file
+    is left alone); returns the names filled."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    new, done = replace_markers(path.read_text(), tables)
+    if done:
+        path.write_text(new)
+        print(f"updated {path}: {', '.join(done)}")
+    return done
+
+
 def update_tables(results_dir: Path, out: Path | None = None, markdown: list[Path] | None = None,
                   include_smoke: bool = False) -> dict[str, str]:
     suites = load_records(results_dir, include_smoke=include_smoke)
@@ -211,10 +224,5 @@ def update_tables(results_dir: Path, out: Path | None = None, markdown: list[Pat
     out.write_text("\n".join(parts).rstrip() + "\n")
     print(f"wrote {out} ({len(tables)} suite(s))")
     for path in markdown or []:
-        if not path.is_file():
-            continue
-        new, done = replace_markers(path.read_text(), tables)
-        if done:
-            path.write_text(new)
-            print(f"updated {path}: {', '.join(done)}")
+        fill_markers(path, tables)
     return tables

@@ -134,12 +134,12 @@ def _run_omni(config: str, rest: list[str], cli) -> tuple[list[dict[str, Any]], 
     from ferkit.methods.omni import DatasetCondensation, PoolEmbedder, labelled_features
     from ferkit.miners import PrototypeMiner
 
-    dm = cli.datamodule
-    dm.setup("fit")
-    if not (hasattr(dm.source, "has_split") and dm.source.has_split("pool")):
+    source = cli.datamodule.source
+    if not (hasattr(source, "has_split") and source.has_split("pool")):
         raise SystemExit(f"ferkit demo: {config} trains Omni without an unlabelled pool; give data.dataset an "
                          "OmniSource with labelled_fraction < 1")
     base = build_cli(args=["--config", config, *rest, "--trainer.logger.init_args.name=omni_baseline"], run=False)
+    dm = base.datamodule  # the baseline's data: the labelled part, and the pool it mines
     primitive = baseline_of(cli.model)
     rows = [_run(base, model=primitive)]
     rows[0]["model"] = "CE (labelled only)"
@@ -149,8 +149,7 @@ def _run_omni(config: str, rest: list[str], cli) -> tuple[list[dict[str, Any]], 
     # mine the pool with the baseline's features and confidence
     primitive.eval()
     t0 = time.perf_counter()
-    base.datamodule.setup("fit")
-    feats_l, labels_l = map(torch.cat, zip(*labelled_features(primitive, base.datamodule.judge_dataloader(preset="eval"))))
+    feats_l, labels_l = map(torch.cat, zip(*labelled_features(primitive, dm.judge_dataloader(preset="eval"))))
     pool = dm.source.build("pool", transform=dm.make_transform("eval", 0.0, "eval"))
     embedder = PoolEmbedder(primitive).eval()
     with torch.no_grad():
@@ -184,7 +183,7 @@ def _run_omni(config: str, rest: list[str], cli) -> tuple[list[dict[str, Any]], 
     row["model"] = "Omni (+ mined, distilled)"
     row["fit_seconds"] = round(row["fit_seconds"] + prep_s, 1)
     rows.append(row)
-    summary = {"labelled": len(base.datamodule.train_set), "pool": len(pool), "mined": len(mined), "mined_right": right,
+    summary = {"labelled": len(dm.train_set), "pool": len(pool), "mined": len(mined), "mined_right": right,
                "mining": OMNI_DEMO_MINING, "tau_sim": taus, "distillation": OMNI_DEMO_DISTILL,
                "omni_train_set": len(probe.datamodule.train_set), "steps": int(cli.trainer.max_steps)}
     (out / "omni_demo.json").write_text(json.dumps(summary, indent=2))
