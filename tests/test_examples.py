@@ -102,6 +102,9 @@ def test_lanet_notebook_tiny(tmp_path, monkeypatch):
     assert [r["epoch"] for r in mem] == list(range(s["epochs"] + 1))   # the initial memory, then one per epoch
     # the memory starts as the one-hot given labels ...
     assert mem[0]["flipped_on_given"] == 1.0 and mem[0]["flipped_on_true"] == 0.0 and mem[0]["clean_on_given"] == 1.0
+    assert mem[0]["flipped_argmax_given"] == 1.0 and mem[0]["clean_argmax_given"] == 1.0
+    assert mem[0]["flip_auroc"] == 0.5   # every memory equal on its given label: the detector is at chance
+    assert all(0.0 <= r["flip_auroc"] <= 1.0 for r in mem)
     # ... stays a distribution, and training moves the flipped samples' memory off their given label
     assert all(r["row_sum_max_err"] < 1e-4 for r in mem)
     assert mem[-1]["flipped_on_given"] < 1.0 and mem[-1]["flipped_on_true"] > 0.0
