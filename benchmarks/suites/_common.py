@@ -41,6 +41,11 @@ def soft_votes() -> list[str]:
     return ["--data.dataset.init_args.label_mode", "soft"]
 
 
+def eval_flip() -> list[str]:
+    """Horizontal-flip test-time augmentation for validation and test (the epoch is chosen with it too)."""
+    return ["--model.init_args.eval_flip", "true"]
+
+
 def precision(p: str) -> list[str]:
     return ["--trainer.precision", p]
 

@@ -77,6 +77,9 @@ class FERModule(L.LightningModule):
         nan_policy: ``"raise"`` (stop with a clear error) or ``"skip"`` (skip the batch, count it in
             ``train/skipped_nonfinite``).
         output_dir: where test/validate write confusion matrices and metrics (default: the logger's directory).
+        eval_flip: horizontal-flip test-time augmentation. Validation, test and prediction then average the
+            softmax of the image and of its mirror image (twice the evaluation cost; training is unchanged, and the
+            exported network is the plain one). Decide it on validation, like any other setting.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class FERModule(L.LightningModule):
         label_smoothing: float = 0.0,
         nan_policy: Literal["raise", "skip"] = "raise",
         output_dir: str | None = None,
+        eval_flip: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -141,6 +145,16 @@ class FERModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the inference network (evaluation, prediction and export use it)."""
         return self.model(x)
+
+    def evaluation_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """What validation, test and prediction score: ``self(x)``, or with ``eval_flip`` the log of the mean of
+        the softmax over ``x`` and its horizontal mirror (log-probabilities, so argmax, cross-entropy and softmax
+        keep their meaning)."""
+        logits = self(x)
+        if not self.hparams.get("eval_flip", False):
+            return logits
+        probs = 0.5 * (torch.softmax(logits.float(), dim=1) + torch.softmax(self(x.flip(-1)).float(), dim=1))
+        return probs.clamp_min(1e-12).log()
 
     # -- training --------------------------------------------------------------------------------------
     def classification_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -201,7 +215,7 @@ class FERModule(L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: FERMetrics, stage: str) -> None:
-        logits = self(batch["image"])
+        logits = self.evaluation_logits(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         metrics.update(logits, batch["label"], batch["index"])
         self.log(f"{stage}/loss", loss, batch_size=logits.shape[0], sync_dist=True)
@@ -263,7 +277,7 @@ class FERModule(L.LightningModule):
     # -- prediction ------------------------------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """``{"index", "probs"[, "label"]}`` per batch (written to CSV by :class:`ferkit.callbacks.PredictionCSVWriter`)."""
-        probs = torch.softmax(self(batch["image"]), dim=1)
+        probs = torch.softmax(self.evaluation_logits(batch["image"]), dim=1)
         out = {"index": batch["index"], "probs": probs}
         if "label" in batch:
             out["label"] = batch["label"]

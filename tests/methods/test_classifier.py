@@ -165,3 +165,29 @@ def test_arm_geometry_follows_the_real_map_and_refuses_degenerate_ones():
         FERNetConfig(backbone="resnet10t", pool="arm").build(num_classes=7, in_chans=3, img_size=64)
     with pytest.raises(ValueError, match="net.pool must be 'arm'"):
         ARMClassifier(net=FERNetConfig(pool="avg"))
+
+
+def test_eval_flip_averages_the_softmax_of_the_image_and_its_mirror(synthetic_dm, tiny_module, tiny_trainer):
+    dm = synthetic_dm()
+    plain = tiny_module(FERClassifier, dm)
+    flip = tiny_module(FERClassifier, dm, eval_flip=True)
+    plain.configure_model(), flip.configure_model()   # the networks are built lazily
+    flip.load_state_dict(plain.state_dict())
+    plain.eval(), flip.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.evaluation_logits(x), plain(x))   # off: the network's own logits
+        expected = 0.5 * (torch.softmax(plain(x), 1) + torch.softmax(plain(x.flip(-1)), 1))
+        got = flip.evaluation_logits(x)
+        torch.testing.assert_close(got.exp(), expected)
+        assert not torch.allclose(got.exp(), torch.softmax(plain(x), 1))   # a random network is not mirror-symmetric
+        # a mirror-symmetric input gives the plain prediction back
+        sym = torch.cat([x[..., :16], x[..., :16].flip(-1)], dim=-1)
+        torch.testing.assert_close(flip.evaluation_logits(sym).exp(), torch.softmax(plain(sym), 1))
+        batch = {"image": x, "index": torch.arange(4), "label": torch.zeros(4, dtype=torch.long)}
+        torch.testing.assert_close(flip.predict_step(batch, 0)["probs"], expected)
+    # the evaluation loop scores the flip-averaged predictions, and the setting survives a checkpoint
+    trainer = tiny_trainer()
+    trainer.test(flip, dm, verbose=False)
+    assert int(flip.last_results["test"]["num_samples"]) == 32
+    assert flip.hparams.eval_flip is True
