@@ -129,6 +129,9 @@ def suite_table(records: list[dict]) -> str:
     steps = steps_table(records)
     if steps:
         lines += ["", steps]
+    mining = mining_table(records)
+    if mining:
+        lines += ["", mining]
     lines.append("")
     lines.append(f"Test metrics of the checkpoint with the best `{monitor}` (epochs counted from 1); mean ± sample "
                  "standard deviation over seeds; built by `python -m benchmarks table` from "
@@ -180,6 +183,32 @@ def steps_table(records: list[dict]) -> str:
             lines += [f"| {c['tau_sim']} | {c['mined']} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} |"
                       for c in report["curve"]]
     return "\n".join(lines)
+
+
+def mining_table(records: list[dict], prefix: str = "asm/") -> str:
+    """For each run whose method mines its own training labels against a known truth (ASM's ``asm/noisy_precision``
+    and friends in the record's ``stats``): the noisy subset's precision and recall against the wrong labels and the
+    clean subset's purity at the chosen epoch, overall and per given class where they were logged."""
+    parts = []
+    for r in sorted(records, key=lambda r: r["run"]):
+        epoch = r["selection"]["epoch"]
+        stats = next((s for s in r.get("stats") or [] if s.get("epoch") == epoch), None)
+        if not stats or f"{prefix}noisy_precision" not in stats:
+            continue
+
+        def cell(key: str) -> str:
+            v = stats.get(key)
+            return "—" if v is None or v != v else f"{100 * v:.1f}"
+
+        names = [k[len(f"{prefix}flip_rate/"):] for k in stats if k.startswith(f"{prefix}flip_rate/")]
+        rows = [("all", "")] + [(n, f"/{n}") for n in names]
+        parts += [f"Mining of `{r['run']}` at the chosen epoch ({epoch + 1}) against the true labels:", "",
+                  "| given label | wrong labels % | noisy precision % | noisy recall % | clean purity % |",
+                  "|---|---|---|---|---|"]
+        parts += [f"| {label} | {cell(prefix + 'flip_rate' + sfx)} | {cell(prefix + 'noisy_precision' + sfx)} | "
+                  f"{cell(prefix + 'noisy_recall' + sfx)} | {cell(prefix + 'clean_purity' + sfx)} |" for label, sfx in rows]
+        parts.append("")
+    return "\n".join(parts).rstrip()
 
 
 def replace_markers(text: str, tables: dict[str, str]) -> tuple[str, list[str]]:

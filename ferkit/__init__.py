@@ -62,6 +62,7 @@ _EXPORTS = {
     "ASMMiner": "ferkit.miners",
     "SampleSplit": "ferkit.miners",
     "detection_scores": "ferkit.miners",
+    "detection_scores_per_class": "ferkit.miners",
     "ClassThresholds": "ferkit.state.thresholds",
     "PerSampleBank": "ferkit.state.bank",
     # PASM

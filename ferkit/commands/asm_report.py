@@ -37,7 +37,7 @@ import torch
 from ferkit.commands.lightning_cli import build_cli
 from ferkit.data.datamodule import FERDataModule
 from ferkit.methods.asm import ASMClassifier
-from ferkit.miners.split import SUBSET_NAMES, detection_scores
+from ferkit.miners.split import SUBSET_NAMES, detection_scores, detection_scores_per_class
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,9 @@ def build_report(ckpt_path: str, out: str, config: str | None = None, root: str 
     summary: dict[str, Any] = {"checkpoint": str(ckpt_path), "checkpoint_epoch": int(ckpt.get("epoch", -1)) + 1,
                                "mined_epoch": int(miner.mined_epoch), "recomputed": recomputed, **miner.summary(names)}
     if clean is not None:
-        summary["detection"] = detection_scores(miner.split, given != torch.as_tensor(clean, dtype=torch.long))
+        flipped = given != torch.as_tensor(clean, dtype=torch.long)
+        summary["detection"] = detection_scores(miner.split, flipped)
+        summary["detection_per_class"] = detection_scores_per_class(miner.split, flipped, given, names)
     (out_dir / "asm_split_summary.json").write_text(json.dumps(summary, indent=2))
     summary["files"] = {"csv": str(csv_path), "contact_sheet": str(png_path), "summary": str(out_dir / "asm_split_summary.json")}
     return summary
@@ -194,6 +196,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "detection" in s:
         d = s["detection"]
         print(f"[ferkit] against the flipped labels: noisy-subset precision {d['noisy_precision']:.3f}, recall {d['noisy_recall']:.3f}")
+        print(f"  {'given label':14s} {'wrong labels':>12s} {'noisy P':>8s} {'noisy R':>8s} {'clean purity':>12s}")
+        for name, d in s["detection_per_class"].items():
+            print(f"  {name:14s} {d['flip_rate']:12.3f} {d['noisy_precision']:8.3f} {d['noisy_recall']:8.3f} "
+                  f"{d['clean_purity']:12.3f}")
     for k, v in s["files"].items():
         print(f"[ferkit] wrote {k}: {v}")
     return s

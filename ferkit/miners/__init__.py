@@ -8,7 +8,7 @@ from ferkit.miners.base import BaseMiner, check_probabilities
 from ferkit.miners.man import MANMiner
 from ferkit.miners.prototype import MinedSet, PrototypeMiner
 from ferkit.miners.split import AMBIGUOUS, CLEAN, NOISY, SUBSET_NAMES, UNKNOWN, SampleSplit, Subset, SubsetIndices
-from ferkit.miners.split import detection_scores
+from ferkit.miners.split import detection_scores, detection_scores_per_class
 
 #: the miners by the short names used in reports and benchmarks
 MINERS = {"asm": ASMMiner, "man": MANMiner}
@@ -28,6 +28,7 @@ __all__ = [
     "SubsetIndices",
     "check_probabilities",
     "detection_scores",
+    "detection_scores_per_class",
     "UNKNOWN",
     "CLEAN",
     "AMBIGUOUS",

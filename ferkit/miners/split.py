@@ -13,7 +13,8 @@ from ferkit.state.split import (
     Subset,
     SubsetIndices,
     detection_scores,
+    detection_scores_per_class,
 )
 
-__all__ = ["SampleSplit", "Subset", "SubsetIndices", "detection_scores", "UNKNOWN", "CLEAN", "AMBIGUOUS", "NOISY",
+__all__ = ["SampleSplit", "Subset", "SubsetIndices", "detection_scores", "detection_scores_per_class", "UNKNOWN", "CLEAN", "AMBIGUOUS", "NOISY",
            "SUBSET_NAMES"]

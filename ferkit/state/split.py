@@ -13,7 +13,7 @@ from typing import Mapping, NamedTuple
 
 import torch
 
-__all__ = ["SampleSplit", "Subset", "SubsetIndices", "detection_scores", "UNKNOWN", "CLEAN", "AMBIGUOUS", "NOISY",
+__all__ = ["SampleSplit", "Subset", "SubsetIndices", "detection_scores", "detection_scores_per_class", "UNKNOWN", "CLEAN", "AMBIGUOUS", "NOISY",
            "SUBSET_NAMES"]
 
 
@@ -153,21 +153,28 @@ class SampleSplit:
         return f"SampleSplit(n={len(self)}, clean={c[0]}, ambiguous={c[1]}, noisy={c[2]}, unknown={int(self.unknown.sum())})"
 
 
-def detection_scores(split: SampleSplit, flipped: torch.Tensor) -> dict[str, float]:
+def detection_scores(split: SampleSplit, flipped: torch.Tensor, within: torch.Tensor | None = None) -> dict[str, float]:
     """How well a split finds wrong labels, given ``flipped`` [M] (True where the given label is wrong).
 
     Returns ``noisy_precision`` / ``noisy_recall`` / ``noisy_f1`` of the noisy subset against the flipped samples,
     the same for "noisy or ambiguous" (``suspect_*``), ``clean_purity`` (fraction of the clean subset whose label
-    is right) and ``flip_rate``. Samples of unknown subset are ignored. Precision is NaN for an empty subset,
-    recall NaN when nothing was flipped.
+    is right) and ``flip_rate``. Samples of unknown subset are ignored, and so are those outside ``within`` (a bool
+    mask [M], e.g. the samples of one given class). Precision is NaN for an empty subset, recall NaN when nothing
+    was flipped.
     """
     flipped = flipped.reshape(-1).bool().to(split.subset_id.device)
     if flipped.numel() != len(split):
         raise ValueError(f"detection_scores: {flipped.numel()} flags for {len(split)} samples")
     known = ~split.unknown
+    if within is not None:
+        within = within.reshape(-1).bool().to(known.device)
+        if within.numel() != len(split):
+            raise ValueError(f"detection_scores: a mask of {within.numel()} for {len(split)} samples")
+        known = known & within
     f = flipped & known
 
     def pr(pred: torch.Tensor) -> tuple[float, float, float]:
+        pred = pred & known
         tp = float((pred & f).sum())
         npred, npos = float(pred.sum()), float(f.sum())
         p = tp / npred if npred else float("nan")
@@ -178,8 +185,19 @@ def detection_scores(split: SampleSplit, flipped: torch.Tensor) -> dict[str, flo
     out: dict[str, float] = {}
     out["noisy_precision"], out["noisy_recall"], out["noisy_f1"] = pr(split.noisy)
     out["suspect_precision"], out["suspect_recall"], out["suspect_f1"] = pr(split.noisy | split.ambiguous)
-    nclean = float(split.clean.sum())
-    out["clean_purity"] = float((split.clean & ~flipped).sum()) / nclean if nclean else float("nan")
+    clean = split.clean & known
+    nclean = float(clean.sum())
+    out["clean_purity"] = float((clean & ~flipped).sum()) / nclean if nclean else float("nan")
     nknown = float(known.sum())
     out["flip_rate"] = float(f.sum()) / nknown if nknown else float("nan")
     return out
+
+
+def detection_scores_per_class(split: SampleSplit, flipped: torch.Tensor, labels: torch.Tensor,
+                               class_names: list[str]) -> dict[str, dict[str, float]]:
+    """:func:`detection_scores` for the samples of each given label (``labels`` [M], ``class_names`` in label
+    order): where a class-wise threshold finds the wrong labels and where it does not."""
+    labels = labels.reshape(-1).to(split.subset_id.device)
+    if labels.numel() != len(split):
+        raise ValueError(f"detection_scores_per_class: {labels.numel()} labels for {len(split)} samples")
+    return {name: detection_scores(split, flipped, within=labels == k) for k, name in enumerate(class_names)}

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.tables import gap, load_records, mean_spread, replace_markers, suite_table, update_tables  # noqa: E402
+from benchmarks.tables import gap, load_records, mean_spread, mining_table, replace_markers, suite_table, \
+    update_tables  # noqa: E402
 
 
 def record(method: str, seed: int, acc: float, baseline: str | None = None, suite: str = "s", device: str = "cpu") -> dict:
@@ -130,3 +131,21 @@ def test_steps_and_mining_quality_are_tabled_once() -> None:
     assert "| happy | 20 | 95.0 | 40.0 |" in table and "| sad | 10 | 80.0 | 16.0 |" in table
     assert "| 0.5 | 60 | 70.0 | 42.0 |" in table
     assert "| step |" not in suite_table([a])
+
+
+def test_mining_statistics_at_the_chosen_epoch_are_tabled_per_given_class() -> None:
+    asm = record("asm", 0, 0.78, baseline="ce")
+    asm["stats"] = [
+        {"epoch": 3, "asm/noisy_precision": 0.1, "asm/noisy_recall": 0.1, "asm/clean_purity": 0.1, "asm/flip_rate": 0.3},
+        {"epoch": 4, "asm/noisy_precision": 0.75, "asm/noisy_recall": 0.42, "asm/clean_purity": 0.84,
+         "asm/flip_rate": 0.29, "asm/flip_rate/happy": 0.1, "asm/noisy_precision/happy": 0.9,
+         "asm/noisy_recall/happy": 0.6, "asm/clean_purity/happy": 0.95, "asm/flip_rate/contempt": 0.92,
+         "asm/clean_purity/contempt": 0.08, "asm/noisy_recall/contempt": 0.0},
+    ]
+    table = mining_table([asm, record("ce", 0, 0.74)])
+    assert "Mining of `asm_s0` at the chosen epoch (5)" in table and "ce_s0" not in table
+    assert "| all | 29.0 | 75.0 | 42.0 | 84.0 |" in table            # the chosen epoch's values, not epoch 3's
+    assert "| happy | 10.0 | 90.0 | 60.0 | 95.0 |" in table
+    assert "| contempt | 92.0 | — | 0.0 | 8.0 |" in table             # nothing flagged noisy: no precision
+    assert table in suite_table([asm, record("ce", 0, 0.74)])
+    assert mining_table([record("ce", 0, 0.74)]) == ""

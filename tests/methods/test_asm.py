@@ -103,6 +103,15 @@ def test_fit_mines_after_warmup_and_logs(fitted) -> None:
     noisy = model.miner.split.noisy.numpy()
     if noisy.any():
         assert float(m["asm/noisy_precision"]) == pytest.approx(flipped[noisy].mean())
+    # per given class, against the same flips
+    labels = np.asarray(ds.labels)
+    for k, cls in enumerate(model.class_names):
+        mine = labels == k
+        if (noisy & mine).any():
+            assert float(m[f"asm/noisy_precision/{cls}"]) == pytest.approx(flipped[noisy & mine].mean())
+        if (flipped & mine).any():
+            assert float(m[f"asm/noisy_recall/{cls}"]) == pytest.approx(noisy[flipped & mine].mean())
+            assert float(m[f"asm/flip_rate/{cls}"]) == pytest.approx(flipped[mine].mean())
     # labels seen by the miner are the (noisy) training labels, keyed by dataset index
     assert np.array_equal(model.miner.labels.values.numpy(), np.asarray(ds.labels))
 
@@ -215,6 +224,12 @@ def test_report_writes_csv_and_contact_sheet(fitted, tmp_path) -> None:
     assert img is not None and img.shape[0] == len(model.class_names) * (96 + 18)
     js = json.loads((tmp_path / "rep" / "asm_split_summary.json").read_text())
     assert js["counts"] == summary["counts"] and "noisy_recall" in js["detection"]
+    per = js["detection_per_class"]
+    assert list(per) == model.class_names
+    labels = np.asarray(ds.labels)
+    flipped = labels != np.asarray(ds.clean_labels)
+    for k, cls in enumerate(model.class_names):
+        assert per[cls]["flip_rate"] == pytest.approx(flipped[labels == k].mean())
     assert js["recomputed"] is False and js["mined_epoch"] == 3  # the split stored in the checkpoint
 
 

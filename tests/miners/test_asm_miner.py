@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferkit.miners import ASMMiner, BaseMiner, MANMiner, SampleSplit, Subset, detection_scores
+from ferkit.miners import ASMMiner, BaseMiner, MANMiner, SampleSplit, Subset, detection_scores, \
+    detection_scores_per_class
 
 
 def _probs(rows: list[list[float]]) -> torch.Tensor:
@@ -231,6 +232,18 @@ def test_detection_scores() -> None:
     assert s["noisy_recall"] == pytest.approx(1 / 3)  # the unknown sample is ignored
     assert s["suspect_recall"] == pytest.approx(2 / 3)
     assert s["clean_purity"] == pytest.approx(0.5)
+    # restricted to given classes: the two classes' counts add up to the whole
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    per = detection_scores_per_class(split, flipped, labels, ["a", "b"])
+    assert per["a"]["noisy_precision"] == pytest.approx(0.5)   # samples 0, 1 noisy; 0 flipped
+    assert per["a"]["noisy_recall"] == pytest.approx(1 / 2)    # flipped in "a": 0 and 4
+    assert per["a"]["clean_purity"] == pytest.approx(0.0)      # clean in "a": 4, flipped
+    assert per["b"]["noisy_recall"] == pytest.approx(0.0)      # flipped in "b": 2 (ambiguous); 5 is unknown
+    assert per["b"]["clean_purity"] == pytest.approx(1.0) and per["b"]["flip_rate"] == pytest.approx(0.5)
+    assert per["b"]["noisy_precision"] != per["b"]["noisy_precision"]   # nothing noisy in "b": NaN
+    assert s == detection_scores(split, flipped, within=torch.ones(6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        detection_scores(split, flipped, within=torch.ones(5, dtype=torch.bool))
 
 
 def _toy_run(asm: bool, x, y_noisy, x_test, y_test, epochs: int = 20, warmup: int = 5):

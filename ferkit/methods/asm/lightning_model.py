@@ -30,7 +30,7 @@ from ferkit.losses.tri_regularization import TriRegularization
 from ferkit.methods.asm.torch_model import ASMModel
 from ferkit.methods.base import FERModule
 from ferkit.miners import ASMMiner, MANMiner
-from ferkit.miners.split import SUBSET_NAMES, SampleSplit, detection_scores
+from ferkit.miners.split import SUBSET_NAMES, SampleSplit, detection_scores, detection_scores_per_class
 from ferkit.models import FERNetConfig
 from ferkit.state.distributed import broadcast, is_distributed
 
@@ -208,10 +208,17 @@ class ASMClassifier(FERModule):
             self.log(f"asm/frac_{sub}", c[sub] / n, sync_dist=True)
         ds = self._train_set()
         if getattr(ds, "clean_labels", None) is not None and len(ds) == self.miner.num_samples:  # synthetic noise
-            flipped = torch.as_tensor(np.asarray(ds.labels)) != torch.as_tensor(np.asarray(ds.clean_labels))
-            for key, value in detection_scores(self.miner.split.to("cpu"), flipped).items():
-                if key in ("noisy_precision", "noisy_recall", "noisy_f1", "clean_purity", "flip_rate") and value == value:
-                    self.log(f"asm/{key}", value, sync_dist=True)
+            given = torch.as_tensor(np.asarray(ds.labels))
+            flipped = given != torch.as_tensor(np.asarray(ds.clean_labels))
+            split = self.miner.split.to("cpu")
+            scores = {"": detection_scores(split, flipped)}
+            # per given class: where the class-wise thresholds find the wrong labels and where they do not
+            scores.update({f"/{name}": s for name, s in
+                           detection_scores_per_class(split, flipped, given, self.class_names).items()})
+            for suffix, per in scores.items():
+                for key, value in per.items():
+                    if key in ("noisy_precision", "noisy_recall", "noisy_f1", "clean_purity", "flip_rate") and value == value:
+                        self.log(f"asm/{key}{suffix}", value, sync_dist=True)
         if c["clean"] == 0 and self.trainer.is_global_zero:
             if c["ambiguous"] == 0:
                 what = "every sample is noisy, so no label supervises this epoch (only the networks' consistency does)"
