@@ -58,7 +58,10 @@ def git_commit() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    commit = git("rev-parse", "HEAD")
+    if not commit and os.environ.get("FERKIT_GIT_COMMIT"):  # a copy of the tree without .git (a lent machine)
+        return {"commit": os.environ["FERKIT_GIT_COMMIT"], "dirty": False, "from": "FERKIT_GIT_COMMIT"}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def machine(accelerator: str | None = None) -> dict:

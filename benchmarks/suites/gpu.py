@@ -1,9 +1,10 @@
 """The largest useful part of the FER+ suites that fits one GPU in well under 10 minutes (``bash benchmarks/gpu.sh``):
-the CE recipe at 112 px, and CE vs ASM at 30 % symmetric noise at 48 px. One seed each; the records carry the GPU's
-name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
+the CE recipe at 112 px, and CE vs ASM at 30 % symmetric noise at 48 px; then, while the budget lasts, ASM's
+two-network control and a second seed of the noisy pair (a run the budget stops is continued from its checkpoint by
+the same command). The records carry the GPU's name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
 from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, epochs, noise
-from benchmarks.suites._noise import SMOKE_ASM
+from benchmarks.suites._noise import CE2, SMOKE_ASM
 
 GPU = ["--trainer.accelerator", "gpu", "--data.num_workers", "12", "--data.batch_size", "128",
        "--data.eval_batch_size", "512"]
@@ -12,12 +13,19 @@ ASM_GPU = ["--model.init_args.warmup_epochs", "6", "--model.init_args.t_clean", 
 
 SUITE = Suite(
     name="gpu",
-    description="one GPU, under 10 minutes: FER+ CE recipe at 112 px (12 epochs); CE vs ASM at 30 % noise, 48 px (18 epochs)",
+    description="one GPU, under 10 minutes: FER+ CE recipe at 112 px (12 epochs); CE vs ASM at 30 % noise, 48 px (18 epochs); "
+                "then the two-network control and seed 1",
     runs=[
         Run("recipe112_s0", "avg_ferplus", 0, RECIPE + GPU + ["--data.img_size", "112"] + epochs(12), method="ce_112px"),
         Run("ce_noise30_s0", "ce_ferplus_noisy", 0, RECIPE + GPU + noise(0.3) + epochs(18), method="ce_noise30"),
         Run("asm_noise30_s0", "asm_ferplus", 0, RECIPE + GPU + noise(0.3) + epochs(18) + ASM_GPU, method="asm_noise30",
-            baseline="ce_noise30", smoke=SMOKE_ASM),
+            baseline=["ce_noise30", "ce2_noise30"], smoke=SMOKE_ASM),
+        # extras, run while the budget lasts: ASM's two-network control, then a second seed of the noisy pair
+        Run("ce2_noise30_s0", "asm_ferplus", 0, RECIPE + GPU + noise(0.3) + epochs(18) + CE2, method="ce2_noise30",
+            baseline="ce_noise30"),
+        Run("ce_noise30_s1", "ce_ferplus_noisy", 1, RECIPE + GPU + noise(0.3) + epochs(18), method="ce_noise30"),
+        Run("asm_noise30_s1", "asm_ferplus", 1, RECIPE + GPU + noise(0.3) + epochs(18) + ASM_GPU, method="asm_noise30",
+            baseline=["ce_noise30", "ce2_noise30"], smoke=SMOKE_ASM),
     ],
     smoke=SMOKE,
     data_root_override=FER_ROOT,

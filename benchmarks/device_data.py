@@ -1,0 +1,106 @@
+"""Carry the FER+ data to a machine that can take only a small upload (a lent GPU machine takes 64 MiB in all).
+
+The Kaggle ``fer2013.csv.gz`` is 94 MB. FER+ uses only the rows it gives a label to, so ``pack`` keeps the pixels of
+exactly those rows (every split, every label mode ferkit has, 7 and 8 classes), compressed with LZMA (about 51 MiB),
+and ``unpack`` writes a ``fer2013.csv`` with the same 35,887 rows in the same order, the rows FER+ drops left black.
+Every FER+ dataset built from the unpacked file is identical to the one built from the original (``pack`` checks it
+before writing). FER2013's own 7-class labels and the real-noise suite need all rows: use the original file there.
+
+    python -m benchmarks.device_data pack --root ../shared/data/fer2013 --out .gpudata
+    python -m benchmarks.device_data unpack --src .gpudata --out /tmp/fer2013   # on the other machine
+"""
+from __future__ import annotations
+
+import argparse
+import lzma
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+USAGE = ("Training", "PublicTest", "PrivateTest")  # the order of ferkit.data.fer2013.SPLITS
+
+
+def used_rows(root: Path) -> np.ndarray:
+    """The rows of ``fer2013.csv`` that some FER+ dataset keeps (sorted, unique)."""
+    from ferkit.data.ferplus import LABEL_MODES, FERPlus
+
+    csv, plus = _files(root)
+    rows = [FERPlus(csv, plus, split=s, label_mode=m, num_classes=c).rows
+            for s in ("train", "val", "test") for m in LABEL_MODES for c in (7, 8)]
+    return np.unique(np.concatenate(rows))
+
+
+def _files(root: Path) -> tuple[Path, Path]:
+    csv = next((root / n for n in ("fer2013.csv", "fer2013.csv.gz") if (root / n).is_file()), None)
+    if csv is None or not (root / "fer2013new.csv").is_file():
+        raise SystemExit(f"{root}: expected fer2013.csv(.gz) and fer2013new.csv")
+    return csv, root / "fer2013new.csv"
+
+
+def pack(root: Path, out: Path) -> None:
+    from ferkit.data.fer2013 import read_fer2013_csv
+
+    csv, plus = _files(root)
+    table = read_fer2013_csv(csv)
+    rows = used_rows(root)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "meta.npz", rows=rows, emotion=table.emotion, split=table.split)
+    (out / "pixels.xz").write_bytes(lzma.compress(np.ascontiguousarray(table.pixels[rows]).tobytes(), preset=9))
+    shutil.copyfile(plus, out / "fer2013new.csv")
+    unpack(out, out / "check")
+    _check_same(root, out / "check")
+    shutil.rmtree(out / "check")
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    print(f"packed {len(rows)} of {len(table)} rows into {out} ({size:.1f} MiB); FER+ datasets checked identical")
+
+
+def unpack(src: Path, out: Path) -> Path:
+    meta = np.load(src / "meta.npz")
+    rows, emotion, split = meta["rows"], meta["emotion"], meta["split"]
+    pixels = np.zeros((len(emotion), 48 * 48), dtype=np.uint8)
+    pixels[rows] = np.frombuffer(lzma.decompress((src / "pixels.xz").read_bytes()), dtype=np.uint8).reshape(-1, 48 * 48)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "fer2013.csv", "w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for e, p, s in zip(emotion.tolist(), pixels, split.tolist()):
+            f.write(f"{e},{' '.join(map(str, p.tolist()))},{USAGE[s]}\n")
+    shutil.copyfile(src / "fer2013new.csv", out / "fer2013new.csv")
+    return out
+
+
+def _check_same(root: Path, copy: Path) -> None:
+    from ferkit.data.ferplus import LABEL_MODES, FERPlus
+
+    a_csv, a_plus = _files(root)
+    b_csv, b_plus = _files(copy)
+    for s in ("train", "val", "test"):
+        for m in LABEL_MODES:
+            for c in (7, 8):
+                a = FERPlus(a_csv, a_plus, split=s, label_mode=m, num_classes=c)
+                b = FERPlus(b_csv, b_plus, split=s, label_mode=m, num_classes=c)
+                same = (np.array_equal(a.rows, b.rows) and np.array_equal(a.images, b.images)
+                        and np.array_equal(a.labels, b.labels))
+                if not same:
+                    raise SystemExit(f"unpacked data differs from the original: split {s}, mode {m}, {c} classes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.device_data", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack")
+    a.add_argument("--root", type=Path, default=Path("../shared/data/fer2013"))
+    a.add_argument("--out", type=Path, default=Path(".gpudata"))
+    b = sub.add_parser("unpack")
+    b.add_argument("--src", type=Path, default=Path(".gpudata"))
+    b.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        pack(args.root, args.out)
+    else:
+        print(unpack(args.src, args.out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
