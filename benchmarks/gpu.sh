@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU part of the benchmarks in one command (suite benchmarks/suites/gpu.py), well inside 10 minutes on one GPU:
+# The GPU part of the benchmarks in one command (suite benchmarks/suites/gpu.py). Measured on one H100 (2026-11-27): its
+# three main runs take about 10 minutes with start-up and tests (fit 1.7 + 2.4 + 4.3 min), so the default budget stops
+# the suite inside one 10-minute call and the same command, given again, finishes it from the last checkpoints.
 #   bash benchmarks/gpu.sh                      # records -> benchmarks/results/gpu/, then tables and plots
 #   bash benchmarks/gpu.sh --results "$OUT"     # elsewhere (e.g. a folder that is copied back from a lent machine)
 #   bash benchmarks/gpu.sh --smoke              # the same runs, tiny, on the CPU (a check of the script itself)

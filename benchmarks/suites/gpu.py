@@ -1,4 +1,5 @@
-"""The largest useful part of the FER+ suites that fits one GPU in well under 10 minutes (``bash benchmarks/gpu.sh``):
+"""The largest useful part of the FER+ suites for one GPU and a few minutes (``bash benchmarks/gpu.sh``; on an H100 the
+three main runs took about 10 minutes in all, two calls of the script):
 the CE recipe at 112 px, and CE vs ASM at 30 % symmetric noise at 48 px; then, while the budget lasts, ASM's
 two-network control and a second seed of the noisy pair (a run the budget stops is continued from its checkpoint by
 the same command). The records carry the GPU's name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
@@ -13,7 +14,7 @@ ASM_GPU = ["--model.init_args.warmup_epochs", "6", "--model.init_args.t_clean", 
 
 SUITE = Suite(
     name="gpu",
-    description="one GPU, under 10 minutes: FER+ CE recipe at 112 px (12 epochs); CE vs ASM at 30 % noise, 48 px (18 epochs); "
+    description="one GPU, about 10 minutes: FER+ CE recipe at 112 px (12 epochs); CE vs ASM at 30 % noise, 48 px (18 epochs); "
                 "then the two-network control and seed 1",
     runs=[
         Run("recipe112_s0", "avg_ferplus", 0, RECIPE + GPU + ["--data.img_size", "112"] + epochs(12), method="ce_112px"),
