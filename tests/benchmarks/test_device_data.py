@@ -1,0 +1,63 @@
+"""benchmarks.device_data: the packed FER+ rows unpack into files that give identical FER+ datasets."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import device_data  # noqa: E402
+from ferkit.data import fer2013 as fer2013_module  # noqa: E402
+from ferkit.data.ferplus import FERPlus  # noqa: E402
+
+USAGES = ["Training", "Training", "Training", "PublicTest", "PublicTest", "PrivateTest", "Training"]
+# neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+VOTES = [
+    [8, 1, 1, 0, 0, 0, 0, 0, 0, 0],  # neutral
+    [0, 9, 1, 0, 0, 0, 0, 0, 0, 0],  # happy
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face: FER+ drops it, so its pixels are not packed
+    [0, 0, 7, 3, 0, 0, 0, 0, 0, 0],  # surprise
+    [0, 0, 0, 0, 6, 4, 0, 0, 0, 0],  # anger
+    [0, 0, 0, 6, 0, 0, 4, 0, 0, 0],  # sadness
+    [0, 0, 0, 0, 0, 0, 0, 9, 1, 0],  # contempt (8 classes only)
+]
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    fer2013_module._MEMO.clear()
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    rows = [f"{r % 7},{' '.join(map(str, rng.integers(0, 256, 2304)))},{u}\n" for r, u in enumerate(USAGES)]
+    (d / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(rows))
+    head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+    (d / "fer2013new.csv").write_text(head + "".join(
+        f"{u},fer{r:07d}.png,{','.join(map(str, v))}\n" for r, (u, v) in enumerate(zip(USAGES, VOTES))))
+    yield d
+    fer2013_module._MEMO.clear()
+
+
+def test_pack_keeps_only_ferplus_rows_and_unpacks_identical_datasets(root: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    device_data.pack(root, packed)  # checks every split / mode / class count itself, and raises if any differs
+    assert device_data.used_rows(root).tolist() == [0, 1, 3, 4, 5, 6]
+    out = device_data.unpack(packed, tmp_path / "unpacked")
+    lines = (out / "fer2013.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(USAGES)
+    assert lines[3].split(",")[1] == " ".join(["0"] * 2304)  # the dropped row is left black
+    for split in ("train", "val", "test"):
+        a = FERPlus(root / "fer2013.csv", root / "fer2013new.csv", split=split)
+        b = FERPlus(out / "fer2013.csv", out / "fer2013new.csv", split=split)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels) and len(a) > 0
+
+
+def test_pack_refuses_a_folder_without_the_files(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="fer2013new.csv"):
+        device_data.pack(tmp_path, tmp_path / "out")
