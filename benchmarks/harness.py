@@ -64,6 +64,12 @@ def git_commit() -> dict:
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def count_timed_attempt(state: dict) -> None:
+    """One more fit attempt whose time is in ``fit_seconds``; runs begun before attempts were counted stay at -1."""
+    if state.get("timed_attempts", -1) >= 0:
+        state["timed_attempts"] += 1
+
+
 def machine(accelerator: str | None = None) -> dict:
     import torch
 
@@ -268,10 +274,23 @@ class RunDriver:
             return call_ferkit(args, self.dir / f"{stage}.log", self.env)
         except BaseException:  # interrupted: keep the time spent, then stop
             state[f"{stage}_seconds"] = state.get(f"{stage}_seconds", 0.0) + time.perf_counter() - t0
+            if stage == "fit" and state.pop("attempt_started", None) is not None:
+                count_timed_attempt(state)
             self.save_state(state)
             raise
 
+    def recover_killed_attempt(self, state: dict) -> None:
+        """Count the fit time of an attempt killed outright (SIGKILL, the machine stopped), which never returned to
+        the harness: from its start to the last epoch it wrote (the work after that epoch is redone, so not counted)."""
+        started = state.pop("attempt_started", None)
+        if started is None:
+            return
+        times = [h["time"] for h in read_history(self.dir / HISTORY) if (h.get("time") or 0) >= started]
+        state["fit_seconds"] = state.get("fit_seconds", 0.0) + (max(times) - started if times else 0.0)
+        count_timed_attempt(state)
+
     def fit(self, state: dict) -> dict:
+        self.recover_killed_attempt(state)
         ckpt, msg = resume_checkpoint(self.ckpt_dir)
         if msg:
             log(f"{self.suite.name}/{self.run.name}: {msg}")
@@ -283,7 +302,12 @@ class RunDriver:
                 elif stale.exists():
                     stale.unlink()
         attempt = state["attempts"]
-        state.update(phase="fitting", attempts=attempt + 1)
+        if attempt == 0:
+            state["timed_attempts"] = 0
+        state.update(phase="fitting", attempts=attempt + 1, attempt_started=round(time.time(), 1))
+        state.setdefault("resumed_from", [])
+        if ckpt is not None:
+            state["resumed_from"].append(str(ckpt))
         self.save_state(state)
         args = ["fit", *self.common_args(), *generic_args(self.dir, "fit", attempt, self.run.seed),
                 "--trainer.enable_checkpointing", "true",
@@ -296,9 +320,8 @@ class RunDriver:
             f"log {self.dir / 'fit.log'}")
         rc, seconds = self.call(args, "fit", state)
         state["fit_seconds"] = state.get("fit_seconds", 0.0) + seconds
-        state.setdefault("resumed_from", [])
-        if ckpt is not None:
-            state["resumed_from"].append(str(ckpt))
+        state.pop("attempt_started", None)
+        count_timed_attempt(state)
         if rc != 0:
             self.save_state(state)
             raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit exited with {rc}; once the cause is fixed, "
@@ -371,6 +394,8 @@ class RunDriver:
             "git": git_commit(), "machine": machine(self.accelerator),
             "wall_seconds": {"fit": round(state.get("fit_seconds", 0.0), 1), "test": round(state.get("test_seconds", 0.0), 1)},
             "fit_attempts": state.get("attempts", 1), "resumed_from": state.get("resumed_from", []),
+            # attempts whose fit time is in wall_seconds.fit (-1: unknown, a run begun before this was counted)
+            "fit_timed_attempts": state.get("timed_attempts", -1),
             "selection": {"monitor": self.suite.monitor, "mode": self.suite.mode, "epoch": state["selected_epoch"],
                           "value": state["selected_value"], "checkpoint": Path(state["best_checkpoint"]).name},
             "epochs": len(history), "history": plain, "stats": stats,

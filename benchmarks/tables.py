@@ -98,6 +98,14 @@ def epoch_minutes(record: dict) -> float | None:
     return statistics.median(steps) / 60 if steps else None
 
 
+def fit_time_complete(record: dict) -> bool:
+    """Whether ``wall_seconds.fit`` counts every fit attempt. An attempt killed outright (the session ended) was not
+    counted before the harness recorded ``fit_timed_attempts``; a single attempt always was."""
+    timed = record.get("fit_timed_attempts", -1)
+    attempts = record.get("fit_attempts", 1)
+    return timed == attempts or (timed < 0 and attempts == 1)
+
+
 def suite_table(records: list[dict]) -> str:
     rows = group(records)
     by_name = {r.method: r for r in rows}
@@ -119,11 +127,12 @@ def suite_table(records: list[dict]) -> str:
         g = "; ".join(gaps) or "—"
         val = ", ".join(f"{100 * r['selection']['value']:.2f} ({r['selection']['epoch'] + 1})" for r in recs)
         fit_min = statistics.fmean(r["wall_seconds"]["fit"] for r in recs) / 60
+        fit_cell = f"{fit_min:.1f}" if all(fit_time_complete(r) for r in recs) else f">= {fit_min:.1f}"
         per_epoch = [m for m in (epoch_minutes(r) for r in recs) if m is not None]
         epoch_min = f"{statistics.fmean(per_epoch):.2f}" if per_epoch else "—"
         devices = sorted({r["machine"].get("device", "?") for r in recs})
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
-        lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_min:.1f} | {epoch_min} | "
+        lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_cell} | {epoch_min} | "
                      f"{'; '.join(devices)} |")
     monitor = records[0]["selection"]["monitor"]
     steps = steps_table(records)

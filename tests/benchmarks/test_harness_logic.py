@@ -7,7 +7,9 @@ epoch or while saving.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -46,6 +48,7 @@ class FakeFerkit:
         self.test_fails = False
         self.quiet_stop_after: int | None = None  # exit 0 after this epoch, as a gracefully stopped trainer does
         self.resumed_from_epoch: list[int] = []  # the epoch held by --ckpt_path at each resumed fit
+        self.epoch_seconds: float | None = None  # write a wall-clock "time" this long after the fit's start per epoch
 
     @staticmethod
     def arg(args: list[str], name: str) -> str | None:
@@ -80,10 +83,14 @@ class FakeFerkit:
         if resume:
             self.resumed_from_epoch.append(start - 1)
         best = max(VAL[:start]) if start else None
+        t0 = time.time()
         for epoch in range(start, len(VAL)):
+            line = {"epoch": epoch, "step": 10 * (epoch + 1), "metrics": {
+                "val/acc": VAL[epoch], "train/acc": 0.1 * epoch, "asm/frac_noisy": 0.05 * epoch}}
+            if self.epoch_seconds is not None:
+                line["time"] = round(t0 + self.epoch_seconds * (epoch + 1 - start), 1)
             with open(ckpt_dir.parent / HISTORY, "a") as f:
-                f.write(json.dumps({"epoch": epoch, "step": 10 * (epoch + 1), "metrics": {
-                    "val/acc": VAL[epoch], "train/acc": 0.1 * epoch, "asm/frac_noisy": 0.05 * epoch}}) + "\n")
+                f.write(json.dumps(line) + "\n")
             if best is None or VAL[epoch] > best:
                 best = VAL[epoch]
                 for old in ckpt_dir.glob("best-epoch=*.ckpt"):
@@ -178,6 +185,34 @@ def test_a_killed_run_continues_from_last_ckpt(tmp_path, fake) -> None:
     assert len(fits) == 2 and FakeFerkit.arg(fits[1], "--ckpt_path").endswith(LAST) and fake.resumed_from_epoch == [1]
     assert rec["fit_attempts"] == 2 and len(rec["resumed_from"]) == 1
     assert [h["val/acc"] for h in rec["history"]] == VAL and rec["test"]["acc"] == TEST[1]
+
+
+def test_an_attempt_killed_outright_still_counts_its_fit_time(tmp_path, fake) -> None:
+    """The session ends with SIGKILL: the harness dies with the fit and never counts its time. The next attempt counts
+    it from the attempt's start to the last epoch it wrote, and the table says when a record's time is incomplete."""
+    from benchmarks.tables import fit_time_complete
+
+    run_dir = tmp_path / "runs" / "fake" / "a_s0"
+    fake.kill_after, fake.epoch_seconds = 1, 600.0  # epochs 0 and 1 written 600 and 1200 s after the start
+    inner = fake.fit
+
+    def killed_outright(args, log_dir):
+        rc = inner(args, log_dir)
+        shutil.copy(run_dir / "state.json", tmp_path / "state_at_death.json")  # as saved before the call
+        return rc
+
+    fake.fit = killed_outright
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    shutil.copy(tmp_path / "state_at_death.json", run_dir / "state.json")  # nothing after the call was saved
+    fake.fit, fake.kill_after, fake.epoch_seconds = inner, None, None
+    (rec,) = run(tmp_path)
+    # 1200 s (to the last epoch the killed attempt wrote) + 1 s (the fake's second, finished attempt)
+    assert rec["wall_seconds"]["fit"] == pytest.approx(1201.0, abs=2.0)
+    assert rec["fit_attempts"] == 2 and rec["fit_timed_attempts"] == 2 and len(rec["resumed_from"]) == 1
+    assert fit_time_complete(rec)
+    assert not fit_time_complete({**rec, "fit_timed_attempts": -1})  # a run begun before attempts were counted
+    assert fit_time_complete({**rec, "fit_timed_attempts": -1, "fit_attempts": 1})
 
 
 def test_a_fit_that_ends_early_without_error_is_continued_not_tested(tmp_path, fake) -> None:
