@@ -36,6 +36,7 @@ RULES = {
     "none (T_c=0.8, T_n=0.2)": ("asm", dict(norm="none", t_clean=0.8, t_noisy=0.2)),
     "fixed (T_c=0.8, T_n=0.2)": ("asm", dict(norm="fixed", t_clean=0.8, t_noisy=0.2)),
     "max (T_c=0.4, T_n=0.2): configs/asm_ferplus.yaml": ("asm", dict(norm="max", t_clean=0.4, t_noisy=0.2)),
+    "fixed (T_c=0.4, T_n=0.2)": ("asm", dict(norm="fixed", t_clean=0.4, t_noisy=0.2)),
     "none (T_c=1.0, T_n=0.5): above the class mean is clean": ("asm", dict(norm="none", t_clean=1.0, t_noisy=0.5)),
     "man (argmax agreement)": ("man", {}),
 }
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", default=None,
                    help="result file (default: benchmarks/results/asm_rule_study.json; --smoke: a temporary folder)")
     p.add_argument("--smoke", action="store_true", help="study a one-epoch checkpoint on synthetic faces (seconds)")
+    p.add_argument("--stored", action="store_true",
+                   help="use the probabilities of the judging pass stored in the checkpoint (the split it trained its "
+                        "next epoch with) instead of judging the training set again: no forward pass")
     args = p.parse_args(argv)
     if not args.ckpt and not args.smoke:
         p.error("--ckpt is required (an ASMClassifier checkpoint, e.g. runs/asm_ferplus/version_0/checkpoints/last.ckpt)")
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ferkit.commands.lightning_cli import build_cli
     from ferkit.data import FERDataModule
     from ferkit.methods import ASMClassifier
-    from ferkit.miners import MINERS, detection_scores
+    from ferkit.miners import MINERS, detection_scores, detection_scores_per_class
 
     if args.smoke and not args.ckpt:
         torch.manual_seed(0)
@@ -102,9 +106,17 @@ def main(argv: list[str] | None = None) -> dict:
     model = ASMClassifier.load_from_checkpoint(args.ckpt, map_location="cpu")
     if model.miner.num_samples != len(ds):
         model.miner.resize(len(ds))
-    model.miner.reset_observations()
-    model.judge(dm.judge_dataloader(preset=model.hparams.judge_transform))
-    acc_sum, acc_count = model.miner.acc_sum.values.clone(), model.miner.acc_count.values.clone()
+    if args.stored:  # the probabilities the last mining used (the accumulator is emptied after each mining)
+        probs_stored = model.miner.probs.values
+        seen = torch.isfinite(probs_stored).all(dim=(1, 2))
+        if not bool(seen.any()):
+            raise SystemExit(f"{args.ckpt} stores no judged probabilities (a warm-up checkpoint?): leave out --stored")
+        acc_sum = torch.where(seen[:, None, None], probs_stored, torch.zeros_like(probs_stored))
+        acc_count = seen.to(torch.int32)
+    else:
+        model.miner.reset_observations()
+        model.judge(dm.judge_dataloader(preset=model.hparams.judge_transform))
+        acc_sum, acc_count = model.miner.acc_sum.values.clone(), model.miner.acc_count.values.clone()
     labels = model.miner.labels.values.clone()
     given = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)
     if not torch.equal(labels, given):
@@ -122,6 +134,14 @@ def main(argv: list[str] | None = None) -> dict:
                        "flipped": float(conf[flipped].quantile(q / 100)) if n_f else float("nan")}
              for q in (10, 25, 50, 75, 90)}
     print(f"confidence AUROC (kept vs flipped) {auroc:.3f}; quantiles {quant}")
+    per_class_auroc = {}
+    for k, name in enumerate(names):  # within one given class: does the confidence single out its wrong labels?
+        m = labels == k
+        f, c = conf[m & flipped], conf[m & ~flipped]
+        if len(f) and len(c):  # P(a kept label's confidence > a flipped one's), from the kept labels' rank sum
+            r = torch.cat([c, f]).argsort().argsort().double() + 1
+            per_class_auroc[name] = float((r[:len(c)].sum() - len(c) * (len(c) + 1) / 2) / (len(f) * len(c)))
+    print("per-class AUROC:", {k: round(v, 3) for k, v in per_class_auroc.items()})
 
     out = {}
     for name, (kind, kw) in RULES.items():
@@ -134,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         scores = detection_scores(split, flipped)
         out[name] = {"miner": kind, "counts": s["counts"], "t_clean": s["t_clean"], "t_noisy": s["t_noisy"],
                      "class_mean_confidence": s["class_mean_confidence"],
-                     "counts_per_class": s["counts_per_class"], "detection": scores}
+                     "counts_per_class": s["counts_per_class"], "detection": scores,
+                     "detection_per_class": detection_scores_per_class(split, flipped, labels, names)}
         print(f"{name:56s} {s['counts']}  clean purity {scores['clean_purity']}  noisy P {scores['noisy_precision']:.3f} "
               f"R {scores['noisy_recall']:.3f}")
     record = {"benchmark": "ASM mining rules applied to the same judged probabilities of one checkpoint",
@@ -142,7 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
               "smoke": args.smoke, "checkpoint": str(args.ckpt), "checkpoint_global_step": int(ckpt.get("global_step", -1)),
               "config": args.config or "(stored in the checkpoint)", "train_samples": len(ds),
               "flip_rate": float(flipped.float().mean()),
-              "confidence_auroc": auroc, "confidence_quantiles": quant, "rules": out, "environment": environment()}
+              "judged": "stored in the checkpoint" if args.stored else "again, with the checkpoint's networks",
+              "confidence_auroc": auroc, "confidence_auroc_per_class": per_class_auroc, "confidence_quantiles": quant,
+              "rules": out, "environment": environment()}
     write_results(output, record)
     return record
 

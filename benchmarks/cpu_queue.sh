@@ -20,6 +20,7 @@ step ferplus_recipe --only soft_votes_s0              # the recipe candidate (83
 step ferplus_noise30 --only ce_s0 asm_s0              # CE memorises 30 % noise; ASM (the suite order would train ce2 first)
 step ferplus_omni10                                   # Omni with 10 % of the labels: primitive, + mined, + distilled
 step ferplus_noise30 --only ce2_s0                   # ASM's two-network control
+step ferplus_noise30 --only asm_fixed_s0             # ASM with the paper's fixed thresholds (rare classes mined)
 step ferplus_recipe --only soft_votes_flip_epochs60_s0  # the >= 85 % goal: soft votes, 60 epochs, flip TTA (~2 h)
 # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
 #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)

@@ -141,9 +141,24 @@ def test_asm_rule_study_smoke(smoke) -> None:
         assert det["flip_rate"] == pytest.approx(r["flip_rate"])
         if counts["noisy"] == n:  # every sample called noisy: it finds every flipped label
             assert det["noisy_recall"] == 1.0
+        # per given class: the flip rates of the classes average (weighted by size) to the overall one
+        per_class = rule["detection_per_class"]
+        sizes = {c: sum(rule["counts_per_class"][sub][c] for sub in counts) for c in per_class}
+        weighted = sum(per_class[c]["flip_rate"] * sizes[c] for c in per_class if sizes[c]) / n
+        assert weighted == pytest.approx(r["flip_rate"], abs=1e-6)
+    assert r["judged"] == "again, with the checkpoint's networks"
+    assert all(0.0 <= v <= 1.0 for v in r["confidence_auroc_per_class"].values())
     # the fixed rule uses the base thresholds themselves
     assert list(r["rules"]["fixed (T_c=0.8, T_n=0.2)"]["t_clean"].values()) == pytest.approx([0.8] * 7)
     assert r["rules"]["man (argmax agreement)"]["miner"] == "man"
+
+
+def test_asm_rule_study_stored_needs_a_mined_checkpoint(tmp_path, monkeypatch) -> None:
+    """``--stored`` reads the probabilities of the last mining from the checkpoint; a warm-up checkpoint has none."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    main = _script("asm_rule_study")["main"]
+    with pytest.raises(SystemExit, match="stores no judged probabilities"):
+        main(["--smoke", "--stored", "--output", str(tmp_path / "r.json")])
 
 
 def test_asm_mining_overhead_smoke(smoke) -> None:
