@@ -21,11 +21,11 @@ step ferplus_noise30 --only ce_s0 asm_s0              # CE memorises 30 % noise;
 step ferplus_omni10                                   # Omni with 10 % of the labels: primitive, + mined, + distilled
 step ferplus_noise30 --only ce2_s0                   # ASM's two-network control
 step ferplus_noise30 --only asm_fixed_s0             # ASM with the paper's fixed thresholds (rare classes mined)
+step ferplus_pasm                                     # PASM generations 0, 1, 2 and the random-position control
 step ferplus_recipe --only soft_votes_flip_epochs60_s0  # the >= 85 % goal: soft votes, 60 epochs, flip TTA (~2 h)
 # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
 #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
 step ferplus_noise30 --only ce_lanet_s0 lanet_s0      # LA-Net vs its own CE at 30 % noise
-step ferplus_pasm                                     # PASM generations 0, 1, 2 and the random-position control
 step fer2013_realnoise --only ce_s0 asm_s0            # real noise with known ground truth
 step ferplus_recipe --only recipe_s0                  # the majority-label recipe
 step ferplus_noise30 --only ce_s1 asm_s1 ce2_s1       # second seed
