@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead")
+           "asm_mining_overhead", "recipe_speed")
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +195,17 @@ def test_missing_real_data_is_named(tmp_path) -> None:
         _script("lanet_landmarks")["main"](["--root", str(tmp_path), "--cache", str(missing),
                                            "--output", str(tmp_path / "r.json")])
     assert "ferkit landmarks extract" in str(err.value.code) and str(missing) in str(err.value.code)
+
+
+def test_recipe_speed_smoke(smoke) -> None:
+    r, _ = _result(smoke, "recipe_speed")
+    rows = r["results"]
+    assert {(x["precision"], x["memory_format"]) for x in rows} == {
+        ("32-true", "contiguous"), ("32-true", "channels_last"), ("bf16-mixed", "contiguous"), ("bf16-mixed", "channels_last")}
+    for x in rows:
+        assert x["images_per_second"] > 0 and len(x["step_seconds"]) == r["repeats"]
+        assert x["images_per_second"] == pytest.approx(x["batch_size"] / x["median_step_seconds"])
+        if x["memory_format"] == "channels_last":  # paired with the contiguous run of the same setting
+            twin = next(t for t in rows if t["memory_format"] == "contiguous" and t["precision"] == x["precision"])
+            assert x["channels_last_speedup_paired_median"] == pytest.approx(
+                twin["step_seconds"][0] / x["step_seconds"][0])

@@ -191,3 +191,48 @@ def test_eval_flip_averages_the_softmax_of_the_image_and_its_mirror(synthetic_dm
     trainer.test(flip, dm, verbose=False)
     assert int(flip.last_results["test"]["num_samples"]) == 32
     assert flip.hparams.eval_flip is True
+
+
+def test_channels_last_trains_the_same_network_in_the_other_memory_format(synthetic_dm, tiny_module, tiny_trainer):
+    """``channels_last=True`` changes where the numbers sit in memory, not the function: the same weights give the
+    same predictions; training runs on channels-last batches and weights and ends near the contiguous run (Adam's
+    steps amplify the convolutions' rounding differences up to about the learning rate)."""
+    from ferkit.methods.base import _to_channels_last
+
+    results = {}
+    for on in (False, True):
+        dm = synthetic_dm()
+        model = tiny_module(FERClassifier, dm, channels_last=on)
+        seen = []
+        step = model.training_step
+
+        def spy(batch, batch_idx, _step=step, _seen=seen):
+            _seen.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+            return _step(batch, batch_idx)
+
+        model.training_step = spy
+        torch.manual_seed(0)
+        tiny_trainer(max_steps=3).fit(model, dm)
+        convs = [p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1]  # a 1x1 kernel is both formats
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == on for p in convs)
+        assert seen and all(s == on for s in seen)
+        results[on] = {k: v.float() for k, v in model.state_dict().items() if v.is_floating_point()}
+    for k, v in results[False].items():
+        assert (results[True][k] - v).abs().max() < 1e-2, k
+    assert model.hparams.channels_last is True
+    # the same weights, evaluated: the same predictions
+    dm = synthetic_dm()
+    plain, cl = tiny_module(FERClassifier, dm), tiny_module(FERClassifier, dm, channels_last=True)
+    plain.configure_model(), cl.configure_model()
+    cl.load_state_dict(plain.state_dict())
+    plain.eval(), cl.eval()
+    x = torch.randn(4, 3, 32, 32)
+    batch = {"image": x.clone(), "index": torch.arange(4), "label": torch.zeros(4, dtype=torch.long)}
+    cl.on_predict_batch_start(batch, 0)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(cl.predict_step(batch, 0)["probs"], torch.softmax(plain(x), 1), rtol=1e-4, atol=1e-5)
+    # the batch helper: 4-D floating tensors only, in any nesting
+    b = _to_channels_last({"image": torch.randn(2, 3, 4, 4), "label": torch.zeros(2), "views": [torch.randn(2, 1, 4, 4)]})
+    assert b["image"].is_contiguous(memory_format=torch.channels_last) and b["label"].ndim == 1
+    assert b["views"][0].is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,123 @@
+"""What the FER+ recipe's training step costs on this CPU under each speed option: precision (fp32 / bf16 autocast),
+memory format (contiguous / channels_last), stem (standard / ``small_input``) and batch size.
+
+The recipe's network (timm ResNet-18 through :class:`ferkit.models.FERNet`, 1 channel, 48 px, 8 classes, average
+pooling) takes full training steps (forward, cross-entropy, backward, AdamW step) on random tensors, so the numbers are
+the model's cost alone (ferkit's loader keeps up with a bare loop over in-memory tensors on this machine). All settings
+are timed in ONE process, interleaved over the repetitions after a warm-up, so that load from other processes affects
+them alike; the report gives the median images per second of each and its ratio to the fp32 / contiguous / standard
+stem / batch-64 step.
+
+    flock /tmp/ferkit_heavy.lock python benchmarks/recipe_speed.py        # writes benchmarks/results/recipe_speed.json
+
+Accuracy per CPU-minute needs both halves: this script gives the cost of a step, the ``ferplus_recipe`` suite the
+accuracy of each option at a fixed number of epochs. ``--smoke`` (batch 2, 1 repetition) checks the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, result_path, write_results  # noqa: E402
+
+from ferkit.models import FERNetConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--img-size", type=int, default=48)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per setting and repetition")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per setting before timing")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--small-input", action="store_true", help="also time the stem without max-pool")
+    p.add_argument("--output", default=None)
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batch_sizes, args.steps, args.repeats, args.warmup = [2], 1, 1, 0
+    return args
+
+
+def make_step(precision: str, memory: str, small_input: bool, batch: int, img: int):
+    torch.manual_seed(0)
+    net = FERNetConfig(backbone="resnet18", small_input=small_input).build(num_classes=8, in_chans=1, img_size=img)
+    fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
+    net = net.to(memory_format=fmt).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x = torch.randn(batch, 1, img, img).to(memory_format=fmt)
+    y = torch.randint(0, 8, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    stems = [False, True] if args.small_input else [False]
+    settings = list(itertools.product(["32-true", "bf16-mixed"], ["contiguous", "channels_last"], stems,
+                                      args.batch_sizes))
+    steps = {s: make_step(*s, args.img_size) for s in settings}
+    for s, fn in steps.items():
+        for _ in range(args.warmup):
+            fn()
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    for rep in range(args.repeats):
+        order = settings if rep % 2 == 0 else settings[::-1]
+        for s in order:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                steps[s]()
+            times[s].append((time.perf_counter() - t0) / args.steps)
+    base = ("32-true", "contiguous", False, args.batch_sizes[0])
+    rows = []
+    for s in settings:
+        per_step = statistics.median(times[s])
+        ips = s[3] / per_step
+        rows.append({"precision": s[0], "memory_format": s[1], "small_input": s[2], "batch_size": s[3],
+                     "median_step_seconds": per_step, "images_per_second": ips, "step_seconds": times[s]})
+    # channels_last against contiguous with the same precision, stem and batch, paired within each repetition
+    # (both ran in the same sweep): the median of these ratios resists a burst of load better than the medians do
+    by_key = {(r["precision"], r["memory_format"], r["small_input"], r["batch_size"]): r for r in rows}
+    for r in rows:
+        if r["memory_format"] == "channels_last":
+            twin = by_key[(r["precision"], "contiguous", r["small_input"], r["batch_size"])]
+            ratios = [a / b for a, b in zip(twin["step_seconds"], r["step_seconds"])]
+            r["channels_last_speedup_paired_median"] = statistics.median(ratios)
+            r["channels_last_speedup_per_repeat"] = ratios
+    base_ips = next(r["images_per_second"] for r in rows
+                    if (r["precision"], r["memory_format"], r["small_input"], r["batch_size"]) == base)
+    for r in rows:
+        r["speed_vs_fp32_contiguous_standard_b%d" % args.batch_sizes[0]] = r["images_per_second"] / base_ips
+        print(f"{r['precision']:10s} {r['memory_format']:13s} small_input={str(r['small_input']):5s} "
+              f"batch {r['batch_size']:4d}: {r['images_per_second']:7.1f} images/s "
+              f"(x{r['images_per_second'] / base_ips:.2f})"
+              + (f"; channels_last / contiguous, paired median x{r['channels_last_speedup_paired_median']:.2f}"
+                 if "channels_last_speedup_paired_median" in r else ""))
+    record = {"benchmark": "FER+ recipe training step: images per second per speed option (CPU)",
+              "command": "python benchmarks/recipe_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "smoke": args.smoke, "network": "timm resnet18 via FERNet, avg pool, 1 x %d px, 8 classes" % args.img_size,
+              "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+              "results": rows, "environment": environment()}
+    write_results(result_path(args.output, "recipe_speed", args.smoke), record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
