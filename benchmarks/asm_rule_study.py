@@ -59,6 +59,17 @@ def smoke_checkpoint() -> Path:
     return path
 
 
+def rank_auroc(kept, flipped) -> float:
+    """P(a kept label's confidence > a flipped one's), from the kept labels' rank sum; NaN if either is empty."""
+    import torch
+
+    n_k, n_f = len(kept), len(flipped)
+    if not n_k or not n_f:
+        return float("nan")
+    ranks = torch.cat([kept, flipped]).argsort().argsort().double() + 1
+    return float((ranks[:n_k].sum() - n_k * (n_k + 1) / 2) / (n_f * n_k))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=None, help="an ASMClassifier checkpoint (required unless --smoke)")
@@ -127,9 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     # how well the confidence on the given label alone separates flipped from kept labels (rank AUROC)
     probs = acc_sum / acc_count.clamp_min(1)[:, None, None].float()
     conf = MINERS["asm"].confidence_on_label(probs, labels)
-    ranks = conf.argsort().argsort().double() + 1
     n_f, n_k = int(flipped.sum()), int((~flipped).sum())
-    auroc = float((ranks[~flipped].sum() - n_k * (n_k + 1) / 2) / (n_f * n_k)) if n_f and n_k else float("nan")
+    auroc = rank_auroc(conf[~flipped], conf[flipped])
     quant = {f"q{q}": {"kept": float(conf[~flipped].quantile(q / 100)) if n_k else float("nan"),
                        "flipped": float(conf[flipped].quantile(q / 100)) if n_f else float("nan")}
              for q in (10, 25, 50, 75, 90)}
@@ -137,10 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     per_class_auroc = {}
     for k, name in enumerate(names):  # within one given class: does the confidence single out its wrong labels?
         m = labels == k
-        f, c = conf[m & flipped], conf[m & ~flipped]
-        if len(f) and len(c):  # P(a kept label's confidence > a flipped one's), from the kept labels' rank sum
-            r = torch.cat([c, f]).argsort().argsort().double() + 1
-            per_class_auroc[name] = float((r[:len(c)].sum() - len(c) * (len(c) + 1) / 2) / (len(f) * len(c)))
+        if bool((m & flipped).any()) and bool((m & ~flipped).any()):
+            per_class_auroc[name] = rank_auroc(conf[m & ~flipped], conf[m & flipped])
     print("per-class AUROC:", {k: round(v, 3) for k, v in per_class_auroc.items()})
 
     out = {}
