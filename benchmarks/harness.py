@@ -301,6 +301,8 @@ class RunDriver:
                     shutil.rmtree(stale)
                 elif stale.exists():
                     stale.unlink()
+            # every epoch is trained again, so the discarded attempts' time is not part of this run's fit time
+            state.update(fit_seconds=0.0, timed_attempts=0, resumed_from=[])
         attempt = state["attempts"]
         if attempt == 0:
             state["timed_attempts"] = 0

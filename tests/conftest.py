@@ -109,3 +109,27 @@ def tiny_module() -> Callable[..., Any]:
         return cls(**args)
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Disk: many tests fit a real ResNet-18 and write 45-350 MB of checkpoints each; the whole suite wrote 6.5 GiB, which
+# once filled the CI machine's disk. A passing test's checkpoints are deleted as soon as it ends (a failing test keeps
+# them for inspection), and pytest keeps the temporary folders of failed tests only (pyproject.toml).
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    item.stash.setdefault(_OUTCOMES, {})[report.when] = report.passed
+    return report
+
+
+_OUTCOMES = pytest.StashKey[dict]()
+
+
+@pytest.fixture(autouse=True)
+def _drop_checkpoints_of_passing_tests(request):
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is None or not request.node.stash.get(_OUTCOMES, {}).get("call", False):
+        return
+    for f in root.rglob("*.ckpt"):
+        f.unlink(missing_ok=True)

@@ -245,9 +245,13 @@ def test_no_readable_checkpoint_restarts_the_run_cleanly(tmp_path, fake, capsys)
         run(tmp_path)
     ckpt = tmp_path / "runs" / "fake" / "a_s0" / "ckpt"
     (ckpt / LAST).write_bytes(b"garbage")
+    state_file = ckpt.parent / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "fit_seconds": 500.0}))  # as if the lost attempt had run 500 s
     fake.kill_after = None
     (rec,) = run(tmp_path)
     assert "starting the run again" in capsys.readouterr().out
+    assert rec["wall_seconds"]["fit"] < 100 and rec["resumed_from"] == []  # the lost attempt's work is redone
     fits = [c for c in fake.calls if c[0] == "fit"]
     assert "--ckpt_path" not in fits[1]
     assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
