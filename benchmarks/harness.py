@@ -76,8 +76,18 @@ def machine(accelerator: str | None = None) -> dict:
     cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     device = gpu if gpu and accelerator not in ("cpu",) else "cpu"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": gpu, "device": device}
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "gpu": gpu, "device": device}
+
+
+def cpu_lanes() -> int:
+    """How many runs share this machine's CPU at once: ``FERKIT_BENCH_LANES``, set by ``benchmarks/cpu_queue.sh`` when
+    it runs its lanes side by side (1 thread each). A run's wall time then measures throughput, not speed alone."""
+    raw = os.environ.get("FERKIT_BENCH_LANES", "1")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise RunFailed(f"FERKIT_BENCH_LANES={raw!r} is not a whole number") from None
 
 
 def resolve_config(config: str) -> str:
@@ -306,7 +316,8 @@ class RunDriver:
         attempt = state["attempts"]
         if attempt == 0:
             state["timed_attempts"] = 0
-        state.update(phase="fitting", attempts=attempt + 1, attempt_started=round(time.time(), 1))
+        state.update(phase="fitting", attempts=attempt + 1, attempt_started=round(time.time(), 1),
+                     lanes=max(state.get("lanes", 1), cpu_lanes()))
         state.setdefault("resumed_from", [])
         if ckpt is not None:
             state["resumed_from"].append(str(ckpt))
@@ -394,6 +405,8 @@ class RunDriver:
             "overrides": self.fill(self.run.overrides) + self.extra, "resolved_config": resolved,
             "steps": self.step_reports(),
             "git": git_commit(), "machine": machine(self.accelerator),
+            # the most runs that shared the CPU during any fit attempt (1: this run had the machine to itself)
+            "cpu_lanes": state.get("lanes", 1),
             "wall_seconds": {"fit": round(state.get("fit_seconds", 0.0), 1), "test": round(state.get("test_seconds", 0.0), 1)},
             "fit_attempts": state.get("attempts", 1), "resumed_from": state.get("resumed_from", []),
             # attempts whose fit time is in wall_seconds.fit (-1: unknown, a run begun before this was counted)

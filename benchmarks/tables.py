@@ -106,6 +106,14 @@ def fit_time_complete(record: dict) -> bool:
     return timed == attempts or (timed < 0 and attempts == 1)
 
 
+def device_cell(record: dict) -> str:
+    """The device, and on a CPU shared by several runs at once (``cpu_queue.sh``'s lanes) how many: such a run's minutes
+    measure the queue's throughput, not the run's speed alone."""
+    device = record["machine"].get("device", "?")
+    lanes = record.get("cpu_lanes", 1)
+    return f"{device} ({lanes} runs at once)" if lanes > 1 else device
+
+
 def suite_table(records: list[dict]) -> str:
     rows = group(records)
     by_name = {r.method: r for r in rows}
@@ -130,7 +138,7 @@ def suite_table(records: list[dict]) -> str:
         fit_cell = f"{fit_min:.1f}" if all(fit_time_complete(r) for r in recs) else f">= {fit_min:.1f}"
         per_epoch = [m for m in (epoch_minutes(r) for r in recs) if m is not None]
         epoch_min = f"{statistics.fmean(per_epoch):.2f}" if per_epoch else "—"
-        devices = sorted({r["machine"].get("device", "?") for r in recs})
+        devices = sorted({device_cell(r) for r in recs})
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
         lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_cell} | {epoch_min} | "
                      f"{'; '.join(devices)} |")

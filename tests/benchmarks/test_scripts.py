@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead", "recipe_speed")
+           "asm_mining_overhead", "recipe_speed", "cpu_lanes")
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +209,11 @@ def test_recipe_speed_smoke(smoke) -> None:
             twin = next(t for t in rows if t["memory_format"] == "contiguous" and t["precision"] == x["precision"])
             assert x["channels_last_speedup_paired_median"] == pytest.approx(
                 twin["step_seconds"][0] / x["step_seconds"][0])
+
+
+def test_cpu_lanes_smoke(smoke) -> None:
+    r, _ = _result(smoke, "cpu_lanes")
+    assert r["lanes"] >= 1 and set(r["images_per_second"]) == set(r["median_images_per_second"])
+    assert all(len(v) == r["repeats"] and min(v) > 0 for v in r["images_per_second"].values())
+    single, lanes = r["median_images_per_second"].values()
+    assert r["lanes_over_single"] == pytest.approx(lanes / single)
