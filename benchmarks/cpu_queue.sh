@@ -32,7 +32,7 @@ lane_a() {
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
   step ferplus_noise30 --only ce_lanet_s0 lanet_s0      # LA-Net vs its own CE at 30 % noise
   step fer2013_realnoise --only lanet_s0              # LA-Net on real noise
-  step ferplus_clean                                    # ARM vs avg at a 6x6 map (96 px: about 4x the 48-px cost)
+  step ferplus_clean                                    # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
 }
 lane_b() {
   step ferplus_noise30 --only asm_fixed_s0             # ASM with the paper's fixed thresholds (rare classes mined)

@@ -39,6 +39,9 @@ class FERNetConfig:
             feature-map size by :meth:`ferkit.layers.ARM.suggest_config`.
         pretrained: None, a weights file path, or a tag resolved under ``$FERKIT_WEIGHTS`` (never downloaded).
         small_input: drop the stem max-pool (ResNets) for 48-64 px inputs: a 2x larger final map.
+        output_stride: the backbone's total stride (timm's ``output_stride``: 32 by default, 16 or 8 replace the
+            strides of the last stage(s) by dilation). ``None`` keeps the architecture's own. A 2x or 4x larger final
+            map at the same input size; ARM needs a map of about 6x6, e.g. 48 px with ``small_input`` and 16.
         dropout: dropout probability before the head.
     """
 
@@ -47,6 +50,7 @@ class FERNetConfig:
     pool_kwargs: dict[str, Any] | None = None
     pretrained: str | None = None
     small_input: bool = False
+    output_stride: int | None = None
     dropout: float = 0.0
 
     @classmethod
@@ -69,7 +73,19 @@ class FERNetConfig:
         return dataclasses.asdict(self)
 
     def create_backbone(self, in_chans: int) -> Backbone:
-        return create_backbone(self.backbone, pretrained=self.pretrained, in_chans=in_chans, small_input=self.small_input)
+        extra: dict[str, Any] = {}
+        if self.output_stride is not None:
+            if self.output_stride not in (8, 16, 32):
+                raise ValueError(f"net.output_stride must be 8, 16, 32 or null, got {self.output_stride}")
+            extra["output_stride"] = self.output_stride
+        try:
+            return create_backbone(self.backbone, pretrained=self.pretrained, in_chans=in_chans,
+                                   small_input=self.small_input, **extra)
+        except TypeError as err:
+            if extra and "output_stride" in str(err):
+                raise ValueError(f"net.output_stride={self.output_stride}: backbone {self.backbone!r} does not take an "
+                                 "output stride (timm's ResNets, EfficientNets and other CNNs do); set it to null") from err
+            raise
 
     def create_pool(self, backbone: Backbone, img_size: int) -> nn.Module:
         """The pool for ``backbone``'s final map at ``img_size`` (ARM's geometry checked, or suggested if unset)."""

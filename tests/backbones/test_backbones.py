@@ -208,3 +208,22 @@ def test_multichannel_adaptation_repeats_and_scales(tmp_path: Path) -> None:
     four = create_backbone("resnet18", pretrained=str(tmp_path / "rgb.pth"), in_chans=4)
     w = ref["conv1.weight"]
     torch.testing.assert_close(four.model.conv1.weight, torch.cat([w, w[:, :1]], 1) * 0.75)
+
+
+def test_output_stride_enlarges_the_map_for_arm() -> None:
+    """ARM needs about a 6x6 map: 48 px with the stem max-pool removed and output stride 16 gives it (3x3 without)."""
+    from ferkit.models import FERNetConfig
+
+    plain = FERNet(pool="avg", in_chans=1, img_size=48, small_input=True, num_classes=8)
+    dilated = FERNet(pool="avg", in_chans=1, img_size=48, small_input=True, output_stride=16, num_classes=8)
+    assert (plain.feat_size, dilated.feat_size) == (3, 6)
+    assert FERNet(pool="avg", in_chans=1, img_size=48, output_stride=8, num_classes=8).feat_size == 6
+    # the same weights (dilation changes strides, not parameters): a checkpoint's shapes carry over
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in dilated.state_dict().items()}
+    arm = FERNet(pool="arm", in_chans=1, img_size=48, small_input=True, output_stride=16, num_classes=8)
+    assert arm.num_features >= 64 and arm(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+    assert FERNetConfig.coerce({"backbone": "resnet18"}).output_stride is None  # checkpoints from before the field
+    with pytest.raises(ValueError, match="must be 8, 16, 32"):
+        FERNet(in_chans=1, img_size=48, output_stride=12)
+    with pytest.raises(ValueError, match="does not take an output stride"):
+        FERNet(FERNetConfig(backbone="vit_tiny_patch16_224", output_stride=16), img_size=224)

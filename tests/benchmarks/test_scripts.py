@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead", "recipe_speed", "cpu_lanes")
+           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry")
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +217,16 @@ def test_cpu_lanes_smoke(smoke) -> None:
     assert all(len(v) == r["repeats"] and min(v) > 0 for v in r["images_per_second"].values())
     single, lanes = r["median_images_per_second"].values()
     assert r["lanes_over_single"] == pytest.approx(lanes / single)
+
+
+def test_arm_geometry_smoke(smoke) -> None:
+    r, _ = _result(smoke, "arm_geometry")
+    rows = {(x["geometry"], x["pool"]): x for x in r["results"]}
+    recipe = next(x for x in r["results"] if x["geometry"].startswith("recipe"))
+    assert recipe["map"] == "2x2" and recipe["cost_vs_recipe"] == pytest.approx(1.0)
+    # every other geometry reaches the 6x6 map ARM needs, with both pools, and ARM keeps 81 features there
+    others = [x for x in r["results"] if not x["geometry"].startswith("recipe")]
+    assert others and all(x["map"] == "6x6" for x in others)
+    assert {x["pool"] for x in others} == {"avg", "arm"}
+    assert all(x["features"] == (81 if x["pool"] == "arm" else 512) for x in others)
+    assert all(len(x["step_seconds"]) == r["repeats"] for x in rows.values())

@@ -1,0 +1,118 @@
+"""What a sound ARM geometry costs: the training step of each way to give ResNet-18 a 6x6 final map on FER+ faces.
+
+ARM turns the last feature map into s^2 features, so on the FER+ recipe's 2x2 map (48 px, standard stem) it has
+almost nothing to work with. A 6x6 map can come from a larger input (96 px without the stem max-pool), from dilation
+(timm's ``output_stride``, :class:`ferkit.models.FERNetConfig`'s ``output_stride``) at the native 48 px, or both.
+Each geometry's training step (forward, cross-entropy, backward, AdamW; bf16 autocast, batch 64, 1 channel, 8 classes)
+is timed with average pooling and with ARM, interleaved over the repetitions after a warm-up, against the recipe's
+step (48 px, standard stem, average pooling). The weights are identical in number in every geometry: only the cost
+and the map change.
+
+    python benchmarks/arm_geometry.py          # writes benchmarks/results/arm_geometry.json (about 3 minutes here)
+
+``--smoke`` (batch 2, 1 repetition) checks the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, result_path, write_results  # noqa: E402
+
+from ferkit.models import FERNetConfig  # noqa: E402
+
+#: (name, image side, small_input, output_stride)
+GEOMETRIES = [
+    ("recipe: 48 px, standard stem", 48, False, None),
+    ("96 px, no stem max-pool", 96, True, None),
+    ("48 px, no stem max-pool, output stride 16", 48, True, 16),
+    ("48 px, standard stem, output stride 8", 48, False, 8),
+]
+#: the ARM geometry of the ferplus_clean suite on a 6x6 map (9x9 = 81 features)
+ARM_KWARGS = {"shuffle": 16, "kernel_size": 32, "stride": 8, "affinity": "ema"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per setting and repetition")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output", default=None)
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batch_size, args.steps, args.repeats, args.warmup = 2, 1, 1, 0
+    return args
+
+
+def make_step(img: int, small_input: bool, output_stride: int | None, pool: str, batch: int):
+    torch.manual_seed(0)
+    cfg = FERNetConfig(backbone="resnet18", pool=pool, small_input=small_input, output_stride=output_stride,
+                       pool_kwargs=dict(ARM_KWARGS) if pool == "arm" else None)
+    net = cfg.build(num_classes=8, in_chans=1, img_size=img).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 1, img, img), torch.randint(0, 8, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, net.feat_size, net.num_features
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings, steps, shapes = [], {}, {}
+    for name, img, small, stride in GEOMETRIES:
+        for pool in ("avg", "arm"):
+            if pool == "arm" and name.startswith("recipe"):
+                continue  # a 2x2 map: ARM's kernel does not fit (the point of this benchmark)
+            key = (name, pool)
+            steps[key], feat, nfeat = make_step(img, small, stride, pool, args.batch_size)
+            shapes[key] = {"img_size": img, "small_input": small, "output_stride": stride, "pool": pool,
+                           "map": f"{feat}x{feat}", "features": nfeat}
+            settings.append(key)
+    for key in settings:
+        for _ in range(args.warmup):
+            steps[key]()
+    times: dict[tuple, list[float]] = {k: [] for k in settings}
+    for rep in range(args.repeats):
+        for key in (settings if rep % 2 == 0 else settings[::-1]):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                steps[key]()
+            times[key].append((time.perf_counter() - t0) / args.steps)
+    base = statistics.median(times[settings[0]])
+    rows = []
+    for key in settings:
+        per_step = statistics.median(times[key])
+        row = {"geometry": key[0], **shapes[key], "median_step_seconds": per_step,
+               "images_per_second": args.batch_size / per_step, "cost_vs_recipe": per_step / base,
+               "step_seconds": times[key]}
+        rows.append(row)
+        print(f"{key[0]:45s} {key[1]:3s} map {row['map']:>3s} features {row['features']:4d}: "
+              f"{row['images_per_second']:7.1f} images/s, x{row['cost_vs_recipe']:.2f} the recipe's step cost")
+    record = {"benchmark": "ARM geometry: training-step cost of each way to a 6x6 ResNet-18 map (CPU)",
+              "command": "python benchmarks/arm_geometry.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "smoke": args.smoke, "network": "timm resnet18 via FERNet, 1 channel, 8 classes, bf16 autocast, AdamW",
+              "arm_kwargs": ARM_KWARGS, "batch_size": args.batch_size, "threads": args.threads, "steps": args.steps,
+              "repeats": args.repeats, "warmup": args.warmup, "results": rows, "environment": environment()}
+    write_results(result_path(args.output, "arm_geometry", args.smoke), record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
