@@ -56,6 +56,7 @@ def precision(p: str) -> list[str]:
     return ["--trainer.precision", p]
 
 
-#: the FER+ recipe every comparison shares (section "A FER+ recipe" of docs/benchmarks.md): 48 px grayscale,
-#: ResNet-18 from scratch with the standard stem, bf16-mixed autocast on the CPU, label smoothing 0.1, 30 epochs
+#: what every FER+ comparison shares with the recipe (README, "FER+ recipe"): the full training set at 48 px grayscale,
+#: ResNet-18 from scratch with the standard stem, bf16-mixed autocast on the CPU, 30 epochs. The optimiser, schedule,
+#: loss and augmentation come from each run's config (the recipe's own config adds AdamW, one-cycle, smoothing 0.1)
 RECIPE = [*FULL_DATA, *small_input(False), *precision("bf16-mixed"), *epochs(30), *QUIET]

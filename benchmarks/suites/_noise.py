@@ -1,6 +1,8 @@
 """The noisy-label comparison, shared by ferplus_noise30 and ferplus_noise10: CE vs CE with two averaged networks (the
 fair control for ASM's two networks) vs ASM, and LA-Net vs its own CE (the same network with auxiliary weights 0),
-all with the FER+ recipe and checkpoints chosen on the clean validation split."""
+all on the recipe's data, network, precision and 30 epochs (``RECIPE``) with ASM's optimiser for every run (Adam 1e-3,
+ExponentialLR 0.9, no label smoothing, the ``weak`` augmentation of ``ce_ferplus_noisy`` / ``asm_ferplus``), and
+checkpoints chosen on the clean validation split."""
 from __future__ import annotations
 
 from benchmarks.suite import Run, Suite

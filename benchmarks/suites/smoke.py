@@ -2,7 +2,7 @@
 from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import QUIET
 
-# only data-module options that every config shape shares: a few dozen synthetic faces at 32 px, two epochs
+# only data-module options that every config shape shares: a few dozen synthetic faces at 32 px, three epochs
 TINY = ["--data.train_limit", "64", "--data.val_limit", "32", "--data.test_limit", "32", "--data.img_size", "32",
         "--data.batch_size", "32", "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
         "--trainer.accelerator", "cpu", *QUIET]
