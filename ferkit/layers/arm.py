@@ -40,8 +40,9 @@ Choosing shuffle / kernel / stride for other backbones and input sizes
 ----------------------------------------------------------------------
 The official configuration is ``r=16, k=32, t=8`` on a ``512 x 7 x 7`` map (ResNet-18, 224 px): the kernel spans
 two backbone cells and the stride is half a cell. The same geometry fits smaller maps: a 4x4 map (ResNet-18 at
-112 px) gives ``S=64, s=5`` (25 features); a 3x3 map (96 px) gives ``S=48, s=3``; a 6x6 map (48 px with ``output_stride=8``) gives ``S=96, s=9`` (81 features). The author advises large
-kernels and strides and never kernels of 7 or smaller (issue #6). :meth:`ARM.suggest_config` returns such a
+112 px) gives ``S=64, s=5`` (25 features); a 3x3 map (96 px) gives ``S=48, s=3``; a 6x6 map (48 px with
+``output_stride=8``) gives ``S=96, s=9`` (81 features). The author advises large kernels and strides and never
+kernels of 7 or smaller (issue #6). :meth:`ARM.suggest_config` returns such a
 configuration for any ``(in_channels, feat_size)``.
 """
 from __future__ import annotations
