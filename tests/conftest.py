@@ -133,3 +133,21 @@ def _drop_checkpoints_of_passing_tests(request):
         return
     for f in root.rglob("*.ckpt"):
         f.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads_and_random_state():
+    """Tests that set torch's thread count or seed the global generators (directly, or through Lightning's
+    ``seed_everything``) leave them as they found them, so no test depends on which tests ran before it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    threads = torch.get_num_threads()
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(states[0])
+    np.random.set_state(states[1])
+    random.setstate(states[2])

@@ -107,7 +107,6 @@ def test_lanet_inference_smoke(smoke) -> None:
     # the export is the plain FERNet of the same depth; the training network carries the landmark branch as well
     assert case["same_architecture"] is True
     assert case["params_exported"] == case["params_plain"] < case["params_lanet_training_network"]
-    assert case["ratio_iqr"][0] <= case["ratio_median"] <= case["ratio_iqr"][1]
     assert r["environment"]["torch"]
 
 
@@ -139,8 +138,12 @@ def test_asm_rule_study_smoke(smoke) -> None:
             assert sum(rule["counts_per_class"][sub].values()) == total
         det = rule["detection"]
         assert det["flip_rate"] == pytest.approx(r["flip_rate"])
-        if counts["noisy"] == n:  # every sample called noisy: it finds every flipped label
-            assert det["noisy_recall"] == 1.0
+        # precision and recall count the same hits: precision x |noisy| = recall x |flipped|
+        if counts["noisy"]:
+            hits = det["noisy_recall"] * det["flip_rate"] * n
+            assert det["noisy_precision"] * counts["noisy"] == pytest.approx(hits, abs=1e-6), name
+        else:  # an empty noisy subset has no precision
+            assert det["noisy_precision"] != det["noisy_precision"], name
         # per given class: the flip rates of the classes average (weighted by size) to the overall one
         per_class = rule["detection_per_class"]
         sizes = {c: sum(rule["counts_per_class"][sub][c] for sub in counts) for c in per_class}

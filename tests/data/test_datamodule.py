@@ -49,13 +49,18 @@ def test_limit_is_stratified_and_reindexed():
 
 def test_label_noise_keeps_clean_labels_and_two_views():
     dm = _dm(label_noise=0.4, noise_seed=3, strong_preset="strong", train_preset="weak")
+    labels0 = dm.source.build("train").labels.copy()
     dm.setup("fit")
     ds = dm.train_set
     flipped = ds.labels != ds.clean_labels
     assert 0.25 < flipped.mean() < 0.55
     item = ds[0]
     assert {"image", "image_strong", "clean_label", "label", "index"} <= set(item)
-    # the original dataset object is not mutated by noise: validation labels are untouched
+    # the source is not mutated by noise: a fresh build has the original labels and no clean copy; validation
+    # labels are untouched
+    fresh = dm.source.build("train")
+    assert fresh.clean_labels is None and np.array_equal(fresh.labels, labels0)
+    assert np.array_equal(ds.clean_labels, labels0)
     assert dm.val_set.clean_labels is None
 
 

@@ -39,7 +39,14 @@ def test_fit_resume_test_predict_export(config, extra, tmp_path, monkeypatch, sy
 
     # resume continues the same run folder and the best-checkpoint tracking
     last = run / "version_0/checkpoints/last.ckpt"
+    before = (run / "version_0/metrics.csv").read_text()
     main(["fit", *common, "--trainer.max_epochs=2", f"--ckpt_path={last}"])
+    after = (run / "version_0/metrics.csv").read_text()
+    # epoch 0 was not trained again: its rows are there once, and the resumed run only added epoch-1 rows
+    rows_after = list(csv.DictReader(after.splitlines()))
+    rows_before = list(csv.DictReader(before.splitlines()))
+    assert [r for r in rows_after if r.get("epoch") == "0"] == [
+        {k: r.get(k, "") for k in rows_after[0]} for r in rows_before if r.get("epoch") == "0"]
     assert sorted(p.name for p in run.iterdir()) == ["version_0"]
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["epoch"] == 1

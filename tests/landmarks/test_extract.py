@@ -45,6 +45,7 @@ def fan_dir(tmp_path_factory):
 
 
 def test_face_alignment_runs_offline_from_local_weights(fan_dir) -> None:
+    # the thread count is restored after each test (tests/conftest.py)
     torch.set_num_threads(2)
     backend = create_backend("fan", model_dir=fan_dir, network_size=1)
     assert backend.model_path.parent == fan_dir and backend.config()["detector"] == "box"

@@ -68,10 +68,13 @@ def test_embed_pool_through_predict_and_resume(tmp_path, synthetic_dm, one_threa
     ref = store.features.read(0, 21).clone()
     rows = np.memmap(tmp_path / "emb/features.f16", np.float16, "r+", shape=(21, store.dim))
     rows[5:13] = 0
+    rows[0] = 7.0  # a row marked done: a second call must leave it alone
     rows.flush()
     again = embed_pool(module, dm.test_set, tmp_path / "emb", 7, batch_size=8)
     assert again.complete
-    torch.testing.assert_close(again.features.read(0, 21), ref, atol=2e-3, rtol=0)
+    filled = again.features.read(0, 21)
+    assert torch.all(filled[0] == 7.0)  # not embedded again
+    torch.testing.assert_close(filled[1:], ref[1:], atol=2e-3, rtol=0)  # rows 5..12 filled, the rest kept
 
 
 # -- condensation ------------------------------------------------------------------------------------------
@@ -109,7 +112,10 @@ def test_condensation_resume_equals_uninterrupted(tmp_path, one_thread):
     ckpt = tmp_path / "state.pt"
     DatasetCondensation(iterations=2, **kw).run(data, labels, ["a", "b", "c"], checkpoint=ckpt)  # "interrupted" at 2
     assert torch.load(ckpt, weights_only=True)["iteration"] == 2
-    resumed = DatasetCondensation(iterations=4, **kw).run(data, labels, ["a", "b", "c"], checkpoint=ckpt)
+    calls: list[int] = []
+    resumed = DatasetCondensation(iterations=4, **kw).run(data, labels, ["a", "b", "c"], checkpoint=ckpt,
+                                                          progress=calls.append)
+    assert len(calls) == 2  # only iterations 3 and 4 ran: the first two came from the checkpoint
     torch.testing.assert_close(resumed.images, full.images)
     with pytest.raises(ValueError, match="another run"):
         DatasetCondensation(iterations=4, **{**kw, "ipc": 2}).run(data, labels, ["a", "b", "c"], checkpoint=ckpt)

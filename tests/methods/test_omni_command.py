@@ -18,7 +18,7 @@ IMG = 32
 
 
 @pytest.mark.slow
-def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_data_args, one_thread):
+def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_data_args, one_thread, capsys):
     monkeypatch.chdir(tmp_path)
     data = [*synthetic_data_args(num_train=28, num_val=7, num_test=7, image_size=IMG),
             "--model.init_args.net.backbone=test_resnet"]
@@ -43,8 +43,10 @@ def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_da
     assert len(store) == 20 and store.complete   # the copy of a test image was left out
     assert not any("copy_of_test" in i for i in store.ids())
     first = store.features.read(0, 20).clone()
+    written = (emb / "features.f16").stat().st_mtime_ns
     main(embed)   # resumed: nothing left to do, nothing changed
     assert torch.equal(EmbeddingStore(emb).features.read(0, 20), first)
+    assert (emb / "features.f16").stat().st_mtime_ns == written  # not written again
 
     out = tmp_path / "mined.csv"
     mine = ["omni", "mine", "--ckpt", str(ckpt), "--store", str(emb), "--out", str(out), "--tau_sim", "-1",
@@ -56,7 +58,11 @@ def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_da
     assert max(summary["per_class"].values()) <= 2
     assert all(r["path"].endswith(".png") and (tmp_path / "pool") .as_posix() in r["path"] for r in rows)
     assert (emb / "prototypes.pt").is_file()
+    fitted = (emb / "prototypes.pt").stat().st_mtime_ns
+    capsys.readouterr()
     main(mine)   # resumed: the prototypes are reused, the manifest is the same
+    assert "reusing the prototypes in" in capsys.readouterr().out
+    assert (emb / "prototypes.pt").stat().st_mtime_ns == fitted
     assert list(csv.DictReader(out.open())) == rows
 
     distilled = tmp_path / "distilled.pt"
@@ -67,8 +73,11 @@ def test_embed_mine_distill_on_a_folder_pool(tmp_path, monkeypatch, synthetic_da
     assert got.class_names == list(summary["per_class"]) and got.images.shape[1:] == (3, IMG, IMG)
     assert torch.isfinite(got.images).all() and got.labels.tolist() == list(range(7))
     assert cv2.imread(str(tmp_path / "distilled.png")).shape[0] > 7 * IMG   # the contact sheet, a row per class
+    made = distilled.stat().st_mtime_ns
+    capsys.readouterr()
     main(distill)   # done already: the file is kept, not distilled again
-    assert torch.equal(CondensedSet.load(distilled).images, got.images)
+    assert "exists; delete it to distil again" in capsys.readouterr().out
+    assert distilled.stat().st_mtime_ns == made and torch.equal(CondensedSet.load(distilled).images, got.images)
     # a distilled set for the training module: OmniClassifier reads it at fit start
     main(["fit", *config, "--model=ferkit.methods.OmniClassifier", f"--model.init_args.distilled={distilled}",
           "--model.init_args.net.backbone=test_resnet", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",

@@ -85,6 +85,16 @@ def test_bad_centre_file_and_teacher(tmp_path, synthetic_dm, tiny_module, tiny_t
         tiny_trainer(limit_val_batches=0).fit(student, dm2)
 
 
+class EpochsSeen(Callback):
+    """Records the epochs a fit trains: a resumed fit starts after its checkpoint's epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+
 class KillAtSecondEpoch(Callback):
     """Stands in for a killed process: fails at the start of epoch 1 (epoch 0's last.ckpt is written)."""
 
@@ -111,7 +121,9 @@ def test_generations_resume_after_a_kill(tmp_path, monkeypatch, synthetic_data_a
     killed = torch.load(out / "gen_1/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert killed["epoch"] == 0
 
-    summary = run_generations("pasm_synthetic", 1, out, overrides)  # the same command again
+    seen = EpochsSeen()
+    summary = run_generations("pasm_synthetic", 1, out, overrides, trainer_defaults={"callbacks": [seen]})  # again
+    assert seen.epochs == [1]  # generation 0 skipped, generation 1 continued from its epoch-0 checkpoint
     assert gen0.stat().st_mtime_ns == stamp0 and (out / "centres_gen_1.pt").stat().st_mtime_ns == stamp_centres
     g1 = summary["generations"]["1"]
     assert g1["status"] == "done" and g1["resumed_from"].endswith("gen_1/version_0/checkpoints/last.ckpt")

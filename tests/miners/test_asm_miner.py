@@ -141,7 +141,7 @@ def test_result_does_not_depend_on_observation_order_or_batching() -> None:
     sb = b.mine()
     assert torch.equal(sa.subset_id, sb.subset_id)
     torch.testing.assert_close(a.thresholds.clean, b.thresholds.clean)
-    assert set(sa.counts().tolist()) != {0}
+    assert (sa.counts() > 0).sum() >= 2  # a real split: the equalities above are not about one subset
 
 
 def test_miner_state_dict_roundtrip_and_empty_miner_loads_size() -> None:
