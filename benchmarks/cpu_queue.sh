@@ -5,11 +5,13 @@
 # same command, given again in a later session, continues where the last one stopped. After each finished step the
 # tables and plots are rebuilt from the records.
 #
-# Most phases run two lanes side by side, one thread each (logs benchmarks/runs/cpu_queue_{a,b}.log): on this 2-core
-# machine two 1-thread processes train 1.29x the images per second of one 2-thread process (benchmarks/cpu_lanes.py,
-# benchmarks/results/cpu_lanes.json). Each lane's run takes longer than alone, so every record keeps how many runs
-# shared the CPU (`cpu_lanes`) and the tables mark those minutes. A run whose time is itself a result (the recipe's
-# "within 2 hours") runs alone, with every thread. `bash benchmarks/cpu_queue.sh a1|b1|solo|a2|b2` runs one part.
+# Two workers run side by side, one thread each (logs benchmarks/runs/cpu_queue_{a,b}.log): on this 2-core machine
+# two 1-thread processes train 1.29x the images per second of one 2-thread process (benchmarks/cpu_lanes.py,
+# benchmarks/results/cpu_lanes.json). Each worker takes the next step of one shared list when its last one ends, so
+# neither core waits for the other. A run beside another takes longer than alone, so every record keeps how many runs
+# shared the CPU (`cpu_lanes`) and the tables mark those minutes; where a run's time is itself a result (the recipe's
+# "within 2 hours"), time a few epochs alone as well. `bash benchmarks/cpu_queue.sh one` runs the list in one
+# process with every thread instead.
 # Alone, one 48-px FER+ CE run of 30 epochs takes about 55 minutes here, ASM and LA-Net about twice that.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,40 +27,49 @@ step() {  # suite, run names...
 }
 
 # done: ferplus_recipe soft_votes_s0 (83.98 %), ferplus_noise30 ce_s0 asm_s0, ferplus_omni10 (all five)
-# Phase 1, two lanes: ASM's two-network control beside ASM with the paper's fixed thresholds
-lane_a1() { step ferplus_noise30 --only ce2_s0; }
-lane_b1() { step ferplus_noise30 --only asm_fixed_s0; }
-# Phase 2, alone with every thread: the >= 85 % recipe goal, whose "within 2 hours" is itself a result
-solo() {
-  step ferplus_recipe --only soft_votes_flip_epochs60_s0  # soft votes, 60 epochs, flip TTA, channels_last (~2 h)
-}
-# Phase 3, two lanes
-lane_a2() {
-  step ferplus_pasm                                     # PASM generations 0, 1, 2 and the random-position control
+STEPS=(
+  "ferplus_noise30 --only ce2_s0"                 # ASM's two-network control
+  "ferplus_noise30 --only asm_fixed_s0"           # ASM with the paper's fixed thresholds (rare classes mined)
+  "ferplus_pasm"                                  # PASM generations 0, 1, 2 and the random-position control (in order)
+  "fer2013_realnoise --only ce_s0 asm_s0"         # real noise with known ground truth
+  "ferplus_recipe --only soft_votes_flip_epochs60_s0"  # the >= 85 % goal: soft votes, 60 epochs, flip TTA
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
-  step ferplus_noise30 --only ce_lanet_s0 lanet_s0      # LA-Net vs its own CE at 30 % noise
-  step fer2013_realnoise --only lanet_s0                # LA-Net on real noise
-  step ferplus_clean                                    # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
-}
-lane_b2() {
-  step fer2013_realnoise --only ce_s0 asm_s0            # real noise with known ground truth
-  step ferplus_noise30 --only ce_s1 asm_s1 ce2_s1 asm_fixed_s1  # second seed
-  step ferplus_noise10 --only ce_s0 ce2_s0 asm_s0
-  step ferplus_recipe --only recipe_s0                  # the majority-label recipe
+  "ferplus_noise30 --only ce_lanet_s0 lanet_s0"   # LA-Net vs its own CE at 30 % noise
+  "ferplus_noise30 --only ce_s1 asm_s1"           # second seed
+  "ferplus_noise30 --only ce2_s1 asm_fixed_s1"
+  "fer2013_realnoise --only lanet_s0"             # LA-Net on real noise
+  "ferplus_clean --only avg_s0 arm_s0"            # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
+  "ferplus_clean --only avg_s1 arm_s1"
+  "ferplus_noise10 --only ce_s0 ce2_s0 asm_s0"
+  "ferplus_recipe --only recipe_s0"               # the majority-label recipe
+)
+
+claim() {  # the index of the next unclaimed step (a counter file under a lock)
+  flock benchmarks/runs/.queue.lock sh -c 'n=$(cat benchmarks/runs/.queue_next); echo $((n + 1)) > benchmarks/runs/.queue_next; echo $n'
 }
 
-lanes() {  # two functions side by side, one thread each
-  echo "[queue] $(date -u +%FT%TZ) $1 beside $2, 1 thread each; logs benchmarks/runs/cpu_queue_{a,b}.log"
-  ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; "$1" >> benchmarks/runs/cpu_queue_a.log 2>&1 ) &
-  ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; "$2" >> benchmarks/runs/cpu_queue_b.log 2>&1 ) &
-  wait
+worker() {
+  local i
+  while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
+    # shellcheck disable=SC2086  # a step is a suite name and its options, split on spaces on purpose
+    step ${STEPS[$i]}
+  done
 }
 
-case "${1:-all}" in
-  all) lanes lane_a1 lane_b1; solo; lanes lane_a2 lane_b2 ;;
-  a1|b1|a2|b2) "lane_$1" ;;
-  solo) solo ;;
-  *) echo "usage: bash benchmarks/cpu_queue.sh [all|a1|b1|solo|a2|b2]" >&2; exit 2 ;;
+case "${1:-two}" in
+  two)
+    echo 0 > benchmarks/runs/.queue_next   # finished steps are skipped in seconds, so every start walks the list again
+    echo "[queue] $(date -u +%FT%TZ) two workers, 1 thread each; logs benchmarks/runs/cpu_queue_{a,b}.log"
+    ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; worker >> benchmarks/runs/cpu_queue_a.log 2>&1 ) &
+    sleep 5  # the second worker starts after the first has claimed its step
+    ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; worker >> benchmarks/runs/cpu_queue_b.log 2>&1 ) &
+    wait
+    ;;
+  one)
+    echo 0 > benchmarks/runs/.queue_next
+    worker
+    ;;
+  *) echo "usage: bash benchmarks/cpu_queue.sh [two|one]" >&2; exit 2 ;;
 esac
 echo "[queue] $(date -u +%FT%TZ) done"
