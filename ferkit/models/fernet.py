@@ -103,12 +103,13 @@ class FERNetConfig:
                     f"({img_size} px input) gives only {n} feature(s), fewer than {MIN_ARM_FEATURES}: remove "
                     f"net.pool_kwargs' shuffle/kernel_size/stride to let ferkit choose them "
                     f"({ARM.suggest_config(backbone.num_features, feat_size)}), use a larger data.img_size, or set "
-                    "net.small_input=true")
+                    "net.output_stride=8 (a 4x larger map, same weights) or net.small_input=true")
             if n * 16 < backbone.num_features:
                 warnings.warn(
                     f"ARM gives {n} features where average pooling would give {backbone.num_features} "
-                    f"({backbone.num_features} x {feat_size} x {feat_size} map): a very narrow classifier input; a larger "
-                    "data.img_size or net.small_input=true gives ARM a larger map", UserWarning, stacklevel=3)
+                    f"({backbone.num_features} x {feat_size} x {feat_size} map): a very narrow classifier input; "
+                    "net.output_stride=8 or 16, a larger data.img_size or net.small_input=true gives ARM a larger map",
+                    UserWarning, stacklevel=3)
         return pool
 
     def build(self, num_classes: int, in_chans: int, img_size: int) -> FERNet:
