@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, write_results  # noqa: E402
+from common import environment, result_path, training_step, write_results  # noqa: E402
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -58,18 +57,8 @@ def make_step(img: int, small_input: bool, output_stride: int | None, pool: str,
     torch.manual_seed(0)
     cfg = FERNetConfig(backbone="resnet18", pool=pool, small_input=small_input, output_stride=output_stride,
                        pool_kwargs=dict(ARM_KWARGS) if pool == "arm" else None)
-    net = cfg.build(num_classes=8, in_chans=1, img_size=img).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x, y = torch.randn(batch, 1, img, img), torch.randint(0, 8, (batch,))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, net.feat_size, net.num_features
+    net = cfg.build(num_classes=8, in_chans=1, img_size=img)
+    return training_step(net, batch, img), net.feat_size, net.num_features
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, write_results  # noqa: E402
+from common import environment, result_path, training_step, write_results  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,25 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def worker(args: argparse.Namespace) -> None:
     """Time ``steps`` training steps with ``args.worker`` threads; print the seconds they took."""
     import torch
-    import torch.nn.functional as F
 
     from ferkit.models import FERNetConfig
 
     torch.set_num_threads(args.worker)
     torch.manual_seed(0)
     net = FERNetConfig(backbone="resnet18", small_input=False).build(num_classes=8, in_chans=1, img_size=args.img_size)
-    net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.randn(args.batch_size, 1, args.img_size, args.img_size)
-    y = torch.randint(0, 8, (args.batch_size,))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = training_step(net, args.batch_size, args.img_size)
     for _ in range(args.warmup):
         step()
     t0 = time.perf_counter()

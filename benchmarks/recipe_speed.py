@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, write_results  # noqa: E402
+from common import environment, result_path, training_step, write_results  # noqa: E402
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -51,20 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_step(precision: str, memory: str, small_input: bool, batch: int, img: int):
     torch.manual_seed(0)
     net = FERNetConfig(backbone="resnet18", small_input=small_input).build(num_classes=8, in_chans=1, img_size=img)
-    fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
-    net = net.to(memory_format=fmt).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, img, img).to(memory_format=fmt)
-    y = torch.randint(0, 8, (batch,))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-            loss = F.cross_entropy(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return training_step(net, batch, img, bf16=precision == "bf16-mixed", channels_last=memory == "channels_last")
 
 
 def main(argv: list[str] | None = None) -> dict:
