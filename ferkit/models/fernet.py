@@ -41,7 +41,8 @@ class FERNetConfig:
         small_input: drop the stem max-pool (ResNets) for 48-64 px inputs: a 2x larger final map.
         output_stride: the backbone's total stride (timm's ``output_stride``: 32 by default, 16 or 8 replace the
             strides of the last stage(s) by dilation). ``None`` keeps the architecture's own. A 2x or 4x larger final
-            map at the same input size; ARM needs a map of about 6x6, e.g. 48 px with ``small_input`` and 16.
+            map at the same input size; ARM needs a map of about 6x6, e.g. 48 px with 8 (about 2x the step cost,
+            cheaper than ``small_input`` with 16: ``benchmarks/arm_geometry.py``).
         dropout: dropout probability before the head.
     """
 
