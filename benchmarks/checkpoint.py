@@ -26,6 +26,20 @@ HISTORY = "history.jsonl"
 PREVIOUS = "last.prev.ckpt"
 
 
+def append_line(path: str, line: str) -> None:
+    """Append ``line`` to the history file, durably. A line cut by a kill has no newline: it is ended first, or the
+    new line would join the fragment and both would be unreadable (a resumed run would then lack that epoch)."""
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((line + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class BenchmarkCheckpoint(ModelCheckpoint):
     """Best-on-validation and last checkpoints in a fixed folder chosen by the harness.
 
@@ -54,10 +68,7 @@ class BenchmarkCheckpoint(ModelCheckpoint):
                                "metrics": metrics})
             path = os.path.join(os.path.dirname(os.path.abspath(self.dirpath)), HISTORY)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_line(path, line)
         skip = self._should_skip_saving_checkpoint(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         if not skip and self._last_global_step_saved != trainer.global_step:

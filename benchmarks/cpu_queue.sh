@@ -18,6 +18,11 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
 mkdir -p benchmarks/runs
+# one queue at a time: the lock's file descriptor is inherited by the workers and their harness processes (each of
+# which passes its run's own lock on to its fit), so it is held while any of them lives; a second start would put
+# 3-4 fits on 2 cores
+exec 9> benchmarks/runs/.queue.instance
+flock -n 9 || { echo "[queue] another queue (or one of its runs) is still running; not starting a second" >&2; exit 1; }
 
 step() {  # suite, run names...
   echo "[queue] $(date -u +%FT%TZ) $*"
@@ -54,7 +59,7 @@ STEPS=(
 )
 
 claim() {  # the index of the next unclaimed step (a counter file under a lock)
-  flock benchmarks/runs/.queue.lock sh -c 'n=$(cat benchmarks/runs/.queue_next); echo $((n + 1)) > benchmarks/runs/.queue_next; echo $n'
+  flock benchmarks/runs/.queue.lock sh -c 'n=$(cat benchmarks/runs/.queue_next 2>/dev/null); n=${n:-0}; echo $((n + 1)) > benchmarks/runs/.queue_next; echo $n'
 }
 
 worker() {

@@ -147,7 +147,9 @@ def generic_args(run_dir: Path, stage: str, attempt: int, seed: int) -> list[str
             "--trainer.logger", json.dumps(logger)]
 
 
-def call_ferkit(args: list[str], log_path: Path, env: dict | None) -> tuple[int, float]:
+def call_ferkit(args: list[str], log_path: Path, env: dict | None, pass_fds: tuple[int, ...] = ()) -> tuple[int, float]:
+    """Run ``ferkit <args>``, appending its output to ``log_path``; (exit status, seconds). ``pass_fds``: lock files the
+    child inherits, so that a lock stays held while the child lives even if this process is killed outright."""
     cmd = [sys.executable, "-m", "ferkit.cli", *args]
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), full_env.get("PYTHONPATH", "")] if p)
@@ -156,7 +158,7 @@ def call_ferkit(args: list[str], log_path: Path, env: dict | None) -> tuple[int,
     with open(log_path, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=full_env, pass_fds=pass_fds)
         try:
             rc = proc.wait()
         except BaseException:  # Ctrl-C, or SIGTERM from a time limit: stop the run too, it resumes next time
@@ -183,6 +185,7 @@ class RunDriver:
     def __init__(self, suite: Suite, run: Run, work_dir: Path, results_dir: Path, extra: list[str] | None = None,
                  env: dict | None = None, accelerator: str | None = None, tag: str = "") -> None:
         self.suite, self.run, self.extra, self.env, self.accelerator = suite, run, list(extra or []), env, accelerator
+        self.lock_fds: tuple[int, ...] = ()
         self.smoke = tag == SMOKE_TAG
         folder = suite.name + tag
         self.suite_dir = Path(work_dir) / folder
@@ -195,6 +198,21 @@ class RunDriver:
     # the ferkit arguments shared by fit and test: config, the suite's overrides, then the harness's own
     def common_args(self) -> list[str]:
         return ["--config", self.config, *self.fill(self.run.overrides), *self.extra]
+
+    def checked_args(self, state: dict) -> list[str]:
+        """``common_args()``, the same for every attempt of a run: the first attempt stores them in ``state.json``, and
+        a later attempt (another session, an edited suite file, other ``--root`` or ``--`` options, a retrained
+        teacher) that would train or test with other arguments stops instead of mixing settings in one record."""
+        now = self.common_args()
+        stored = state.setdefault("args", now)
+        if stored != now:
+            changed = [f"{a!r} -> {b!r}" for a, b in zip(stored, now) if a != b]
+            if len(stored) != len(now):
+                changed.append(f"{len(stored)} -> {len(now)} arguments")
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: started with other arguments than it would get now "
+                            f"({'; '.join(changed[:6])}); revert the change, or delete {self.dir} to train the run "
+                            "again with the new ones")
+        return now
 
     def best_checkpoint(self, name: str) -> str:
         """The best-on-validation checkpoint of run ``name`` of this suite (it must have finished fitting)."""
@@ -223,7 +241,8 @@ class RunDriver:
                 args = [*self.fill(step.args), *self.extra, *(self.fill(step.smoke) if self.smoke else [])]
                 log(f"{self.suite.name}/{self.run.name}: step {step.name} (ferkit {step.args[0]}); "
                     f"log {self.dir / f'step_{step.name}.log'}")
-                rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env)
+                rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env,
+                                          pass_fds=(*self.lock_fds, lock.fileno()))
                 if rc != 0:
                     raise RunFailed(f"{self.suite.name}/{self.run.name}: step {step.name} exited with {rc}; the same "
                                     f"command runs it again. Last lines of {self.dir / f'step_{step.name}.log'}:\n"
@@ -257,10 +276,14 @@ class RunDriver:
             lock.close()
             log(f"{self.suite.name}/{self.run.name}: another harness process is driving this run, skipped")
             return None
+        # the ferkit child inherits the lock: were this process killed outright, the lock stays held until the child
+        # ends too, so no second driver starts a fit on the same folder beside an orphaned one
+        self.lock_fds = (lock.fileno(),)
         try:
             return self._execute()
         finally:
-            lock.close()  # closing the file releases the lock
+            self.lock_fds = ()
+            lock.close()  # closing the file releases the lock (once a child holding it has ended)
 
     def _execute(self) -> dict:
         state = read_state(self.dir)
@@ -281,7 +304,7 @@ class RunDriver:
     def call(self, args: list[str], stage: str, state: dict) -> tuple[int, float]:
         t0 = time.perf_counter()
         try:
-            return call_ferkit(args, self.dir / f"{stage}.log", self.env)
+            return call_ferkit(args, self.dir / f"{stage}.log", self.env, pass_fds=self.lock_fds)
         except BaseException:  # interrupted: keep the time spent, then stop
             state[f"{stage}_seconds"] = state.get(f"{stage}_seconds", 0.0) + time.perf_counter() - t0
             if stage == "fit" and state.pop("attempt_started", None) is not None:
@@ -311,8 +334,11 @@ class RunDriver:
                     shutil.rmtree(stale)
                 elif stale.exists():
                     stale.unlink()
-            # every epoch is trained again, so the discarded attempts' time is not part of this run's fit time
-            state.update(fit_seconds=0.0, timed_attempts=0, resumed_from=[])
+            # every epoch is trained again, so the discarded attempts' time is not part of this run's fit time: they
+            # count as timed attempts of zero seconds (the table's "complete" test compares the two counts)
+            state.update(fit_seconds=0.0, timed_attempts=state["attempts"], resumed_from=[], lanes=1)
+            state.pop("args", None)  # nothing is kept, so the new attempt may use other arguments
+        fit_args = self.checked_args(state)
         attempt = state["attempts"]
         if attempt == 0:
             state["timed_attempts"] = 0
@@ -322,7 +348,7 @@ class RunDriver:
         if ckpt is not None:
             state["resumed_from"].append(str(ckpt))
         self.save_state(state)
-        args = ["fit", *self.common_args(), *generic_args(self.dir, "fit", attempt, self.run.seed),
+        args = ["fit", *fit_args, *generic_args(self.dir, "fit", attempt, self.run.seed),
                 "--trainer.enable_checkpointing", "true",
                 "--trainer.callbacks+=benchmarks.checkpoint.BenchmarkCheckpoint",
                 "--trainer.callbacks.dirpath", str(self.ckpt_dir),
@@ -345,7 +371,10 @@ class RunDriver:
             self.save_state(state)
             raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit fit ended without error but epochs {missing} were "
                             "not trained (stopped by a signal?); the same command continues the run")
-        epoch, value = select_epoch(history, self.suite.monitor, self.suite.mode)
+        try:
+            epoch, value = select_epoch(history, self.suite.monitor, self.suite.mode)
+        except ValueError as e:  # e.g. no epoch logged the monitored validation metric
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: cannot choose an epoch: {e}") from e
         best = self.ckpt_dir / f"best-epoch={epoch}.ckpt"
         if not checkpoint_ok(best):
             raise RunFailed(f"{self.suite.name}/{self.run.name}: the best-validation checkpoint {best} is missing or "
@@ -358,7 +387,7 @@ class RunDriver:
         attempt = state.get("test_attempts", 0)
         state["test_attempts"] = attempt + 1
         self.save_state(state)
-        args = ["test", *self.common_args(), *generic_args(self.dir, "test", attempt, self.run.seed),
+        args = ["test", *self.checked_args(state), *generic_args(self.dir, "test", attempt, self.run.seed),
                 "--ckpt_path", state["best_checkpoint"]]
         log(f"{self.suite.name}/{self.run.name}: testing the epoch-{state['selected_epoch']} checkpoint "
             f"(best {self.suite.monitor})")
@@ -471,8 +500,9 @@ def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFA
                            accelerator=accelerator, tag=SMOKE_TAG if smoke else "")
         try:
             rec = driver.execute()
-        except RunFailed as e:
-            log(str(e))
+        except (RunFailed, OSError, ValueError) as e:  # one run's failure (a bad file, an unreadable report) is
+            # reported and the suite goes on with its other runs; anything else is a harness bug and stops it
+            log(str(e) if isinstance(e, RunFailed) else f"{suite.name}/{run.name}: {type(e).__name__}: {e}")
             failed.append(run.name)
             if not keep_going:
                 break

@@ -53,17 +53,20 @@ def mean_spread(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def gap(method: list[dict], baseline: list[dict], key: str = "acc") -> tuple[float, float | None, bool]:
-    """Test-metric gap method - baseline: (mean, spread, paired by seed?)."""
+def gap(method: list[dict], baseline: list[dict], key: str = "acc") -> tuple[float, float | None, int]:
+    """Test-metric gap method - baseline: (mean, spread, number of seed pairs). With seeds in common (and no seed twice
+    on a side) the gap is the mean of the per-seed differences over the shared seeds; otherwise (0 pairs) the
+    difference of the two means over all records, with the spreads combined."""
     m = {r["seed"]: r["test"][key] for r in method}
     b = {r["seed"]: r["test"][key] for r in baseline}
-    if len(m) == len(method) and len(b) == len(baseline) and set(m) == set(b):
-        diffs = [m[s] - b[s] for s in sorted(m)]
-        mean, sd = mean_spread(diffs)
-        return mean, sd, True
-    (ma, sa), (mb, sb) = mean_spread(list(m.values())), mean_spread(list(b.values()))
+    shared = sorted(set(m) & set(b))
+    if shared and len(m) == len(method) and len(b) == len(baseline):
+        mean, sd = mean_spread([m[s] - b[s] for s in shared])
+        return mean, sd, len(shared)
+    (ma, sa) = mean_spread([r["test"][key] for r in method])
+    (mb, sb) = mean_spread([r["test"][key] for r in baseline])
     sd = math.sqrt(sa ** 2 + sb ** 2) if sa is not None and sb is not None else None
-    return ma - mb, sd, False
+    return ma - mb, sd, 0
 
 
 @dataclass
@@ -128,8 +131,15 @@ def suite_table(records: list[dict]) -> str:
         gaps = []
         for b in row.baselines:
             if b in by_name:
-                g_mean, g_sd, paired = gap(recs, by_name[b].records)
-                gaps.append(f"{pct(g_mean, g_sd, signed=True)} vs {b}" + ("" if paired or len(recs) < 2 else " (unpaired)"))
+                base = by_name[b].records
+                g_mean, g_sd, pairs = gap(recs, base)
+                if pairs == 0:
+                    note = "" if len(recs) == len(base) == 1 else " (unpaired)"
+                elif pairs < max(len(recs), len(base)):
+                    note = f" (seed{'s' if pairs > 1 else ''} {', '.join(map(str, sorted({r['seed'] for r in recs} & {r['seed'] for r in base})))} only)"
+                else:
+                    note = ""
+                gaps.append(f"{pct(g_mean, g_sd, signed=True)} vs {b}{note}")
             else:
                 gaps.append(f"({b}: no records)")
         g = "; ".join(gaps) or "—"

@@ -43,6 +43,7 @@ class FakeFerkit:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.pass_fds: list[tuple[int, ...]] = []  # the lock files each call's child would inherit
         self.kill_after: int | None = None       # exit with 137 after this epoch's checkpoints
         self.kill_while_saving: bool = False     # ... leaving a truncated last.ckpt behind
         self.test_fails = False
@@ -54,7 +55,8 @@ class FakeFerkit:
     def arg(args: list[str], name: str) -> str | None:
         return args[args.index(name) + 1] if name in args else None
 
-    def __call__(self, args: list[str], log_path: Path, env) -> tuple[int, float]:
+    def __call__(self, args: list[str], log_path: Path, env, pass_fds=()) -> tuple[int, float]:
+        self.pass_fds.append(tuple(pass_fds))
         self.calls.append(list(args))
         if args[0] not in ("fit", "test"):  # a step: writes its output and a report beside it
             out = Path(self.arg(args, "--out"))
@@ -255,6 +257,10 @@ def test_no_readable_checkpoint_restarts_the_run_cleanly(tmp_path, fake, capsys)
     assert "starting the run again" in capsys.readouterr().out
     # the lost attempt's work is redone: only the second attempt's time counts (the fake's fit takes 1 s)
     assert rec["wall_seconds"]["fit"] == 1.0 and rec["resumed_from"] == []
+    # the discarded attempt counts as timed (at zero seconds): the table does not call this fit time incomplete
+    from benchmarks.tables import fit_time_complete
+
+    assert rec["fit_attempts"] == rec["fit_timed_attempts"] == 2 and fit_time_complete(rec)
     fits = [c for c in fake.calls if c[0] == "fit"]
     assert "--ckpt_path" not in fits[1]
     assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
@@ -278,6 +284,11 @@ def test_history_keeps_the_rerun_of_an_epoch_and_skips_a_cut_line(tmp_path) -> N
     path = tmp_path / HISTORY
     path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"epoch": 2, "metr')
     assert [(h["epoch"], h["val/acc"]) for h in read_history(path)] == [(0, 0.1), (1, 0.25)]
+    # the resumed attempt's next line does not join the cut fragment: it stays readable
+    from benchmarks.checkpoint import append_line
+
+    append_line(str(path), json.dumps({"epoch": 2, "metrics": {"val/acc": 0.35}}))
+    assert [(h["epoch"], h["val/acc"]) for h in read_history(path)] == [(0, 0.1), (1, 0.25), (2, 0.35)]
 
 
 def test_selection_uses_validation_only() -> None:
@@ -354,3 +365,45 @@ def test_a_run_that_shared_the_cpu_says_so_in_its_record_and_table(tmp_path, fak
     shutil.rmtree(tmp_path / "runs")
     with pytest.raises((harness.RunFailed, SystemExit)):
         run(tmp_path)
+
+
+def test_the_child_inherits_the_runs_lock(tmp_path, fake) -> None:
+    """Every ferkit call gets the run's lock file (and a step its step lock) as an inherited descriptor: a harness
+    killed outright leaves the lock held by its child, so no second driver trains beside an orphaned fit."""
+    run(tmp_path)
+    assert fake.pass_fds and all(len(fds) == 1 for fds in fake.pass_fds)
+
+
+def test_call_ferkit_passes_the_descriptors_to_the_child(tmp_path, monkeypatch) -> None:
+    seen = {}
+
+    class Proc:
+        def wait(self, timeout=None):
+            return 0
+
+    def popen(cmd, **kw):
+        seen.update(kw)
+        return Proc()
+
+    monkeypatch.setattr(harness.subprocess, "Popen", popen)
+    with open(tmp_path / ".lock", "w") as lock:
+        fd = lock.fileno()
+        rc, _ = harness.call_ferkit(["fit"], tmp_path / "fit.log", None, pass_fds=(fd,))
+    assert rc == 0 and seen["pass_fds"] == (fd,)
+
+
+def test_a_resumed_run_refuses_other_arguments(tmp_path, fake, capsys) -> None:
+    """A run killed part-way and continued after its suite file changed would mix two settings in one record: the
+    harness stops and says how to proceed; with the original arguments it continues."""
+    fake.kill_after = 1
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    fake.kill_after = None
+    changed = Suite(name="fake", runs=[Run("a_s0", "avg_synthetic", seed=0, overrides=["--data.x", "2"], method="a")])
+    with pytest.raises(SystemExit):
+        harness.run_suite(changed, work_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    out = capsys.readouterr().out
+    assert "started with other arguments" in out and "'1' -> '2'" in out
+    assert len([c for c in fake.calls if c[0] == "fit"]) == 1  # nothing was trained with the new arguments
+    (rec,) = run(tmp_path)
+    assert rec["fit_attempts"] == 2 and [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]

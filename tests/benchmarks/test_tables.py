@@ -42,14 +42,14 @@ def test_gap_is_paired_by_seed_when_seeds_match() -> None:
     meth = [record("asm", 0, 0.75, "ce"), record("asm", 1, 0.83, "ce")]
     mean, sd, paired = gap(meth, base)
     # per-seed differences 0.05 and 0.03: mean 0.04, sd 0.01414 (unpaired would give a far larger spread)
-    assert paired and mean == pytest.approx(0.04) and sd == pytest.approx(0.0141421, abs=1e-6)
+    assert paired == 2 and mean == pytest.approx(0.04) and sd == pytest.approx(0.0141421, abs=1e-6)
 
 
 def test_gap_without_shared_seeds_is_the_difference_of_means() -> None:
     base = [record("ce", 0, 0.70), record("ce", 1, 0.80)]
     meth = [record("asm", 5, 0.75, "ce"), record("asm", 6, 0.85, "ce")]
     mean, sd, paired = gap(meth, base)
-    assert not paired and mean == pytest.approx(0.05)
+    assert paired == 0 and mean == pytest.approx(0.05)
     assert sd == pytest.approx((statistics.stdev([0.70, 0.80]) ** 2 + statistics.stdev([0.75, 0.85]) ** 2) ** 0.5)
 
 
@@ -149,3 +149,18 @@ def test_mining_statistics_at_the_chosen_epoch_are_tabled_per_given_class() -> N
     assert "| contempt | 92.0 | — | 0.0 | 8.0 |" in table             # nothing flagged noisy: no precision
     assert table in suite_table([asm, record("ce", 0, 0.74)])
     assert mining_table([record("ce", 0, 0.74)]) == ""
+
+
+def test_gap_with_some_seeds_in_common_pairs_those_and_says_so() -> None:
+    """A baseline with seeds {0, 1} against a method with seed 0 only: the gap is the seed-0 difference, not the
+    method against the mean of both baseline seeds, and the table names the seed it rests on."""
+    base = [record("ce", 0, 0.70), record("ce", 1, 0.80)]
+    meth = [record("asm", 0, 0.75, "ce")]
+    mean, sd, pairs = gap(meth, base)
+    assert pairs == 1 and mean == pytest.approx(0.05) and sd is None
+    assert "+5.00 vs ce (seed 0 only)" in suite_table(base + meth)
+    # a seed recorded twice on one side cannot be paired: the means of all records, marked unpaired
+    twice = [record("asm", 0, 0.75, "ce"), record("asm", 0, 0.77, "ce")]
+    mean, _, pairs = gap(twice, base)
+    assert pairs == 0 and mean == pytest.approx(0.76 - 0.75)
+    assert "(unpaired)" in suite_table(base + twice)
