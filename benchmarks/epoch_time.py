@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import environment, result_path, write_results  # noqa: E402
-from benchmarks.harness import DEFAULT_DATA_ROOT, resolve_config, run_suite  # noqa: E402
+from benchmarks.harness import DEFAULT_DATA_ROOT, cpu_lanes, resolve_config, run_suite  # noqa: E402
 from benchmarks.suite import load_suite  # noqa: E402
 
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     if busy and not args.force:
         raise SystemExit("other ferkit fits are running, and their load would be counted:\n  " + "\n  ".join(busy)
                          + "\npause them (kill -STOP <pid>, later kill -CONT) or give --force")
-    if int(os.environ.get("FERKIT_BENCH_LANES", "1")) > 1:
+    if cpu_lanes() > 1:
         raise SystemExit("FERKIT_BENCH_LANES > 1 says runs share the CPU; time with the machine to yourself")
     epochs = full_epochs(run, resolve_config(run.config))
     with tempfile.TemporaryDirectory(prefix="ferkit_epoch_time_") as tmp:
