@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
                    "<results>/<suite>.smoke/, which the tables ignore")
     r.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
     r.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed run")
+    r.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="a run whose teacher run another process is training now waits for it (polling every SECONDS) "
+                        "instead of failing; a teacher nobody is training still fails at once")
 
     t = sub.add_parser("table", help="build benchmarks/results/TABLES.md and fill the README markers")
     t.add_argument("--results", default=str(DEFAULT_RESULTS))
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_suite(load_suite(a.suite), only=a.only, work_dir=Path(a.work_dir), results_dir=Path(a.results),
                       data_root=a.root, smoke=a.smoke, accelerator=a.accelerator, extra=extra,
-                      keep_going=not a.stop_on_failure)
+                      keep_going=not a.stop_on_failure, wait=a.wait)
         except KeyboardInterrupt:
             print("[bench] interrupted; the same command continues from the last checkpoints", file=sys.stderr)
             return 130

@@ -35,8 +35,15 @@ step() {  # suite, run names...
 STEPS=(
   "ferplus_noise30 --only ce2_s0"                 # ASM's two-network control
   "ferplus_noise30 --only asm_fixed_s0"           # ASM with the paper's fixed thresholds (rare classes mined)
-  "ferplus_pasm"                                  # PASM generations 0, 1, 2 and the random-position control (in order)
-  "fer2013_realnoise --only ce_s0 asm_s0"         # real noise with known ground truth
+  # PASM: generation 0 (CE), then the student of generation 1 and its random-position control side by side (both
+  # read generation 0's checkpoint; `--wait` lets a step whose teacher the other worker is still training wait for
+  # it), then generation 2 (teacher: generation 1)
+  "ferplus_pasm --only gen0_s0"
+  "fer2013_realnoise --only ce_s0"                # real noise with known ground truth
+  "ferplus_pasm --wait 120 --only random1_s0"
+  "ferplus_pasm --wait 120 --only gen1_s0"
+  "fer2013_realnoise --only asm_s0"
+  "ferplus_pasm --wait 120 --only gen2_s0"
   "ferplus_recipe --only soft_votes_flip_epochs60_s0"  # the >= 85 % goal: soft votes, 60 epochs, flip TTA
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)

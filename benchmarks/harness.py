@@ -113,6 +113,20 @@ def read_state(run_dir: Path) -> dict:
         raise RunFailed(f"{path} is not valid JSON ({e}); delete the run folder {run_dir} to start the run again") from e
 
 
+def run_is_driven(run_dir: Path) -> bool:
+    """True while some harness process (or the ferkit child it passed the lock to) holds the run's lock."""
+    path = run_dir / ".lock"
+    if not path.is_file():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def checkpoint_ok(path: Path) -> bool:
     """True when ``path`` is a complete checkpoint (a readable zip archive, as ``torch.save`` writes)."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -183,8 +197,9 @@ class RunDriver:
     """Drives one run through fit -> test -> record; every step can be interrupted and repeated."""
 
     def __init__(self, suite: Suite, run: Run, work_dir: Path, results_dir: Path, extra: list[str] | None = None,
-                 env: dict | None = None, accelerator: str | None = None, tag: str = "") -> None:
+                 env: dict | None = None, accelerator: str | None = None, tag: str = "", wait: float = 0.0) -> None:
         self.suite, self.run, self.extra, self.env, self.accelerator = suite, run, list(extra or []), env, accelerator
+        self.wait = wait
         self.lock_fds: tuple[int, ...] = ()
         self.smoke = tag == SMOKE_TAG
         folder = suite.name + tag
@@ -215,8 +230,17 @@ class RunDriver:
         return now
 
     def best_checkpoint(self, name: str) -> str:
-        """The best-on-validation checkpoint of run ``name`` of this suite (it must have finished fitting)."""
+        """The best-on-validation checkpoint of run ``name`` of this suite (it must have finished fitting). With
+        ``wait`` set, a needed run that another harness process is training now (its run lock is held) is waited for,
+        polling every ``wait`` seconds; a needed run that nobody is training fails at once, as without it."""
         state = read_state(self.suite_dir / name)
+        announced = False
+        while self.wait and state["phase"] not in ("fitted", "tested", "done") and run_is_driven(self.suite_dir / name):
+            if not announced:
+                log(f"{self.suite.name}/{self.run.name}: waiting for run {name}, which another process is training")
+                announced = True
+            time.sleep(self.wait)
+            state = read_state(self.suite_dir / name)
         if state["phase"] not in ("fitted", "tested", "done") or not state.get("best_checkpoint"):
             raise RunFailed(f"{self.suite.name}/{self.run.name} needs the checkpoint of run {name}, which has not "
                             f"finished fitting (phase {state['phase']!r}); run it first (`--only {name}`)")
@@ -477,8 +501,9 @@ SMOKE_TAG = ".smoke"
 def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFAULT_WORK,
               results_dir: Path = DEFAULT_RESULTS, data_root: str | None = None, smoke: bool = False,
               accelerator: str | None = None, extra: list[str] | None = None, env: dict | None = None,
-              keep_going: bool = True) -> list[dict]:
-    """Run (or continue) the selected runs of ``suite`` in order; return the records written now."""
+              keep_going: bool = True, wait: float = 0.0) -> list[dict]:
+    """Run (or continue) the selected runs of ``suite`` in order; return the records written now. ``wait`` > 0: a run
+    whose teacher (``{best:RUN}``) another process is still training waits for it, polling every ``wait`` seconds."""
     if suite.pending:
         raise SystemExit(f"suite {suite.name} cannot run yet: {suite.pending}")
     common: list[str] = []
@@ -497,7 +522,7 @@ def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFA
     written, failed = [], []
     for run in suite.select(only):
         driver = RunDriver(suite, run, work_dir, results_dir, extra=common + (run.smoke if smoke else []), env=env,
-                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "")
+                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "", wait=wait)
         try:
             rec = driver.execute()
         except (RunFailed, OSError, ValueError) as e:  # one run's failure (a bad file, an unreadable report) is

@@ -407,3 +407,52 @@ def test_a_resumed_run_refuses_other_arguments(tmp_path, fake, capsys) -> None:
     assert len([c for c in fake.calls if c[0] == "fit"]) == 1  # nothing was trained with the new arguments
     (rec,) = run(tmp_path)
     assert rec["fit_attempts"] == 2 and [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
+
+
+def test_a_run_waits_for_a_teacher_that_another_process_is_training(tmp_path, fake, capsys, monkeypatch) -> None:
+    """With ``wait``, a student whose teacher is being trained by another process (its run lock held) waits for it and
+    then reads its best checkpoint; without ``wait``, or when nobody trains the teacher, it fails at once."""
+    import fcntl
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    teacher_dir = runs / "chain" / "a_s0"
+    teacher_dir.mkdir(parents=True)
+    lock = open(teacher_dir / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" is training a_s0
+    (teacher_dir / "state.json").write_text(json.dumps({"phase": "fitting", "attempts": 1}))
+    with pytest.raises(SystemExit, match="failed: b_s0"):  # no wait: fails as before
+        harness.run_suite(chained_suite(), only=["b_s0"], work_dir=runs, results_dir=results)
+    assert not [c for c in fake.calls if c[0] in ("fit", "pasm")]
+
+    best = teacher_dir / "ckpt" / "best-epoch=1.ckpt"
+    sleeps: list[float] = []
+
+    def teacher_finishes_while_we_sleep(seconds: float) -> None:  # the other process ends its fit during the wait
+        if seconds != 30:  # another pause (the stand-in's own), not the harness's wait
+            return
+        sleeps.append(seconds)
+        best.parent.mkdir(parents=True, exist_ok=True)
+        write_ckpt(best, 1)
+        (teacher_dir / "state.json").write_text(json.dumps({"phase": "fitted", "best_checkpoint": str(best)}))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+    monkeypatch.setattr(harness.time, "sleep", teacher_finishes_while_we_sleep)
+    capsys.readouterr()
+    records = harness.run_suite(chained_suite(), only=["b_s0"], work_dir=runs, results_dir=results, wait=30)
+    assert sleeps == [30]
+    assert "waiting for run a_s0" in capsys.readouterr().out
+    step = next(c for c in fake.calls if c[0] == "pasm")
+    assert step[step.index("--teacher") + 1] == str(best)
+    assert [r["run"] for r in records] == ["b_s0"]
+    lock.close()
+
+
+def test_waiting_does_not_wait_for_a_teacher_nobody_trains(tmp_path, fake, capsys, monkeypatch) -> None:
+    runs = tmp_path / "runs"
+    (runs / "chain" / "a_s0").mkdir(parents=True)
+    (runs / "chain" / "a_s0" / ".lock").touch()  # a lock file left by a finished or killed process: not held
+    (runs / "chain" / "a_s0" / "state.json").write_text(json.dumps({"phase": "fitting", "attempts": 1}))
+    monkeypatch.setattr(harness.time, "sleep", lambda s: pytest.fail("waited for a run nobody trains"))
+    with pytest.raises(SystemExit, match="failed: b_s0"):
+        harness.run_suite(chained_suite(), only=["b_s0"], work_dir=runs, results_dir=tmp_path / "results", wait=30)
+    assert "needs the checkpoint of run a_s0" in capsys.readouterr().out
