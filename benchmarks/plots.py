@@ -46,6 +46,19 @@ def memorisation_keys(records: list[dict]) -> list[tuple[str, str]]:
     return sorted(keys)
 
 
+#: the overall mining scores a method logs per epoch against the true labels (e.g. ``asm/noisy_precision``)
+MINING = ("noisy_precision", "noisy_recall", "clean_purity")
+
+
+def mining_keys(records: list[dict]) -> list[str]:
+    """The per-epoch overall mining scores in the records' ``stats`` (not the per-class ones)."""
+    keys = set()
+    for r in records:
+        for h in r.get("stats", []):
+            keys |= {k for k in h if k.count("/") == 1 and k.split("/")[1] in MINING}
+    return sorted(keys, key=lambda k: (k.split("/")[0], MINING.index(k.split("/")[1])))
+
+
 def _finish(plt, fig, ax, path: Path, title: str, ylabel: str, xlabel: str | None = "epoch", grid: bool = True,
             legend_size: int = 8) -> Path:
     """Label, save and close one figure (every plot of a suite ends the same way)."""
@@ -93,6 +106,22 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
                     ax.plot(x, [100 * v for v in mean], marker="o", ms=3, label=f"{row.method}: {key}")
         written.append(_finish(plt, fig, ax, out_dir / f"{name}_memorisation.png", ylabel="%",
                                title=f"{name}: fit to the flipped labels", legend_size=7))
+
+    mining = mining_keys(records)
+    if mining:  # how well a method's split of the training set matches the true labels, epoch by epoch
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        styles = {"noisy_precision": "-", "noisy_recall": "--", "clean_purity": ":"}
+        for row in rows:
+            colour = None
+            for key in mining:
+                x, mean, lo, hi = curves(row.records, key, "stats")
+                if not x:
+                    continue
+                line, = ax.plot(x, [100 * v for v in mean], styles[key.split("/")[1]], marker="o", ms=2, color=colour,
+                                label=f"{row.method}: {key.split('/')[1].replace('_', ' ')}")
+                colour = line.get_color()  # one colour per method, one line style per score
+        written.append(_finish(plt, fig, ax, out_dir / f"{name}_mining.png", ylabel="%", legend_size=7,
+                               title=f"{name}: mining against the true labels per epoch (mean over seeds)"))
 
     names = records[0]["test"].get("class_names") or list(records[0]["test"].get("per_class_recall", {}))
     if names:

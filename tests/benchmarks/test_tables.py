@@ -164,3 +164,19 @@ def test_gap_with_some_seeds_in_common_pairs_those_and_says_so() -> None:
     mean, _, pairs = gap(twice, base)
     assert pairs == 0 and mean == pytest.approx(0.76 - 0.75)
     assert "(unpaired)" in suite_table(base + twice)
+
+
+def test_mining_plot_draws_the_overall_scores_per_epoch(tmp_path) -> None:
+    """A suite whose records log mining scores per epoch gets a ``<suite>_mining.png``; the per-class scores stay out."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.plots import mining_keys, plot_suite
+
+    ce, asm = record("ce", 0, 0.70), record("asm", 0, 0.75, "ce")
+    for r in (ce, asm):
+        r["history"] = [{"epoch": e, "val/acc": 0.6 + 0.01 * e} for e in range(3)]
+    asm["stats"] = [{"epoch": e, "asm/noisy_precision": 0.7, "asm/noisy_recall": 0.2 * e, "asm/clean_purity": 0.9,
+                     "asm/noisy_recall/angry": 0.5, "asm/n_noisy/angry": 3} for e in range(3)]
+    assert mining_keys([ce, asm]) == ["asm/noisy_precision", "asm/noisy_recall", "asm/clean_purity"]
+    names = sorted(p.name for p in plot_suite("s", [ce, asm], tmp_path))
+    assert names == ["s_mining.png", "s_recall.png", "s_val_acc.png"]
+    assert sorted(p.name for p in plot_suite("t", [ce], tmp_path / "t")) == ["t_recall.png", "t_val_acc.png"]
