@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--results", default=str(DEFAULT_RESULTS))
     g.add_argument("--suite", nargs="*", default=None)
 
+    st = sub.add_parser("status", help="where every started run stands: phase, running now, epochs, best "
+                        "validation so far, minutes per epoch, time left (reads the run folders, changes nothing)")
+    st.add_argument("suite", nargs="*", help="only these suites")
+    st.add_argument("--work-dir", default=str(DEFAULT_WORK))
+
     ls = sub.add_parser("list", help="list the suites and their runs")
     ls.add_argument("-v", "--verbose", action="store_true", help="show each run's overrides")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("[bench] interrupted; the same command continues from the last checkpoints", file=sys.stderr)
             return 130
+    elif a.command == "status":
+        from benchmarks.status import status_lines
+
+        print("\n".join(status_lines(Path(a.work_dir), a.suite or None)) or f"no run folders under {a.work_dir}")
     elif a.command == "table":
         from benchmarks.tables import update_tables
 

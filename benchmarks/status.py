@@ -1,0 +1,76 @@
+"""``python -m benchmarks status``: where every started run stands, without touching it.
+
+For each run folder under the work directory: its phase (new, fitting, fitted, tested, done), whether a process is
+driving it now (its run lock is held), the epochs finished of the epochs it will train, its best validation score so
+far and that epoch, the median minutes per epoch over its last epochs, and a rough time left at that pace. It reads
+``state.json``, ``history.jsonl`` and the latest attempt's ``config.yaml``; it never writes anything.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.harness import read_state, run_is_driven
+from benchmarks.records import read_history
+
+
+def max_epochs(run_dir: Path) -> int | None:
+    """``trainer.max_epochs`` of the run's latest fit attempt (Lightning writes the full config next to its logs)."""
+    configs = sorted((run_dir / "fit").glob("attempt_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not configs:
+        return None
+    m = re.search(r"^\s+max_epochs:\s*(\d+)\s*$", configs[-1].read_text(), re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:
+    """The median wall minutes between consecutive epochs among the last ``last`` (gaps across a restart, longer than
+    three times the median, are left out)."""
+    times = [h["time"] for h in history if h.get("time") is not None]
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > a][-last:]
+    if not gaps:
+        return None
+    med = statistics.median(gaps)
+    gaps = [g for g in gaps if g <= 3 * med]
+    return statistics.median(gaps) / 60
+
+
+def run_status(run_dir: Path, monitor: str = "val/acc") -> dict:
+    state = read_state(run_dir)
+    history = read_history(run_dir / "history.jsonl")
+    scored = [(h["epoch"], h[monitor]) for h in history if h.get(monitor) is not None]
+    best = max(scored, key=lambda t: (t[1], -t[0])) if scored else None
+    total = max_epochs(run_dir)
+    pace = minutes_per_epoch(history)
+    done = len(history)
+    left = (total - done) * pace if (total and pace is not None and state["phase"] in ("new", "fitting")) else None
+    return {"run": run_dir.name, "phase": state["phase"], "running": run_is_driven(run_dir), "epochs": done,
+            "max_epochs": total, "best": best, "min_per_epoch": pace, "minutes_left": left,
+            "last_epoch_at": history[-1].get("time") if history else None}
+
+
+def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
+    lines = []
+    for suite_dir in sorted(p for p in Path(work_dir).iterdir() if p.is_dir()):
+        if suites and suite_dir.name not in suites:
+            continue
+        runs = sorted(p for p in suite_dir.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        if not runs:
+            continue
+        lines.append(f"{suite_dir.name}:")
+        for run_dir in runs:
+            s = run_status(run_dir)
+            total = s["max_epochs"] if s["max_epochs"] is not None else "?"
+            best = f"best val {100 * s['best'][1]:.2f} (epoch {s['best'][0] + 1})" if s["best"] else "no epoch yet"
+            pace = f"{s['min_per_epoch']:.1f} min/epoch" if s["min_per_epoch"] is not None else ""
+            left = f"~{s['minutes_left']:.0f} min left" if s["minutes_left"] is not None else ""
+            ago = ""
+            if s["last_epoch_at"] is not None and s["phase"] in ("new", "fitting"):
+                ago = f"last epoch {(time.time() - s['last_epoch_at']) / 60:.0f} min ago"
+            flag = "RUNNING" if s["running"] else ""
+            parts = [p for p in (f"{s['phase']:<8}", f"{flag:<7}", f"{s['epochs']:>3}/{total:<3}", best, pace, left, ago)
+                     if p]
+            lines.append(f"  {s['run']:<28} " + "  ".join(parts))
+    return lines

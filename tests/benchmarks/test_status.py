@@ -1,0 +1,51 @@
+"""``python -m benchmarks status`` from hand-made run folders."""
+from __future__ import annotations
+
+import fcntl
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.status import run_status, status_lines  # noqa: E402
+
+
+def make_run(run_dir: Path, phase: str, val: list[float], times: list[float], max_epochs: int | None = 10) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "state.json").write_text(json.dumps({"phase": phase, "attempts": 1}))
+    (run_dir / "history.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "time": t, "metrics": {"val/acc": v}}) + "\n" for e, (v, t) in enumerate(zip(val, times))))
+    if max_epochs is not None:
+        for attempt, n in ((0, 99), (1, max_epochs)):  # the latest attempt's config counts
+            cfg = run_dir / "fit" / f"attempt_{attempt}" / "config.yaml"
+            cfg.parent.mkdir(parents=True)
+            cfg.write_text(f"trainer:\n  accelerator: cpu\n  max_epochs: {n}\nmodel:\n  x: 1\n")
+
+
+def test_a_running_run_shows_its_epochs_best_pace_and_time_left(tmp_path) -> None:
+    run = tmp_path / "suite" / "ce_s0"
+    # epochs 60 s apart, one 1-hour gap across a restart (left out of the pace)
+    make_run(run, "fitting", [0.5, 0.7, 0.6, 0.7], [0.0, 60.0, 3660.0, 3720.0])
+    with open(run / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        s = run_status(run)
+        assert s["running"]
+    assert not run_status(run)["running"]
+    # best: the first epoch of the tie at 0.7 (epoch index 1); 6 epochs left at 1 minute each
+    assert s["epochs"] == 4 and s["max_epochs"] == 10 and s["best"] == (1, 0.7)
+    assert s["min_per_epoch"] == 1.0 and s["minutes_left"] == 6.0
+
+
+def test_status_lines_cover_every_started_run(tmp_path) -> None:
+    make_run(tmp_path / "a" / "ce_s0", "done", [0.5, 0.6], [0.0, 60.0], max_epochs=2)
+    make_run(tmp_path / "a" / "asm_s0", "new", [], [], max_epochs=None)
+    (tmp_path / "a" / "_shared").mkdir()
+    lines = status_lines(tmp_path)
+    assert lines[0] == "a:" and len(lines) == 3
+    assert "asm_s0" in lines[1] and "0/?" in lines[1] and "no epoch yet" in lines[1]
+    assert "ce_s0" in lines[2] and "2/2" in lines[2] and "best val 60.00 (epoch 2)" in lines[2]
+    assert "left" not in lines[2]  # a finished run has no time left
+    assert status_lines(tmp_path, ["b"]) == []
