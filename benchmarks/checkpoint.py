@@ -7,6 +7,9 @@ It depends on Lightning only, never on ferkit, so that it keeps working whatever
   flushed before that epoch's checkpoints, so no epoch is lost when the process is killed (a CSV logger buffers);
 * ``last.ckpt``: written every epoch, atomically (to a temporary file, then renamed), and the one before it is kept as
   ``last.prev.ckpt``, so a run killed while saving still has a checkpoint to resume from.
+* the previous best checkpoint is deleted only after the epoch's ``last.ckpt`` is written: a run killed between the new
+  best and the new ``last.ckpt`` resumes from a ``last.ckpt`` whose best is still on disk, whatever the re-run epoch
+  scores. A best file that such a kill left behind and the re-run did not choose is deleted when the fit ends.
 
 A subclass of ``ModelCheckpoint`` has its own state key, so it lives beside the config's own checkpoint callbacks.
 """
@@ -53,6 +56,7 @@ class BenchmarkCheckpoint(ModelCheckpoint):
         # saved at the end of the training epoch (after validation), when the epoch's training aggregates exist too
         super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, filename="best-{epoch}", save_top_k=1,
                          save_last=True, enable_version_counter=False, save_on_train_epoch_end=True)
+        self._pending_removals: list[str] = []  # best checkpoints replaced this epoch, deleted after last.ckpt
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -74,9 +78,27 @@ class BenchmarkCheckpoint(ModelCheckpoint):
         if not skip and self._last_global_step_saved != trainer.global_step:
             # Lightning writes last.ckpt only in epochs that improved the monitored metric; resuming needs every epoch
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        for path in self._pending_removals:  # the new last.ckpt names the new best: the old one may go now
+            super()._remove_checkpoint(trainer, path)
+        self._pending_removals = []
         stop = os.environ.get(EXIT_AFTER_EPOCH_ENV)
         if stop is not None and trainer.current_epoch >= int(stop):
             os._exit(3)  # no clean-up, like a kill
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        if os.path.basename(filepath).startswith("best-"):
+            self._pending_removals.append(filepath)  # not before this epoch's last.ckpt exists (see the module doc)
+        else:
+            super()._remove_checkpoint(trainer, filepath)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath) and self.best_model_path:
+            keep = os.path.abspath(self.best_model_path)
+            for name in os.listdir(self.dirpath):  # a best file a killed attempt left and its re-run did not choose
+                path = os.path.join(self.dirpath, name)
+                if name.startswith("best-") and name.endswith(".ckpt") and os.path.abspath(path) != keep:
+                    os.remove(path)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         tmp = filepath + ".tmp"

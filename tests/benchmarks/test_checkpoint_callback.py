@@ -1,0 +1,62 @@
+"""``BenchmarkCheckpoint`` with a real Trainer: the old best survives until the epoch's ``last.ckpt`` is written, and
+a best file that a killed attempt left behind is gone when the fit ends."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import lightning.pytorch as pl  # noqa: E402
+
+from benchmarks.checkpoint import BenchmarkCheckpoint  # noqa: E402
+
+VAL = [0.5, 0.7, 0.6, 0.8]  # new bests at epochs 0, 1 and 3
+
+
+class Scripted(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, _):
+        return self.w(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, _):
+        self.log("val/acc", VAL[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def loader():
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+
+
+def test_the_old_best_is_deleted_only_after_last_ckpt_and_stale_bests_go(tmp_path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "best-epoch=9.ckpt").write_bytes(b"left by a killed attempt")
+    seen: dict[int, list[str]] = {}
+    cb = BenchmarkCheckpoint(str(ckpt))
+    save = cb._save_checkpoint
+
+    def spy(trainer, filepath):  # which best files exist while each epoch's last.ckpt is written
+        if filepath.endswith("last.ckpt"):
+            seen[trainer.current_epoch] = sorted(p.name for p in ckpt.glob("best-*.ckpt"))
+        save(trainer, filepath)
+
+    cb._save_checkpoint = spy
+    trainer = pl.Trainer(max_epochs=len(VAL), callbacks=[cb], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(Scripted(), loader(), loader())
+    # epoch 1 improved on epoch 0: while its last.ckpt is written, epoch 0's best (named in the previous last.ckpt)
+    # still exists; after it, only the new one
+    assert seen[1] == ["best-epoch=0.ckpt", "best-epoch=1.ckpt", "best-epoch=9.ckpt"]
+    assert seen[2] == ["best-epoch=1.ckpt", "best-epoch=9.ckpt"]  # no improvement: nothing pending
+    assert seen[3] == ["best-epoch=1.ckpt", "best-epoch=3.ckpt", "best-epoch=9.ckpt"]
+    assert sorted(p.name for p in ckpt.glob("*.ckpt")) == ["best-epoch=3.ckpt", "last.ckpt", "last.prev.ckpt"]
