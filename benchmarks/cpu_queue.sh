@@ -11,13 +11,38 @@
 # neither core waits for the other. A run beside another takes longer than alone, so every record keeps how many runs
 # shared the CPU (`cpu_lanes`) and the tables mark those minutes; where a run's time is itself a result (the recipe's
 # "within 2 hours"), time a few epochs alone as well. `bash benchmarks/cpu_queue.sh one` runs the list in one
-# process with every thread instead.
+# process with every thread instead; `bash benchmarks/cpu_queue.sh stop` stops a running queue at once (its runs
+# continue from their last checkpoints at the next start; `python -m benchmarks status` shows where each stands).
 # Alone, one 48-px FER+ CE run of 30 epochs takes about 55 minutes here, ASM and LA-Net about twice that.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
 mkdir -p benchmarks/runs
+
+if [ "${1:-}" = stop ]; then
+  # Stop the queue now: its workers and harness processes hold the instance lock file open, and each fit is a child
+  # of a harness process. They are killed outright (SIGKILL): a fit may take minutes to honour SIGTERM, and a killed
+  # run continues from its last checkpoint when the queue is started again. Costs at most the epochs in progress.
+  lockfile="$PWD/benchmarks/runs/.queue.instance"
+  pids=()
+  for fd in /proc/[0-9]*/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "$lockfile" ] || continue
+    pid=${fd#/proc/}; pid=${pid%%/*}
+    [ "$pid" != "$$" ] && pids+=("$pid")
+  done
+  all=()
+  while [ ${#pids[@]} -gt 0 ]; do  # the holders and all their descendants
+    all+=("${pids[@]}")
+    mapfile -t pids < <(for p in "${pids[@]}"; do pgrep -P "$p"; done | sort -u)
+  done
+  if [ ${#all[@]} -eq 0 ]; then echo "[queue] no queue is running"; exit 0; fi
+  mapfile -t all < <(printf '%s\n' "${all[@]}" | sort -u)
+  echo "[queue] $(date -u +%FT%TZ) stopping ${#all[@]} processes: ${all[*]}"
+  kill -9 "${all[@]}" 2>/dev/null
+  exit 0
+fi
+
 # one queue at a time: the lock's file descriptor is inherited by the workers and their harness processes (each of
 # which passes its run's own lock on to its fit), so it is held while any of them lives; a second start would put
 # 3-4 fits on 2 cores
@@ -90,6 +115,6 @@ case "${1:-two}" in
     echo 0 > benchmarks/runs/.queue_next
     worker
     ;;
-  *) echo "usage: bash benchmarks/cpu_queue.sh [two|one]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop]" >&2; exit 2 ;;
 esac
 echo "[queue] $(date -u +%FT%TZ) done"

@@ -1,0 +1,79 @@
+"""``benchmarks/cpu_queue.sh`` with a stand-in for Python: every step runs once across the two workers, a second
+queue is refused while one runs, and ``stop`` ends the workers and their runs at once."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_PYTHON = """#!/usr/bin/env bash
+# stands in for `python -m benchmarks ...`: records the call; a `run` sleeps FAKE_SLEEP seconds
+echo "$*" >> "$FAKE_LOG"
+if [ "$3" = run ] && [ -n "${FAKE_SLEEP:-}" ]; then sleep "$FAKE_SLEEP"; fi
+exit 0
+"""
+
+
+@pytest.fixture
+def queue(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks" / "cpu_queue.sh", tmp_path / "benchmarks" / "cpu_queue.sh")
+    fake = tmp_path / "fakepython"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "calls.log")}
+    return tmp_path, env
+
+
+def steps_in_script() -> list[str]:
+    text = (REPO / "benchmarks" / "cpu_queue.sh").read_text()
+    body = text[text.index("STEPS=(") + len("STEPS=("):text.index("\n)\n", text.index("STEPS=("))]
+    return [line.split('"')[1] for line in body.splitlines() if line.strip().startswith('"')]
+
+
+def test_every_step_runs_once_across_the_two_workers(queue) -> None:
+    root, env = queue
+    env = {**env, "FAKE_SLEEP": "0.5"}  # long enough for the second worker (started 5 s after the first) to join
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh"], cwd=root, env=env, check=True, timeout=120,
+                   capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = [c.split(" ", 3)[3] for c in calls if c.split()[2] == "run"]
+    assert sorted(runs) == sorted(steps_in_script())  # each once, none lost between the two workers
+    assert sum(c.split()[2] == "table" for c in calls) == len(runs)  # tables rebuilt after every step
+    logs = [(root / "benchmarks" / "runs" / f"cpu_queue_{w}.log").read_text() for w in "ab"]
+    assert all("[queue]" in log for log in logs)  # both workers took steps
+
+
+def test_a_second_queue_is_refused_and_stop_ends_everything(queue) -> None:
+    root, env = queue
+    env = {**env, "FAKE_SLEEP": "120"}
+    first = subprocess.Popen(["bash", "benchmarks/cpu_queue.sh"], cwd=root, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:  # both workers are inside a step
+            log = root / "calls.log"
+            if log.is_file() and len(log.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        second = subprocess.run(["bash", "benchmarks/cpu_queue.sh"], cwd=root, env=env, capture_output=True,
+                                text=True, timeout=30)
+        assert second.returncode == 1 and "another queue" in second.stderr
+        stop = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "stop"], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=30)
+        assert stop.returncode == 0 and "stopping" in stop.stdout
+        first.wait(timeout=10)  # the queue itself is gone ...
+        sleepers = subprocess.run(["pgrep", "-f", f"{root}/fakepython"], capture_output=True, text=True).stdout
+        assert sleepers.strip() == ""  # ... and so are the runs it had started
+        again = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "stop"], cwd=root, env=env, capture_output=True,
+                               text=True, timeout=30)
+        assert "no queue is running" in again.stdout
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
