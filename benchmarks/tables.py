@@ -12,6 +12,7 @@ otherwise it is the difference of the means, with spread sqrt(sd_method^2 + sd_b
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import statistics
@@ -253,6 +254,14 @@ def replace_markers(text: str, tables: dict[str, str]) -> tuple[str, list[str]]:
     return MARKER.sub(sub, text), done
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step, so a rebuild killed half-way (``cpu_queue.sh stop``) never leaves
+    a README cut short."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def fill_markers(path: Path, tables: dict[str, str]) -> list[str]:
     """Fill the ``<!-- bench:NAME -->`` markers of the markdown file ``path`` that ``tables`` has (a missing file
     is left alone); returns the names filled."""
@@ -261,7 +270,7 @@ def fill_markers(path: Path, tables: dict[str, str]) -> list[str]:
         return []
     new, done = replace_markers(path.read_text(), tables)
     if done:
-        path.write_text(new)
+        write_text_atomic(path, new)
         print(f"updated {path}: {', '.join(done)}")
     return done
 
@@ -277,7 +286,7 @@ def update_tables(results_dir: Path, out: Path | None = None, markdown: list[Pat
         parts += [f"## {name}", "", table, ""]
     if not tables:
         parts.append("No records yet: run `python -m benchmarks run <suite>`.")
-    out.write_text("\n".join(parts).rstrip() + "\n")
+    write_text_atomic(out, "\n".join(parts).rstrip() + "\n")
     print(f"wrote {out} ({len(tables)} suite(s))")
     for path in markdown or []:
         fill_markers(path, tables)
