@@ -43,13 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def stopped(pid: str) -> bool:
+    """True for a process paused with SIGSTOP (state T): it uses no CPU, so it does not disturb the timing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].startswith(("T", "t"))
+
+
 def other_fits() -> list[str]:
-    """Command lines of ferkit fits running now (other than ours: none has started yet)."""
+    """Command lines of ferkit fits running now (other than ours: none has started yet); paused ones do not count."""
     try:
         out = subprocess.run(["pgrep", "-af", "ferkit.cli fit"], capture_output=True, text=True).stdout
     except FileNotFoundError:  # no pgrep: cannot tell
         return []
-    return [line for line in out.splitlines() if "pgrep" not in line]
+    return [line for line in out.splitlines() if "pgrep" not in line and not stopped(line.split()[0])]
 
 
 def full_epochs(run, config_path: str) -> int:

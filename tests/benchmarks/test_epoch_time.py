@@ -62,3 +62,24 @@ def test_times_a_tiny_run_end_to_end(tmp_path) -> None:
     assert r["projected_fit_seconds"] == pytest.approx(r["first_epoch_and_startup_seconds"] + 2 * r["median_epoch_seconds"])
     assert r["machine"]["threads"] == 1
     assert not (REPO / "benchmarks/results/timing/smoke__avg_s0.json").exists()
+
+
+def test_a_paused_fit_does_not_count_as_running() -> None:
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.2)
+        assert not epoch_time.stopped(str(proc.pid))
+        proc.send_signal(signal.SIGSTOP)
+        for _ in range(50):  # the state changes asynchronously
+            if epoch_time.stopped(str(proc.pid)):
+                break
+            time.sleep(0.05)
+        assert epoch_time.stopped(str(proc.pid))
+        assert not epoch_time.stopped("999999999")  # no such process
+    finally:
+        proc.kill()
+        proc.wait()
