@@ -113,6 +113,19 @@ def read_state(run_dir: Path) -> dict:
         raise RunFailed(f"{path} is not valid JSON ({e}); delete the run folder {run_dir} to start the run again") from e
 
 
+def file_stamps(args: list[str]) -> dict[str, list]:
+    """Size and modification time (ns) of every argument that names an existing file."""
+    out = {}
+    for a in args:
+        try:
+            st = os.stat(a) if a.startswith("/") or os.sep in a else None
+        except (OSError, ValueError):
+            continue
+        if st is not None and Path(a).is_file():
+            out[a] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def run_is_driven(run_dir: Path) -> bool:
     """True while some harness process (or the ferkit child it passed the lock to) holds the run's lock."""
     path = run_dir / ".lock"
@@ -260,9 +273,12 @@ class RunDriver:
         for step in self.run.steps:
             with open(marks / f"{step.name}.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # another harness process running the same step: wait for it
-                if (marks / f"{step.name}.done").is_file():
-                    continue
                 args = [*self.fill(step.args), *self.extra, *(self.fill(step.smoke) if self.smoke else [])]
+                done = marks / f"{step.name}.done"
+                if done.is_file():
+                    self.check_step(step.name, done, args)
+                    continue
+                inputs = file_stamps(args)  # the files the step reads (its output does not exist yet)
                 log(f"{self.suite.name}/{self.run.name}: step {step.name} (ferkit {step.args[0]}); "
                     f"log {self.dir / f'step_{step.name}.log'}")
                 rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env,
@@ -271,7 +287,25 @@ class RunDriver:
                     raise RunFailed(f"{self.suite.name}/{self.run.name}: step {step.name} exited with {rc}; the same "
                                     f"command runs it again. Last lines of {self.dir / f'step_{step.name}.log'}:\n"
                                     f"{tail(self.dir / f'step_{step.name}.log')}")
-                write_json(marks / f"{step.name}.done", {"seconds": round(seconds, 1), "args": args})
+                write_json(done, {"seconds": round(seconds, 1), "args": args, "inputs": inputs})
+
+    def check_step(self, name: str, done: Path, args: list[str]) -> None:
+        """A finished step is reused only if it would be given the same arguments now and the files it read (a
+        teacher checkpoint) are unchanged since; otherwise the run stops and says how to redo the step."""
+        try:
+            mark = json.loads(done.read_text())
+        except json.JSONDecodeError as e:
+            raise RunFailed(f"{done} is not valid JSON ({e}); delete it to run step {name} again") from e
+        changed = []
+        if "args" in mark and mark["args"] != args:
+            changed += [f"{a!r} -> {b!r}" for a, b in zip(mark["args"], args) if a != b] or ["the number of arguments"]
+        now = file_stamps(list(mark.get("inputs", {})))
+        changed += [f"{path} changed since the step read it" for path, stamp in mark.get("inputs", {}).items()
+                    if now.get(path) != stamp]
+        if changed:
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: the finished step {name} was made from other inputs "
+                            f"than it would get now ({'; '.join(changed[:4])}); delete {done} (and its output) to run "
+                            "it again, or revert the change")
 
     def step_reports(self) -> dict:
         out = {}

@@ -456,3 +456,27 @@ def test_waiting_does_not_wait_for_a_teacher_nobody_trains(tmp_path, fake, capsy
     with pytest.raises(SystemExit, match="failed: b_s0"):
         harness.run_suite(chained_suite(), only=["b_s0"], work_dir=runs, results_dir=tmp_path / "results", wait=30)
     assert "needs the checkpoint of run a_s0" in capsys.readouterr().out
+
+
+def test_a_finished_step_is_not_reused_when_its_teacher_changed(tmp_path, fake, capsys) -> None:
+    """The centre pass of b and c is made once; if the teacher checkpoint it read is rewritten afterwards (a retrained
+    teacher at the same path), a run that would reuse the step stops and names the file instead of training on
+    centres located by another network."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    harness.run_suite(chained_suite(), only=["a_s0", "b_s0"], work_dir=runs, results_dir=results)
+    mark = json.loads((runs / "chain" / "_shared" / ".steps" / "centres_b.done").read_text())
+    best = str(runs / "chain" / "a_s0" / "ckpt" / "best-epoch=1.ckpt")
+    assert list(mark["inputs"]) == [best]  # the teacher it read; its own output is not an input
+    # unchanged: c reuses the step (one centre pass in all)
+    harness.run_suite(chained_suite(), only=["c_s0"], work_dir=runs, results_dir=results)
+    assert len([c for c in fake.calls if c[0] == "pasm"]) == 1
+    # the teacher file rewritten: a run that needs the step refuses it
+    shutil.rmtree(runs / "chain" / "c_s0")
+    (results / "chain" / "c_s0.json").unlink()
+    write_ckpt(Path(best), 7)
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="failed: c_s0"):
+        harness.run_suite(chained_suite(), only=["c_s0"], work_dir=runs, results_dir=results)
+    out = capsys.readouterr().out
+    assert f"{best} changed since the step read it" in out and "centres_b.done" in out
+    assert len([c for c in fake.calls if c[0] == "pasm"]) == 1
