@@ -398,6 +398,11 @@ class RunDriver:
             state.pop("args", None)  # nothing is kept, so the new attempt may use other arguments
         fit_args = self.checked_args(state)
         attempt = state["attempts"]
+        # the code each attempt trained with (the record's "git" is read when the record is written, after the test)
+        commits = state.setdefault("fit_commits", [])
+        now = git_commit()
+        if not commits or commits[-1] != now:
+            commits.append(now)
         if attempt == 0:
             state["timed_attempts"] = 0
         state.update(phase="fitting", attempts=attempt + 1, attempt_started=round(time.time(), 1),
@@ -491,7 +496,7 @@ class RunDriver:
             "baseline": self.run.baseline, "config": self.run.config, "seed": self.run.seed,
             "overrides": self.fill(self.run.overrides) + self.extra, "resolved_config": resolved,
             "steps": self.step_reports(),
-            "git": git_commit(), "machine": machine(self.accelerator),
+            "git": git_commit(), "fit_commits": state.get("fit_commits", []), "machine": machine(self.accelerator),
             # the most runs that shared the CPU during any fit attempt (1: this run had the machine to itself)
             "cpu_lanes": state.get("lanes", 1),
             "wall_seconds": {"fit": round(state.get("fit_seconds", 0.0), 1), "test": round(state.get("test_seconds", 0.0), 1)},

@@ -146,6 +146,7 @@ def test_record_fields(tmp_path, fake) -> None:
     assert rec["config"] == "avg_synthetic" and rec["overrides"] == ["--data.x", "1"]
     assert rec["resolved_config"] == {"model": {"lr": 0.1}, "trainer": {"max_epochs": 4}}
     assert set(rec["machine"]) >= {"cpu", "cores", "torch", "device"} and rec["git"]["commit"]
+    assert rec["fit_commits"] == [rec["git"]]  # one attempt, trained with the code the record was written with
     assert [h["val/acc"] for h in rec["history"]] == VAL and rec["epochs"] == 4
     assert "asm/frac_noisy" not in rec["history"][0]
     assert [s["asm/frac_noisy"] for s in rec["stats"]] == pytest.approx([0.0, 0.05, 0.10, 0.15])
