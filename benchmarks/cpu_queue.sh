@@ -70,24 +70,39 @@ STEPS=(
   "fer2013_realnoise --only asm_s0"
   "ferplus_pasm --wait 120 --only gen2_s0"
   "ferplus_recipe --only soft_votes_flip_epochs60_s0"  # the >= 85 % goal: soft votes, 60 epochs, flip TTA
+  # one run per step from here, so that the two workers share every comparison
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
-  "ferplus_noise30 --only ce_lanet_s0 lanet_s0"   # LA-Net vs its own CE at 30 % noise
-  "ferplus_noise30 --only ce_s1 asm_s1"           # second seed
-  "ferplus_noise30 --only ce2_s1 asm_fixed_s1"
+  "ferplus_noise30 --only lanet_s0"               # LA-Net vs its own CE at 30 % noise
+  "ferplus_noise30 --only ce_lanet_s0"
+  "ferplus_clean --only arm_s0"                   # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
+  "ferplus_clean --only avg_s0"
+  "ferplus_noise30 --only asm_s1"                 # second seeds of the 30 % comparison
+  "ferplus_noise30 --only ce_s1"
+  "ferplus_noise30 --only ce2_s1"
+  "ferplus_noise30 --only asm_fixed_s1"
   "fer2013_realnoise --only lanet_s0"             # LA-Net on real noise
-  "ferplus_clean --only avg_s0 arm_s0"            # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
-  "ferplus_clean --only avg_s1 arm_s1"
-  "ferplus_noise10 --only ce_s0 ce2_s0 asm_s0"
+  "ferplus_clean --only arm_s1"
+  "ferplus_clean --only avg_s1"
   "ferplus_recipe --only recipe_s0"               # the majority-label recipe
   # what buys accuracy per CPU-minute: one change to the majority-label recipe per run
-  "ferplus_recipe --only no_smoothing_s0 epochs15_s0"
-  "ferplus_recipe --only fp32_s0 epochs45_s0"
+  "ferplus_recipe --only no_smoothing_s0"
+  "ferplus_recipe --only epochs15_s0"
+  "ferplus_recipe --only fp32_s0"
+  "ferplus_recipe --only epochs45_s0"
   "ferplus_recipe --only small_input_s0"          # the stem without max-pool: about 2.7x the step cost
+  "ferplus_noise10 --only ce_s0"
+  "ferplus_noise10 --only ce2_s0"
+  "ferplus_noise10 --only asm_s0"
   # second seeds of the rest
-  "fer2013_realnoise --only ce_s1 asm_s1 lanet_s1"
-  "ferplus_noise30 --only ce_lanet_s1 lanet_s1"
-  "ferplus_noise10 --only asm_fixed_s0 ce_lanet_s0 lanet_s0"
+  "fer2013_realnoise --only ce_s1"
+  "fer2013_realnoise --only asm_s1"
+  "fer2013_realnoise --only lanet_s1"
+  "ferplus_noise30 --only lanet_s1"
+  "ferplus_noise30 --only ce_lanet_s1"
+  "ferplus_noise10 --only asm_fixed_s0"
+  "ferplus_noise10 --only lanet_s0"
+  "ferplus_noise10 --only ce_lanet_s0"
 )
 
 claim() {  # the index of the next unclaimed step (a counter file under a lock)

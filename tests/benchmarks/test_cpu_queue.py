@@ -77,3 +77,21 @@ def test_a_second_queue_is_refused_and_stop_ends_everything(queue) -> None:
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_every_queued_run_exists_and_is_queued_once() -> None:
+    import sys
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from benchmarks.suite import load_suite
+
+    seen = set()
+    for step in steps_in_script():
+        parts = step.split()
+        names = parts[parts.index("--only") + 1:]
+        known = {r.name for r in load_suite(parts[0]).runs}
+        for name in names:
+            assert name in known, f"{step}: {parts[0]} has no run {name}"
+            assert (parts[0], name) not in seen, f"{parts[0]}/{name} is queued twice"
+            seen.add((parts[0], name))
