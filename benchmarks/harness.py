@@ -278,7 +278,7 @@ class RunDriver:
                 if done.is_file():
                     self.check_step(step.name, done, args)
                     continue
-                inputs = file_stamps(args)  # the files the step reads (its output does not exist yet)
+                before = file_stamps(args)
                 log(f"{self.suite.name}/{self.run.name}: step {step.name} (ferkit {step.args[0]}); "
                     f"log {self.dir / f'step_{step.name}.log'}")
                 rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env,
@@ -287,6 +287,10 @@ class RunDriver:
                     raise RunFailed(f"{self.suite.name}/{self.run.name}: step {step.name} exited with {rc}; the same "
                                     f"command runs it again. Last lines of {self.dir / f'step_{step.name}.log'}:\n"
                                     f"{tail(self.dir / f'step_{step.name}.log')}")
+                # the files the step read: those it did not change (a killed attempt's partial output, which the
+                # step has now completed or rewritten, is an output, not an input)
+                after = file_stamps(args)
+                inputs = {path: stamp for path, stamp in before.items() if after.get(path) == stamp}
                 write_json(done, {"seconds": round(seconds, 1), "args": args, "inputs": inputs})
 
     def check_step(self, name: str, done: Path, args: list[str]) -> None:

@@ -481,3 +481,18 @@ def test_a_finished_step_is_not_reused_when_its_teacher_changed(tmp_path, fake, 
     out = capsys.readouterr().out
     assert f"{best} changed since the step read it" in out and "centres_b.done" in out
     assert len([c for c in fake.calls if c[0] == "pasm"]) == 1
+
+
+def test_a_steps_partial_output_from_a_killed_attempt_is_not_an_input(tmp_path, fake) -> None:
+    """A step killed part-way leaves its output file behind; the rerun completes it. That file is the step's output,
+    so a later run that reuses the step must not call it "changed since the step read it"."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    harness.run_suite(chained_suite(), only=["a_s0"], work_dir=runs, results_dir=results)
+    out = runs / "chain" / "_shared" / "centres_b.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"half")  # left by a killed centre pass
+    harness.run_suite(chained_suite(), only=["b_s0"], work_dir=runs, results_dir=results)
+    mark = json.loads((runs / "chain" / "_shared" / ".steps" / "centres_b.done").read_text())
+    assert str(out) not in mark["inputs"] and list(mark["inputs"]) == [str(runs / "chain" / "a_s0" / "ckpt" / "best-epoch=1.ckpt")]
+    (rec,) = harness.run_suite(chained_suite(), only=["c_s0"], work_dir=runs, results_dir=results)  # reuses the step
+    assert rec["run"] == "c_s0" and len([c for c in fake.calls if c[0] == "pasm"]) == 1
