@@ -158,7 +158,11 @@ def test_asm_rule_study_smoke(smoke) -> None:
 
 def test_asm_rule_study_stored_needs_a_mined_checkpoint(tmp_path, monkeypatch) -> None:
     """``--stored`` reads the probabilities of the last mining from the checkpoint; a warm-up checkpoint has none."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    # the smoke checkpoint goes to tempfile.gettempdir(), which caches its answer for the process: TMPDIR alone
+    # would be ignored once anything has asked, and the 260 MB checkpoint would be left in the real /tmp
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     main = _script("asm_rule_study")["main"]
     with pytest.raises(SystemExit, match="stores no judged probabilities"):
         main(["--smoke", "--stored", "--output", str(tmp_path / "r.json")])
