@@ -117,11 +117,8 @@ def file_stamps(args: list[str]) -> dict[str, list]:
     """Size and modification time (ns) of every argument that names an existing file."""
     out = {}
     for a in args:
-        try:
-            st = os.stat(a) if a.startswith("/") or os.sep in a else None
-        except (OSError, ValueError):
-            continue
-        if st is not None and Path(a).is_file():
+        if os.sep in a and os.path.isfile(a):
+            st = os.stat(a)
             out[a] = [st.st_size, st.st_mtime_ns]
     return out
 

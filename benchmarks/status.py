@@ -7,13 +7,14 @@ far and that epoch, the median minutes per epoch over its last epochs, and a rou
 """
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from pathlib import Path
 
+import yaml
+
 from benchmarks.harness import read_state, run_is_driven
-from benchmarks.records import read_history
+from benchmarks.records import read_history, select_epoch
 
 
 def max_epochs(run_dir: Path) -> int | None:
@@ -21,8 +22,11 @@ def max_epochs(run_dir: Path) -> int | None:
     configs = sorted((run_dir / "fit").glob("attempt_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
     if not configs:
         return None
-    m = re.search(r"^\s+max_epochs:\s*(\d+)\s*$", configs[-1].read_text(), re.MULTILINE)
-    return int(m.group(1)) if m else None
+    try:
+        value = ((yaml.safe_load(configs[-1].read_text()) or {}).get("trainer") or {}).get("max_epochs")
+    except yaml.YAMLError:
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
 def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:
@@ -40,8 +44,10 @@ def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:
 def run_status(run_dir: Path, monitor: str = "val/acc") -> dict:
     state = read_state(run_dir)
     history = read_history(run_dir / "history.jsonl")
-    scored = [(h["epoch"], h[monitor]) for h in history if h.get(monitor) is not None]
-    best = max(scored, key=lambda t: (t[1], -t[0])) if scored else None
+    try:
+        best = select_epoch(history, monitor)  # the harness's own choice: first epoch on ties
+    except ValueError:  # no epoch logged yet
+        best = None
     total = max_epochs(run_dir)
     pace = minutes_per_epoch(history)
     done = len(history)

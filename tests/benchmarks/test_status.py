@@ -22,7 +22,8 @@ def make_run(run_dir: Path, phase: str, val: list[float], times: list[float], ma
         for attempt, n in ((0, 99), (1, max_epochs)):  # the latest attempt's config counts
             cfg = run_dir / "fit" / f"attempt_{attempt}" / "config.yaml"
             cfg.parent.mkdir(parents=True)
-            cfg.write_text(f"trainer:\n  accelerator: cpu\n  max_epochs: {n}\nmodel:\n  x: 1\n")
+            # a max_epochs outside the trainer section (a scheduler argument) must not be read as the run's
+            cfg.write_text(f"model:\n  sched:\n    max_epochs: 3\ntrainer:\n  accelerator: cpu\n  max_epochs: {n}\n")
 
 
 def test_a_running_run_shows_its_epochs_best_pace_and_time_left(tmp_path) -> None:
