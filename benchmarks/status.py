@@ -26,7 +26,7 @@ def max_epochs(run_dir: Path) -> int | None:
         value = ((yaml.safe_load(configs[-1].read_text()) or {}).get("trainer") or {}).get("max_epochs")
     except yaml.YAMLError:
         return None
-    return int(value) if isinstance(value, int) else None
+    return value if isinstance(value, int) and value > 0 else None  # -1: bounded by max_steps instead
 
 
 def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:

@@ -50,3 +50,5 @@ def test_status_lines_cover_every_started_run(tmp_path) -> None:
     assert "ce_s0" in lines[2] and "2/2" in lines[2] and "best val 60.00 (epoch 2)" in lines[2]
     assert "left" not in lines[2]  # a finished run has no time left
     assert status_lines(tmp_path, ["b"]) == []
+    make_run(tmp_path / "c" / "omni_s0", "done", [0.5], [0.0], max_epochs=-1)  # a run bounded by max_steps
+    assert run_status(tmp_path / "c" / "omni_s0")["max_epochs"] is None
