@@ -15,7 +15,8 @@ CE2 = ["--model.init_args.warmup_epochs", "100000"]
 # LA-Net reads facial landmarks from a cache built by `ferkit landmarks extract` (see ferkit/methods/lanet/README.md)
 LANDMARKS = ["--data.landmarks_cache", "~/.cache/ferkit/landmarks/"]
 SMOKE_ASM = ["--model.init_args.warmup_epochs", "1"]
-# ASM with the paper's fixed thresholds (its supplement's "fixed threshold" column) instead of the class-relative
+# ASM with the paper's fixed-threshold rule (its supplement's "fixed threshold" column; here at the suite's base
+# thresholds T_n 0.2, T_c 0.4) instead of the class-relative
 # ones: at epoch 30 of asm_s0 the class-relative rule scaled the noisy threshold of disgust and contempt (92 % wrong
 # labels) down to 0.02-0.025 and found 4-5 % of their wrong labels, where fixed thresholds applied to the same
 # probabilities find 99-100 % (benchmarks/results/asm_rule_study_noise30_epoch30.json). Which rule a user should

@@ -1,5 +1,6 @@
-"""Plain ``nn.Module`` building blocks (no Lightning): pools, ARM, ..."""
+"""Plain ``nn.Module`` building blocks (no Lightning): pools, ARM, LA-Net's landmark contrastive head."""
 from ferkit.layers.arm import ARM, ARMPool
+from ferkit.layers.landmark_contrastive_head import LandmarkContrastiveHead
 from ferkit.layers.pools import (
     POOLS,
     GlobalAvgPool,
@@ -15,6 +16,7 @@ __all__ = [
     "POOLS",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "LandmarkContrastiveHead",
     "available_pools",
     "create_pool",
     "register_pool",

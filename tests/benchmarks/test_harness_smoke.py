@@ -104,3 +104,17 @@ def test_table_and_plots_from_the_records(runs, tmp_path) -> None:
     paths = plot_all(base / "results", include_smoke=True)
     assert sorted(p.name for p in paths) == ["smoke_recall.png", "smoke_val_acc.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_flip_validation_reproduces_the_selection_score_on_validation_only(runs) -> None:
+    """``benchmarks/flip_validation.py`` re-validates the chosen checkpoint: its plain score is the record's selection
+    score (the same checkpoint, data and arguments), the flip-averaged one is another validation score, and it never
+    runs the test split."""
+    from benchmarks.flip_validation import measure
+
+    rec, base = runs["straight"]
+    out = measure("smoke", "avg_s0", base / "runs", base / "results")
+    assert out["split"] == "validation" and out["epoch"] == rec["selection"]["epoch"]
+    assert out["plain"]["val/acc"] == pytest.approx(rec["selection"]["value"], abs=1e-6)
+    assert 0.0 <= out["flip"]["val/acc"] <= 1.0 and not any(k.startswith("test/") for k in out["flip"])
+    assert out["gain_acc_points"] == pytest.approx(100 * (out["flip"]["val/acc"] - out["plain"]["val/acc"]), abs=0.01)

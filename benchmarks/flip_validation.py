@@ -1,0 +1,109 @@
+"""Validation accuracy of a finished suite run's chosen checkpoint with and without flip averaging at evaluation.
+
+Flip averaging (``--model.init_args.eval_flip true``: the softmax of each face and of its mirror image, averaged) costs
+nothing in training and twice the evaluation. Whether to use it is a choice, so it is measured on the validation split
+only: this script validates the run's best-on-validation checkpoint twice through ``ferkit validate`` (with the run's
+own arguments, from its ``state.json``), once plain and once with flip averaging, and writes both scores. It never
+touches the test split. The plain score must reproduce the record's selection score; the script says so if it does
+not (a changed checkpoint or data).
+
+    python benchmarks/flip_validation.py ferplus_recipe soft_votes_s0
+    # -> benchmarks/results/flip_validation/ferplus_recipe__soft_votes_s0.json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RESULTS, environment, write_results  # noqa: E402
+from benchmarks.harness import DEFAULT_RESULTS, DEFAULT_WORK, call_ferkit, read_state, resolve_config  # noqa: E402
+
+OUT_DIR = RESULTS / "flip_validation"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("suite")
+    p.add_argument("run", help="a finished (fitted) run of the suite, e.g. soft_votes_s0")
+    p.add_argument("--work-dir", default=str(DEFAULT_WORK), help="the harness's run folders (default: %(default)s)")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="the records (default: %(default)s)")
+    p.add_argument("--output", default=None, help="default: benchmarks/results/flip_validation/<suite>__<run>.json")
+    return p.parse_args(argv)
+
+
+def read_val_metrics(folder: Path) -> dict[str, float]:
+    """The ``val/*`` values that ``ferkit validate`` logged under ``folder`` (its CSV logger)."""
+    values: dict[str, float] = {}
+    for path in sorted(folder.rglob("metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            values.update({k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)})
+    if "val/acc" not in values:
+        raise SystemExit(f"ferkit validate logged no val/acc under {folder}")
+    return values
+
+
+def validate(args: list[str], ckpt: str, flip: bool, scratch: Path) -> tuple[dict[str, float], float]:
+    folder = scratch / ("flip" if flip else "plain")
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder), "name": "v"}}
+    cmd = ["validate", *args, "--trainer.logger", json.dumps(logger), "--trainer.default_root_dir", str(folder),
+           "--ckpt_path", ckpt, "--model.init_args.eval_flip", "true" if flip else "false"]
+    folder.mkdir(parents=True, exist_ok=True)
+    rc, seconds = call_ferkit(cmd, scratch / "validate.log", env=None)
+    if rc != 0:
+        log = (scratch / "validate.log").read_text(errors="replace").splitlines()[-20:]
+        raise SystemExit(f"ferkit validate exited with {rc}:\n" + "\n".join(log))
+    return read_val_metrics(folder), seconds
+
+
+def run_args(state: dict, record_path: Path) -> list[str]:
+    """The arguments the run was fitted and tested with: ``state.json`` keeps them for runs begun since it did; for
+    older runs, the record's config and overrides (the same arguments, as the harness gave them)."""
+    if state.get("args"):
+        return list(state["args"])
+    if not record_path.is_file():
+        raise SystemExit(f"neither the run's state.json nor its record {record_path} holds its arguments")
+    record = json.loads(record_path.read_text())
+    return ["--config", resolve_config(record["config"]), *record["overrides"]]
+
+
+def measure(suite: str, run: str, work_dir: Path, results_dir: Path = DEFAULT_RESULTS) -> dict:
+    run_dir = work_dir / suite / run
+    state = read_state(run_dir)
+    if state["phase"] not in ("fitted", "tested", "done") or not state.get("best_checkpoint"):
+        raise SystemExit(f"{suite}/{run} has not finished fitting (phase {state['phase']!r} in {run_dir / 'state.json'})")
+    ckpt, args = state["best_checkpoint"], run_args(state, results_dir / suite / f"{run}.json")
+    if not Path(ckpt).is_file():
+        raise SystemExit(f"{suite}/{run}: its chosen checkpoint {ckpt} is missing")
+    with tempfile.TemporaryDirectory(prefix="ferkit_flip_") as tmp:
+        plain, t_plain = validate(args, ckpt, False, Path(tmp))
+        flip, t_flip = validate(args, ckpt, True, Path(tmp))
+    recorded = state.get("selected_value")
+    result = {
+        "suite": suite, "run": run, "checkpoint": Path(ckpt).name, "epoch": state.get("selected_epoch"),
+        "split": "validation", "recorded_val_acc": recorded,
+        "plain": plain, "flip": flip, "gain_acc_points": round(100 * (flip["val/acc"] - plain["val/acc"]), 2),
+        "seconds": {"plain": round(t_plain, 1), "flip": round(t_flip, 1)},
+        "environment": environment(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if recorded is not None and abs(plain["val/acc"] - recorded) > 1e-4:
+        print(f"warning: the plain validation accuracy {plain['val/acc']:.4f} differs from the recorded selection score "
+              f"{recorded:.4f}: the checkpoint or the data changed since the run chose it", file=sys.stderr)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    result = measure(a.suite, a.run, Path(a.work_dir), Path(a.results))
+    print(f"{a.suite}/{a.run}, epoch {result['epoch']} checkpoint, validation accuracy: "
+          f"{100 * result['plain']['val/acc']:.2f} % plain, {100 * result['flip']['val/acc']:.2f} % with flip averaging")
+    write_results(a.output or OUT_DIR / f"{a.suite}__{a.run}.json", result)
+
+
+if __name__ == "__main__":
+    main()
