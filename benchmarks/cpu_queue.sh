@@ -81,7 +81,8 @@ STEPS=(
   "ferplus_noise30 --only asm_s1"                 # second seeds of the 30 % comparison
   "ferplus_noise30 --only ce_s1"
   "ferplus_noise30 --only ce2_s1"
-  "fer2013_realnoise --only lanet_s0"             # LA-Net on real noise
+  "fer2013_realnoise --only lanet_s0"             # LA-Net on real noise, against its own CE
+  "fer2013_realnoise --only ce_lanet_s0"
   "ferplus_clean --only arm_s1"
   "ferplus_clean --only avg_s1"
   "ferplus_recipe --only recipe_s0"               # the majority-label recipe
@@ -102,6 +103,7 @@ STEPS=(
   "fer2013_realnoise --only ce_s1"
   "fer2013_realnoise --only asm_s1"
   "fer2013_realnoise --only lanet_s1"
+  "fer2013_realnoise --only ce_lanet_s1"
   # studies beyond the table: the fixed-threshold rule again (seed 0 already chose class-relative on validation)
   "ferplus_noise30 --only asm_fixed_s1"
   "ferplus_noise10 --only asm_fixed_s0"
