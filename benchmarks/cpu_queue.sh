@@ -71,6 +71,7 @@ STEPS=(
   "ferplus_recipe --only soft_votes_flip_epochs60_s0"  # the >= 85 % goal: soft votes, 60 epochs, flip TTA
   "ferplus_pasm --wait 120 --only gen2_s0"        # claimed after gen1_s0 or the 60-epoch recipe ends: no idle wait
   "fer2013_realnoise --only asm_s0"
+  "ferplus_recipe --only soft_votes_affine_s0"    # augmentation: affine jitter instead of flip + shift only
   # one run per step from here, so that the two workers share every comparison
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)

@@ -52,6 +52,11 @@ def eval_flip() -> list[str]:
     return ["--model.init_args.eval_flip", "true"]
 
 
+def train_preset(name: str) -> list[str]:
+    """The training augmentation preset (``ferkit.data.transforms``: shift, default, weak, strong, arm)."""
+    return ["--data.train_preset", name]
+
+
 def precision(p: str) -> list[str]:
     return ["--trainer.precision", p]
 
