@@ -8,10 +8,19 @@ One thread, small scale. Writes ``benchmarks/results/pasm_locator_cost.json`` an
 ``<!-- bench:pasm_locator_cost -->`` markers of ``ferkit/methods/pasm/README.md``.
 
     OMP_NUM_THREADS=1 python benchmarks/pasm_locator_cost.py
+
+With ``--teacher CKPT --ferplus-root DIR`` it times the real case instead: a trained teacher (e.g. the ``ferplus_pasm``
+suite's generation 0) on the first ``--images`` FER+ training images (read locally; no image is written anywhere),
+and writes ``benchmarks/results/pasm_locator_cost_trained.json`` and the ``pasm_locator_cost_trained`` table. The
+training step is then timed on a fresh copy of the teacher's architecture.
+
+    OMP_NUM_THREADS=1 python benchmarks/pasm_locator_cost.py --images 256 \
+        --teacher benchmarks/runs/ferplus_pasm/gen0_s0/ckpt/best-epoch=23.ckpt --ferplus-root ../shared/data/fer2013
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -35,9 +44,17 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=4)
     p.add_argument("--epochs", type=int, default=30, help="epochs per generation, for the fraction of a generation")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--output", default=str(REPO / "benchmarks/results/pasm_locator_cost.json"))
+    p.add_argument("--teacher", default=None, help="a trained ferkit checkpoint to attack (default: a fresh network)")
+    p.add_argument("--ferplus-root", default=None,
+                   help="time on FER+ training images from this folder (fer2013.csv + fer2013new.csv) instead of synthetic faces")
+    p.add_argument("--output", default=None, help="default: benchmarks/results/pasm_locator_cost.json, or "
+                                                   "pasm_locator_cost_trained.json with --teacher")
     args = p.parse_args()
+    trained = args.teacher is not None
+    name = "pasm_locator_cost_trained" if trained else "pasm_locator_cost"
+    args.output = args.output or str(REPO / f"benchmarks/results/{name}.json")
 
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -48,12 +65,30 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    faces = SyntheticFaces(split="train", num_samples=args.images, image_size=args.img_size)
+    if args.ferplus_root:
+        from ferkit.data import FERPlusSource
+
+        faces = FERPlusSource(root=args.ferplus_root, label_mode="majority", num_classes=8).build("train")
+        if len(faces) < args.images:
+            raise SystemExit(f"--images {args.images}: the FER+ training split has only {len(faces)}")
+    else:
+        faces = SyntheticFaces(split="train", num_samples=args.images, image_size=args.img_size)
     t = FERTransform(img_size=args.img_size, channels=1)
     x = torch.stack([t(faces.load_image(i))["image"] for i in range(args.images)])
-    y = torch.as_tensor(faces.labels[: args.images]).long()
-    net = FERNetConfig(backbone=args.backbone, pool="avg", small_input=args.small_input).build(num_classes=8, in_chans=1,
-                                                                                  img_size=args.img_size)
+    y = torch.as_tensor(np.asarray(faces.labels)[: args.images]).long()
+    if trained:
+        from ferkit.methods.pasm import load_network
+
+        teacher = load_network(args.teacher, num_classes=8, in_chans=1, img_size=args.img_size)
+        with torch.no_grad():
+            teacher_acc = float(torch.cat([teacher(xb).argmax(1) for xb in x.split(args.batch_size)]).eq(y).float().mean())
+        net = copy.deepcopy(teacher)  # the same architecture, for the training step
+        for q in net.parameters():
+            q.requires_grad_(True)
+        args.small_input = bool(getattr(teacher, "config", None) and getattr(teacher.config, "small_input", False))
+    else:
+        net = FERNetConfig(backbone=args.backbone, pool="avg", small_input=args.small_input).build(
+            num_classes=8, in_chans=1, img_size=args.img_size)
     batches = list(zip(x.split(args.batch_size), y.split(args.batch_size)))
 
     def timed(fn) -> float:
@@ -73,6 +108,8 @@ def main() -> None:
         opt.step()
 
     train_ms = timed(train_step)
+    if trained:
+        net = teacher  # the attacks run on the trained weights (frozen, eval mode)
     net.eval()
     for q in net.parameters():
         q.requires_grad_(False)
@@ -82,7 +119,8 @@ def main() -> None:
         loc = PointAttackLocator(net, attack=attack, max_points=args.max_points, points_per_step=args.points_per_step,
                                  window=args.window, stride=args.stride)
         ms = timed(loc.locate)
-        perturbed = torch.cat([loc.perturbation_map(xb, yb)[0].flatten(1).sum(1) for xb, yb in batches]).float()
+        maps = [loc.perturbation_map(xb, yb) for xb, yb in batches]
+        perturbed = torch.cat([m[0].flatten(1).sum(1) for m in maps]).float()
         results[attack] = {
             "ms_per_image": round(ms, 2),
             "fraction_of_one_training_epoch": round(ms / train_ms, 3),
@@ -96,21 +134,25 @@ def main() -> None:
               f"{float(perturbed.mean()):.1f} pixels perturbed", flush=True)
     print(f"training step: {train_ms:.1f} ms / image", flush=True)
     payload = {
-        "benchmark": "PASM locator cost per image vs a training step per image (CPU, ResNet-18 small-input, 48 px gray)",
+        "benchmark": "PASM locator cost per image vs a training step per image (CPU, ResNet-18, 48 px gray)",
         "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
         "settings": vars(args),
         "environment": environment(),
         "train_step_ms_per_image": round(train_ms, 2),
         "attacks": results,
-        "note": "the teacher is freshly initialised (a trained one stops the greedy attack at a different point); "
-                "the centre pass runs once per generation, so its share of a generation is the per-image ratio "
+        "note": ("a trained teacher on FER+ training images" if trained else
+                 "the teacher is freshly initialised (a trained one stops the greedy attack at a different point)")
+                + "; the centre pass runs once per generation, so its share of a generation is the per-image ratio "
                 "divided by the generation's epochs",
     }
+    if trained:
+        payload["teacher"] = {"checkpoint": Path(args.teacher).name, "accuracy_on_these_images": round(teacher_acc, 4)}
+        payload["images"] = f"the first {args.images} FER+ training images (majority labels)"
     write_results(args.output, payload)
-    if Path(args.output).resolve() == (REPO / "benchmarks/results/pasm_locator_cost.json").resolve():
+    if Path(args.output).resolve() == (REPO / f"benchmarks/results/{name}.json").resolve():
         from tables import fill_markers  # the README's table, from this result only
 
-        fill_markers(REPO / "ferkit" / "methods" / "pasm" / "README.md", {"pasm_locator_cost": cost_table(payload)})
+        fill_markers(REPO / "ferkit" / "methods" / "pasm" / "README.md", {name: cost_table(payload)})
 
 
 def cost_table(payload: dict) -> str:
@@ -125,8 +167,13 @@ def cost_table(payload: dict) -> str:
                      f"{r['gradient_passes_worst_case']} |")
     lines.append(f"| (training step, forward + backward + AdamW) | {payload['train_step_ms_per_image']:.2f} | 1 | — | — | — |")
     stem = "stem without max-pool" if s.get("small_input") else "standard stem"
-    lines += ["", f"ResNet-18 ({stem}), {s['img_size']} px grayscale, batch {s['batch_size']}, {s['images']} synthetic "
-                  f"faces, {s['threads']} thread(s), freshly initialised teacher; `max_points={s['max_points']}`, "
+    if payload.get("teacher"):
+        what = (f"{s['images']} FER+ training images, teacher `{payload['teacher']['checkpoint']}` (trained; "
+                f"{100 * payload['teacher']['accuracy_on_these_images']:.1f} % right on these images)")
+    else:
+        what = f"{s['images']} synthetic faces, freshly initialised teacher"
+    lines += ["", f"ResNet-18 ({stem}), {s['img_size']} px grayscale, batch {s['batch_size']}, {what}, "
+                  f"{s['threads']} thread(s), fp32; `max_points={s['max_points']}`, "
                   f"`points_per_step={s['points_per_step']}`. Command: `{payload['command']}`."]
     return "\n".join(lines)
 
