@@ -276,6 +276,7 @@ class RunDriver:
                     self.check_step(step.name, done, args)
                     continue
                 before = file_stamps(args)
+                write_json(marks / f"{step.name}.started", {"time": round(time.time(), 1), "run": self.run.name})
                 log(f"{self.suite.name}/{self.run.name}: step {step.name} (ferkit {step.args[0]}); "
                     f"log {self.dir / f'step_{step.name}.log'}")
                 rc, seconds = call_ferkit(args, self.dir / f"step_{step.name}.log", self.env,

@@ -2,11 +2,13 @@
 
 For each run folder under the work directory: its phase (new, fitting, fitted, tested, done), whether a process is
 driving it now (its run lock is held), the epochs finished of the epochs it will train, its best validation score so
-far and that epoch, the median minutes per epoch over its last epochs, and a rough time left at that pace. It reads
-``state.json``, ``history.jsonl`` and the latest attempt's ``config.yaml``; it never writes anything.
+far and that epoch, the median minutes per epoch over its last epochs, and a rough time left at that pace; before the
+first epoch, the step it is in (a centre pass, embedding, mining). It reads ``state.json``, ``history.jsonl``, the
+latest attempt's ``config.yaml`` and the step marks; it never writes anything.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +43,25 @@ def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:
     return statistics.median(gaps) / 60
 
 
+def steps_in_progress(run_dir: Path) -> list[tuple[str, float | None]]:
+    """The steps of this run (a centre pass, embedding, mining) begun and not finished: ``(name, start time or
+    None)``. A step writes ``step_<name>.log`` in the run folder and, when it ends, ``<name>.done`` in the suite's
+    ``_shared/.steps``; the harness notes its start in ``<name>.started`` there."""
+    marks = run_dir.parent / "_shared" / ".steps"
+    out = []
+    for log_path in sorted(run_dir.glob("step_*.log")):
+        name = log_path.stem[len("step_"):]
+        if (marks / f"{name}.done").is_file():
+            continue
+        started = None
+        try:
+            started = float(json.loads((marks / f"{name}.started").read_text())["time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        out.append((name, started))
+    return out
+
+
 def run_status(run_dir: Path, monitor: str = "val/acc") -> dict:
     state = read_state(run_dir)
     history = read_history(run_dir / "history.jsonl")
@@ -54,7 +75,8 @@ def run_status(run_dir: Path, monitor: str = "val/acc") -> dict:
     left = (total - done) * pace if (total and pace is not None and state["phase"] in ("new", "fitting")) else None
     return {"run": run_dir.name, "phase": state["phase"], "running": run_is_driven(run_dir), "epochs": done,
             "max_epochs": total, "best": best, "min_per_epoch": pace, "minutes_left": left,
-            "last_epoch_at": history[-1].get("time") if history else None}
+            "last_epoch_at": history[-1].get("time") if history else None,
+            "steps": steps_in_progress(run_dir) if state["phase"] == "new" else []}
 
 
 def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
@@ -70,6 +92,10 @@ def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
             s = run_status(run_dir)
             total = s["max_epochs"] if s["max_epochs"] is not None else "?"
             best = f"best val {100 * s['best'][1]:.2f} (epoch {s['best'][0] + 1})" if s["best"] else "no epoch yet"
+            if not s["best"] and s["steps"]:  # before its fit: a step (a centre pass, embedding) in progress or killed
+                name, started = s["steps"][0]
+                since = f", begun {(time.time() - started) / 60:.0f} min ago" if started is not None else ""
+                best = f"step {name} {'running' if s['running'] else 'unfinished'}{since}"
             pace = f"{s['min_per_epoch']:.1f} min/epoch" if s["min_per_epoch"] is not None else ""
             left = f"~{s['minutes_left']:.0f} min left" if s["minutes_left"] is not None else ""
             ago = ""

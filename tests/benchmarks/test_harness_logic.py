@@ -468,6 +468,8 @@ def test_a_finished_step_is_not_reused_when_its_teacher_changed(tmp_path, fake, 
     mark = json.loads((runs / "chain" / "_shared" / ".steps" / "centres_b.done").read_text())
     best = str(runs / "chain" / "a_s0" / "ckpt" / "best-epoch=1.ckpt")
     assert list(mark["inputs"]) == [best]  # the teacher it read; its own output is not an input
+    started = json.loads((runs / "chain" / "_shared" / ".steps" / "centres_b.started").read_text())
+    assert started["run"] == "b_s0" and started["time"] <= time.time()  # what `benchmarks status` shows while it runs
     # unchanged: c reuses the step (one centre pass in all)
     harness.run_suite(chained_suite(), only=["c_s0"], work_dir=runs, results_dir=results)
     assert len([c for c in fake.calls if c[0] == "pasm"]) == 1

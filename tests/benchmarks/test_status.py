@@ -52,3 +52,23 @@ def test_status_lines_cover_every_started_run(tmp_path) -> None:
     assert status_lines(tmp_path, ["b"]) == []
     make_run(tmp_path / "c" / "omni_s0", "done", [0.5], [0.0], max_epochs=-1)  # a run bounded by max_steps
     assert run_status(tmp_path / "c" / "omni_s0")["max_epochs"] is None
+
+
+def test_a_run_in_a_step_before_its_fit_shows_the_step(tmp_path) -> None:
+    """A run whose step (a centre pass) is running shows the step and how long ago it began; a finished step is not
+    shown, and a step killed part-way shows as unfinished."""
+    import time
+
+    run = tmp_path / "pasm" / "gen1_s0"
+    make_run(run, "new", [], [], max_epochs=None)
+    marks = tmp_path / "pasm" / "_shared" / ".steps"
+    marks.mkdir(parents=True)
+    (run / "step_centres_gen1_s0.log").write_text("$ ferkit pasm locate ...\n")
+    (marks / "centres_gen1_s0.started").write_text(json.dumps({"time": time.time() - 600, "run": "gen1_s0"}))
+    with open(run / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        line = status_lines(tmp_path)[1]
+    assert "step centres_gen1_s0 running, begun 10 min ago" in line and "no epoch yet" not in line
+    assert "step centres_gen1_s0 unfinished" in status_lines(tmp_path)[1]  # nobody drives it: killed
+    (marks / "centres_gen1_s0.done").write_text("{}")
+    assert "no epoch yet" in status_lines(tmp_path)[1] and run_status(run)["steps"] == []
