@@ -58,6 +58,10 @@ class BenchmarkCheckpoint(ModelCheckpoint):
                          save_last=True, enable_version_counter=False, save_on_train_epoch_end=True)
         self._pending_removals: list[str] = []  # best checkpoints replaced this epoch, deleted after last.ckpt
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._cpu_at_start = time.process_time()
+        super().on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             metrics = {}
@@ -67,9 +71,14 @@ class BenchmarkCheckpoint(ModelCheckpoint):
                 except (TypeError, ValueError):
                     continue
                 metrics[k] = x if math.isfinite(x) else None
-            # the wall-clock time lets a record tell per-epoch cost from the time a run spent waiting or shared
-            line = json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step, "time": round(time.time(), 1),
-                               "metrics": metrics})
+            # the wall-clock time lets a record tell per-epoch cost from the time a run spent waiting or shared;
+            # cpu_s, the CPU seconds this process used in the epoch (training and validation, every thread), is its
+            # cost in CPU time: unmoved by a pause (SIGSTOP) and far less by a run beside it than the wall time
+            entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time": round(time.time(), 1)}
+            cpu0 = getattr(self, "_cpu_at_start", None)
+            if cpu0 is not None:
+                entry["cpu_s"] = round(time.process_time() - cpu0, 1)
+            line = json.dumps({**entry, "metrics": metrics})
             path = os.path.join(os.path.dirname(os.path.abspath(self.dirpath)), HISTORY)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             append_line(path, line)

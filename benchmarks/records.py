@@ -44,8 +44,9 @@ def read_history(path: str | Path) -> list[dict]:
         for e in [e for e in by_epoch if e > epoch]:
             del by_epoch[e]
         by_epoch[epoch] = {"epoch": epoch, "step": entry.get("step"), **entry.get("metrics", {})}
-        if entry.get("time") is not None:
-            by_epoch[epoch]["time"] = entry["time"]
+        for key in ("time", "cpu_s"):  # wall clock at the epoch's end; CPU seconds of the epoch
+            if entry.get(key) is not None:
+                by_epoch[epoch][key] = entry[key]
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 

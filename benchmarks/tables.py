@@ -102,6 +102,13 @@ def epoch_minutes(record: dict) -> float | None:
     return statistics.median(steps) / 60 if steps else None
 
 
+def epoch_cpu_minutes(record: dict) -> float | None:
+    """Median CPU minutes of an epoch (the history's ``cpu_s``: the fit process's CPU time in each epoch, all threads;
+    None for records written before it was kept). Data-loader worker processes are not counted."""
+    cpu = [h["cpu_s"] for h in record.get("history", []) if h.get("cpu_s") is not None]
+    return statistics.median(cpu) / 60 if cpu else None
+
+
 def fit_time_complete(record: dict) -> bool:
     """Whether ``wall_seconds.fit`` counts every fit attempt. An attempt killed outright (the session ended) was not
     counted before the harness recorded ``fit_timed_attempts``; a single attempt always was."""
@@ -122,7 +129,7 @@ def suite_table(records: list[dict]) -> str:
     rows = group(records)
     by_name = {r.method: r for r in rows}
     lines = ["| method | seeds | test acc % | test mean-class acc % | gap to baseline (acc points) | best val (epoch) | "
-             "fit min / run | median min / epoch | device |",
+             "fit min / run | median min / epoch (CPU min) | device |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         recs = row.records
@@ -149,6 +156,9 @@ def suite_table(records: list[dict]) -> str:
         fit_cell = f"{fit_min:.1f}" if all(fit_time_complete(r) for r in recs) else f">= {fit_min:.1f}"
         per_epoch = [m for m in (epoch_minutes(r) for r in recs) if m is not None]
         epoch_min = f"{statistics.fmean(per_epoch):.2f}" if per_epoch else "—"
+        cpu_epoch = [m for m in (epoch_cpu_minutes(r) for r in recs) if m is not None]
+        if cpu_epoch:
+            epoch_min += f" (CPU {statistics.fmean(cpu_epoch):.2f})"
         devices = sorted({device_cell(r) for r in recs})
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
         lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_cell} | {epoch_min} | "

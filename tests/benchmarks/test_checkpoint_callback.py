@@ -60,3 +60,30 @@ def test_the_old_best_is_deleted_only_after_last_ckpt_and_stale_bests_go(tmp_pat
     assert seen[2] == ["best-epoch=1.ckpt", "best-epoch=9.ckpt"]  # no improvement: nothing pending
     assert seen[3] == ["best-epoch=1.ckpt", "best-epoch=3.ckpt", "best-epoch=9.ckpt"]
     assert sorted(p.name for p in ckpt.glob("*.ckpt")) == ["best-epoch=3.ckpt", "last.ckpt", "last.prev.ckpt"]
+
+
+def test_history_keeps_each_epochs_cpu_seconds(tmp_path) -> None:
+    """Every history line carries the CPU seconds of its epoch: a busy-wait of known CPU cost in one epoch shows there
+    and not in the others (the record's CPU cost, unmoved by pauses)."""
+    import json
+    import time
+
+    from benchmarks.records import read_history
+
+    class Busy(Scripted):
+        def on_train_epoch_start(self) -> None:
+            if self.current_epoch == 2:
+                end = time.process_time() + 0.5
+                while time.process_time() < end:
+                    pass
+
+    ckpt = tmp_path / "ckpt"
+    trainer = pl.Trainer(max_epochs=len(VAL), callbacks=[BenchmarkCheckpoint(str(ckpt))], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         num_sanity_val_steps=0)
+    trainer.fit(Busy(), loader(), loader())
+    lines = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    cpu = [x["cpu_s"] for x in lines]
+    assert len(cpu) == len(VAL) and all(c >= 0 for c in cpu)
+    assert cpu[2] >= 0.5 and cpu[2] > max(cpu[:2] + cpu[3:]) + 0.3
+    assert [h["cpu_s"] for h in read_history(tmp_path / "history.jsonl")] == cpu

@@ -71,6 +71,9 @@ def test_minutes_per_epoch_is_the_median_step_of_the_history_times() -> None:
     rec["history"] = [{"epoch": e, "time": t} for e, t in enumerate([0, 60, 120, 1920, 1980])]
     assert epoch_minutes(rec) == pytest.approx(1.0)
     assert "| 2.0 | 1.00 | cpu |" in suite_table([rec, {**record("ce", 1, 0.80), "history": rec["history"]}])
+    # with the CPU seconds of each epoch (median 54 s = 0.9 min; the waiting epoch used no more CPU than the others)
+    cpu_hist = [{**h, "cpu_s": c} for h, c in zip(rec["history"], [50, 54, 54, 55, 60])]
+    assert "| 2.0 | 1.00 (CPU 0.90) | cpu |" in suite_table([{**rec, "history": cpu_hist}])
 
 
 def test_a_method_with_two_baselines_gets_both_gaps() -> None:
