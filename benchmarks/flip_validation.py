@@ -13,7 +13,6 @@ not (a changed checkpoint or data).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -22,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, environment, write_results  # noqa: E402
-from benchmarks.harness import DEFAULT_RESULTS, DEFAULT_WORK, call_ferkit, read_state, resolve_config  # noqa: E402
+from benchmarks.harness import DEFAULT_RESULTS, DEFAULT_WORK, call_ferkit, read_csv_metrics, read_state, \
+    resolve_config  # noqa: E402
 
 OUT_DIR = RESULTS / "flip_validation"
 
@@ -39,10 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_val_metrics(folder: Path) -> dict[str, float]:
     """The ``val/*`` values that ``ferkit validate`` logged under ``folder`` (its CSV logger)."""
-    values: dict[str, float] = {}
-    for path in sorted(folder.rglob("metrics.csv")):
-        for row in csv.DictReader(path.open()):
-            values.update({k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)})
+    values = read_csv_metrics(folder, "val/")
     if "val/acc" not in values:
         raise SystemExit(f"ferkit validate logged no val/acc under {folder}")
     return values

@@ -512,6 +512,19 @@ class RunDriver:
         }
 
 
+def read_csv_metrics(folder: Path, prefix: str) -> dict[str, float]:
+    """The last logged value of every ``<prefix>*`` column in the ``metrics.csv`` files under ``folder`` (a CSV
+    logger's output)."""
+    import csv
+
+    values: dict[str, float] = {}
+    for path in sorted(folder.rglob("metrics.csv")):
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                values.update({k: float(v) for k, v in row.items() if k.startswith(prefix) and v not in ("", None)})
+    return values
+
+
 def read_test_metrics(test_dir: Path) -> dict:
     """The test metrics a ferkit test run wrote: ``metrics_test.json`` if present (with the confusion matrix), else the
     ``test/*`` columns of its ``metrics.csv``."""
@@ -522,12 +535,7 @@ def read_test_metrics(test_dir: Path) -> dict:
         return {"acc": m["acc"], "mean_class_acc": m.get("mean_class_acc"), "num_samples": m.get("num_samples"),
                 "class_names": names, "per_class_recall": dict(zip(names, m.get("per_class_recall", []))),
                 "confusion_matrix": m.get("confusion_matrix")}
-    import csv
-
-    values: dict[str, float] = {}
-    for path in sorted(test_dir.rglob("metrics.csv")):
-        for row in csv.DictReader(path.open()):
-            values.update({k: float(v) for k, v in row.items() if k.startswith("test/") and v not in ("", None)})
+    values = read_csv_metrics(test_dir, "test/")
     if "test/acc" not in values:
         raise RunFailed(f"no test metrics found under {test_dir} (neither metrics_test.json nor test/acc in metrics.csv)")
     recall = {k[len("test/recall_"):]: v for k, v in values.items() if k.startswith("test/recall_")}
