@@ -12,7 +12,8 @@ One thread, small scale. Writes ``benchmarks/results/pasm_locator_cost.json`` an
 With ``--teacher CKPT --ferplus-root DIR`` it times the real case instead: a trained teacher (e.g. the ``ferplus_pasm``
 suite's generation 0) on the first ``--images`` FER+ training images (read locally; no image is written anywhere),
 and writes ``benchmarks/results/pasm_locator_cost_trained.json`` and the ``pasm_locator_cost_trained`` table. The
-training step is then timed on a fresh copy of the teacher's architecture.
+training step is then timed on a trainable copy of the teacher (the same architecture; the step's cost does not depend on
+the weights).
 
     OMP_NUM_THREADS=1 python benchmarks/pasm_locator_cost.py --images 256 \
         --teacher benchmarks/runs/ferplus_pasm/gen0_s0/ckpt/best-epoch=23.ckpt --ferplus-root ../shared/data/fer2013
