@@ -56,8 +56,8 @@ step() {  # suite, run names...
   flock benchmarks/runs/.tables.lock sh -c "'$PY' -m benchmarks table >/dev/null && '$PY' -m benchmarks plot >/dev/null" || true
 }
 
-# done: ferplus_recipe soft_votes_s0 (83.98 %), ferplus_noise30 ce_s0 asm_s0 ce2_s0 asm_fixed_s0, ferplus_pasm gen0_s0,
-# ferplus_omni10 (all five)
+# done: ferplus_recipe soft_votes_s0 (83.98 %), soft_votes_flip_epochs60_s0 (85.13 %), ferplus_noise30 ce_s0 asm_s0 ce2_s0 asm_fixed_s0, ferplus_pasm gen0_s0 gen1_s0 random1_s0,
+# fer2013_realnoise ce_s0, ferplus_omni10 (all five)
 STEPS=(
   "ferplus_noise30 --only ce2_s0"                 # ASM's two-network control
   "ferplus_noise30 --only asm_fixed_s0"           # ASM with the paper's fixed thresholds (rare classes mined)
@@ -77,6 +77,7 @@ STEPS=(
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
   "ferplus_noise30 --only lanet_s0"               # LA-Net vs its own CE at 30 % noise
   "ferplus_noise30 --only ce_lanet_s0"
+  "ferplus_recipe --only soft_votes_flip_s0"      # the recipe at 30 epochs: what its second 30 epochs buy
   "ferplus_clean --only arm_s0"                   # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
   "ferplus_clean --only avg_s0"
   "ferplus_noise30 --only asm_s1"                 # second seeds of the 30 % comparison

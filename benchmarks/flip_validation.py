@@ -4,8 +4,10 @@ Flip averaging (``--model.init_args.eval_flip true``: the softmax of each face a
 nothing in training and twice the evaluation. Whether to use it is a choice, so it is measured on the validation split
 only: this script validates the run's best-on-validation checkpoint twice through ``ferkit validate`` (with the run's
 own arguments, from its ``state.json``), once plain and once with flip averaging, and writes both scores. It never
-touches the test split. The plain score must reproduce the record's selection score; the script says so if it does
-not (a changed checkpoint or data).
+touches the test split. The pass evaluated as the run evaluated itself (plain, or flip-averaged for a run trained with
+``eval_flip``) must reproduce the record's selection score; the script says so if it does not (a changed checkpoint
+or data). Each pass checks, in the configuration ``ferkit validate`` saved, that it really ran with the ``eval_flip``
+it asked for.
 
     python benchmarks/flip_validation.py ferplus_recipe soft_votes_s0
     # -> benchmarks/results/flip_validation/ferplus_recipe__soft_votes_s0.json
@@ -55,7 +57,31 @@ def validate(args: list[str], ckpt: str, flip: bool, scratch: Path) -> tuple[dic
     if rc != 0:
         log = (scratch / "validate.log").read_text(errors="replace").splitlines()[-20:]
         raise SystemExit(f"ferkit validate exited with {rc}:\n" + "\n".join(log))
+    used = used_eval_flip(folder)
+    if used is not flip:
+        raise SystemExit(f"ferkit validate evaluated with eval_flip={used} although {flip} was asked: the checkpoint's "
+                         "hyper-parameters won over the command line (see ferkit.commands.lightning_cli)")
     return read_val_metrics(folder), seconds
+
+
+def used_eval_flip(folder: Path) -> bool | None:
+    """The ``eval_flip`` that ``ferkit validate`` really used: its saved ``config.yaml`` (after the checkpoint's
+    hyper-parameters were applied); None when no config was saved."""
+    import yaml
+
+    for path in sorted(folder.rglob("config.yaml")):
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        return bool((model.get("init_args") or model).get("eval_flip", False))
+    return None
+
+
+def trained_with_flip(args: list[str]) -> bool:
+    """Whether the run chose its checkpoint with flip averaging: its last ``--model.init_args.eval_flip`` argument."""
+    value = "false"
+    for i, a in enumerate(args):
+        if a.startswith("--model.init_args.eval_flip"):
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "true")
+    return value.strip().lower() in ("true", "1", "yes")
 
 
 def run_args(state: dict, record_path: Path) -> list[str]:
@@ -80,17 +106,19 @@ def measure(suite: str, run: str, work_dir: Path, results_dir: Path = DEFAULT_RE
     with tempfile.TemporaryDirectory(prefix="ferkit_flip_") as tmp:
         plain, t_plain = validate(args, ckpt, False, Path(tmp))
         flip, t_flip = validate(args, ckpt, True, Path(tmp))
-    recorded = state.get("selected_value")
+    recorded, chose_with_flip = state.get("selected_value"), trained_with_flip(args)
     result = {
         "suite": suite, "run": run, "checkpoint": Path(ckpt).name, "epoch": state.get("selected_epoch"),
-        "split": "validation", "recorded_val_acc": recorded,
+        "split": "validation", "recorded_val_acc": recorded, "selected_with_flip": chose_with_flip,
         "plain": plain, "flip": flip, "gain_acc_points": round(100 * (flip["val/acc"] - plain["val/acc"]), 2),
         "seconds": {"plain": round(t_plain, 1), "flip": round(t_flip, 1)},
         "environment": environment(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if recorded is not None and abs(plain["val/acc"] - recorded) > 1e-4:
-        print(f"warning: the plain validation accuracy {plain['val/acc']:.4f} differs from the recorded selection score "
-              f"{recorded:.4f}: the checkpoint or the data changed since the run chose it", file=sys.stderr)
+    same = flip if chose_with_flip else plain  # the pass evaluated as the run evaluated itself
+    if recorded is not None and abs(same["val/acc"] - recorded) > 1e-4:
+        print(f"warning: the {'flip-averaged' if chose_with_flip else 'plain'} validation accuracy {same['val/acc']:.4f} "
+              f"differs from the recorded selection score {recorded:.4f}: the checkpoint or the data changed since the "
+              "run chose it", file=sys.stderr)
     return result
 
 

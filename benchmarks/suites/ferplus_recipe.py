@@ -20,9 +20,17 @@ CHANGES = {
     # preset (affine: +-10 degrees, +-5 % scale, 4 px shift; brightness / contrast) instead of flip + shift only, the
     # kind of affine augmentation the FER+ paper trained with. Compared with soft_votes (one change) and the recipe.
     "soft_votes_affine": soft_votes() + train_preset("default"),
+    # soft_votes_flip_epochs60 reached 85.13 %, but on validation its chosen checkpoint scores 84.78 % plain against
+    # soft_votes' 84.71 %: flip averaging, not the doubled epochs, made most of its gain. The same at 30 epochs says
+    # what the second half of the budget buys (benchmarks/flip_validation.py has both runs' plain and flip scores).
+    "soft_votes_flip": soft_votes() + eval_flip() + channels_last(),
 }
 #: runs compared with more than the recipe
-BASELINES = {"soft_votes_affine": ["recipe", "soft_votes"], "soft_votes_flip_epochs60": ["recipe", "soft_votes"]}
+BASELINES = {"soft_votes_affine": ["recipe", "soft_votes"], "soft_votes_flip_epochs60": ["recipe", "soft_votes"],
+             "soft_votes_flip": ["recipe", "soft_votes", "soft_votes_flip_epochs60"]}
+#: the run that the packaged config ``ferplus_recipe`` reproduces: the finished run with the best validation accuracy
+#: (chosen on PublicTest only; a test checks that the two resolve to the same settings)
+RECIPE_RUN = "soft_votes_flip_epochs60_s0"
 
 SUITE = Suite(
     name="ferplus_recipe",

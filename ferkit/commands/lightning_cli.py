@@ -9,7 +9,8 @@ What it adds to Lightning's CLI:
 * ``--ckpt_path .../version_N/checkpoints/last.ckpt`` logs into the same ``version_N`` folder (one ``metrics.csv``,
   best-checkpoint tracking restored); ``test`` / ``predict`` of a run's checkpoint write into that run's folder
   instead of opening a new ``version_M``;
-* a warning lists the ``--model.*`` command-line arguments that the checkpoint's hyper-parameters override.
+* a warning lists the ``--model.*`` command-line arguments that the checkpoint's hyper-parameters override; the
+  evaluation options (``eval_flip``, ``channels_last``) given on the command line win over the checkpoint's.
 """
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ from ferkit.methods.base import FERModule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FerkitCLI", "build_cli", "packaged_configs", "resolve_config_args", "SUBCOMMANDS"]
+__all__ = ["FerkitCLI", "build_cli", "packaged_configs", "resolve_config_args", "SUBCOMMANDS", "EVALUATION_OPTIONS"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: model arguments that a ``--ckpt_path`` run takes from the command line rather than from the checkpoint: they change
+#: how the network is evaluated (flip averaging) or laid out in memory, not the function it was trained to compute
+EVALUATION_OPTIONS = ("eval_flip", "channels_last")
 _RUN_FOLDER = re.compile(r"^version_(\d+)$")
 
 
@@ -91,6 +95,12 @@ class FerkitCLI(LightningCLI):
         parser.link_arguments("data.channels", "model.init_args.in_chans")
 
     def _parse_ckpt_path(self) -> None:
+        """Lightning applies a checkpoint's hyper-parameters over the command line's model arguments. ferkit keeps that
+        (a checkpoint's weights belong to its architecture and loss), names every ``--model.*`` argument it overrides
+        in a warning, and makes one exception: the evaluation options (:data:`EVALUATION_OPTIONS`, which change how a
+        network is evaluated or laid out in memory, not what it computes when trained) take the command line's value, so
+        ``ferkit validate --ckpt_path ... --model.init_args.eval_flip false`` evaluates without flip averaging even
+        when the run was trained with it."""
         sub = self.config.get("subcommand")
         before = None
         if sub and self.config[sub].get("ckpt_path"):
@@ -99,16 +109,24 @@ class FerkitCLI(LightningCLI):
         super()._parse_ckpt_path()
         if before is None:
             return
-        given = sorted({a.split("=", 1)[0][len("--model."):] for a in self._cli_args if a.startswith("--model.")})
         after = self.config[sub].get("model")
-        changed = []
-        for key in given:
+        changed, kept = [], []
+        for key in sorted({a.split("=", 1)[0][len("--model."):] for a in self._cli_args if a.startswith("--model.")}):
+            if key not in before and f"init_args.{key}" in before:
+                key = f"init_args.{key}"  # the shorthand --model.NAME of a subclass's init argument
             try:
                 old, new = before[key], after[key]
             except (KeyError, TypeError):
                 continue
-            if old != new:
+            if old == new:
+                continue
+            if key.rsplit(".", 1)[-1] in EVALUATION_OPTIONS:
+                after[key] = old
+                kept.append(f"--model.{key} {old!r} (the checkpoint has {new!r})")
+            else:
                 changed.append(f"--model.{key} {old!r} -> {new!r} (the checkpoint's)")
+        if kept:
+            log.info("evaluation options from the command line, not from the checkpoint: %s", "; ".join(kept))
         if changed:
             warnings.warn("the checkpoint's hyper-parameters override these command-line model arguments: "
                           + "; ".join(changed) + ". To change them, start a new run from the checkpoint's weights.",

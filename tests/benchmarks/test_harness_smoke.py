@@ -114,7 +114,25 @@ def test_flip_validation_reproduces_the_selection_score_on_validation_only(runs)
 
     rec, base = runs["straight"]
     out = measure("smoke", "avg_s0", base / "runs", base / "results")
-    assert out["split"] == "validation" and out["epoch"] == rec["selection"]["epoch"]
+    assert out["split"] == "validation" and out["epoch"] == rec["selection"]["epoch"] and not out["selected_with_flip"]
     assert out["plain"]["val/acc"] == pytest.approx(rec["selection"]["value"], abs=1e-6)
     assert 0.0 <= out["flip"]["val/acc"] <= 1.0 and not any(k.startswith("test/") for k in out["flip"])
     assert out["gain_acc_points"] == pytest.approx(100 * (out["flip"]["val/acc"] - out["plain"]["val/acc"]), abs=0.01)
+
+
+def test_flip_validation_reads_how_each_pass_and_the_run_evaluated(tmp_path) -> None:
+    """Which pass must reproduce the selection score follows the run's own ``eval_flip``; each pass's setting is read
+    back from the configuration ``ferkit validate`` saved (the checkpoint may not override it unnoticed)."""
+    from benchmarks.flip_validation import trained_with_flip, used_eval_flip
+
+    assert not trained_with_flip(["--config", "x.yaml"])
+    assert trained_with_flip(["--model.init_args.eval_flip", "true", "--trainer.max_epochs", "3"])
+    assert trained_with_flip(["--model.init_args.eval_flip=True"])
+    assert not trained_with_flip(["--model.init_args.eval_flip", "true", "--model.init_args.eval_flip", "false"])
+    assert used_eval_flip(tmp_path) is None
+    (tmp_path / "v" / "version_0").mkdir(parents=True)
+    cfg = tmp_path / "v" / "version_0" / "config.yaml"
+    cfg.write_text("model:\n  class_path: ferkit.methods.FERClassifier\n  init_args:\n    eval_flip: true\n")
+    assert used_eval_flip(tmp_path) is True
+    cfg.write_text("model:\n  class_path: ferkit.methods.FERClassifier\n  init_args:\n    label_smoothing: 0.1\n")
+    assert used_eval_flip(tmp_path) is False

@@ -69,3 +69,27 @@ def test_gpu_script_smoke_on_cpu(shared_data_dir: Path, tmp_path: Path) -> None:
     assert rec["machine"]["device"] == "cpu" and rec["resolved_config"]["data"]["img_size"] == 112
     assert rec["epochs"] == 2 and rec["test"]["num_samples"] == 48
     assert (tmp_path / "results" / "TABLES.md").is_file()
+
+
+def test_the_packaged_recipe_config_is_the_chosen_run() -> None:
+    """``ferkit fit --config ferplus_recipe`` trains exactly what the README's recipe figure measured: the suite run
+    ``RECIPE_RUN`` (its config plus its overrides) and the packaged config resolve to the same settings, apart from
+    the logger's name and the quiet flags that the harness adds."""
+    from benchmarks.harness import resolve_config
+    from benchmarks.suites.ferplus_recipe import RECIPE_RUN, SUITE
+    from ferkit.commands.lightning_cli import build_cli
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    run = next(r for r in SUITE.runs if r.name == RECIPE_RUN)
+    measured = flat(build_cli(["--config", resolve_config(run.config), *run.overrides], run=False).config.as_dict())
+    packaged = flat(build_cli(["--config", "ferplus_recipe"], run=False).config.as_dict())
+    ignored = {"config", "trainer.logger.init_args.name", "trainer.enable_progress_bar", "trainer.enable_model_summary"}
+    differ = {k: (measured.get(k), packaged.get(k)) for k in set(measured) | set(packaged)
+              if k not in ignored and measured.get(k) != packaged.get(k)}
+    assert not differ
+    assert packaged["model.init_args.eval_flip"] is True and packaged["trainer.max_epochs"] == 60

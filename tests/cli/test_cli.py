@@ -1,6 +1,7 @@
 """The ``ferkit`` command: help for every command, packaged configs by name, override warnings on resume, the demo,
 and DDP on 2 CPU processes. (fit -> resume -> test -> predict -> export of every method: tests/integration.)"""
 import json
+import warnings
 import os
 import shutil
 import subprocess
@@ -79,6 +80,23 @@ def test_packaged_config_by_name_from_any_folder_and_override_warning(tmp_path, 
     # a model argument given on the command line but replaced by the checkpoint's is named in a warning
     with pytest.warns(UserWarning, match=r"--model.init_args.label_smoothing 0.3 -> 0.0"):
         main(["test", *args, "--model.init_args.label_smoothing=0.3", f"--ckpt_path={last}"])
+
+
+def test_evaluation_options_on_the_command_line_win_over_the_checkpoint(tmp_path, monkeypatch, synthetic_data_args):
+    """A run trained with flip averaging can be validated without it (and the reverse): ``eval_flip`` and
+    ``channels_last`` change how the network is evaluated, not what it learned, so the command line's value is used;
+    without the argument the checkpoint's value stays."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "avg_synthetic", *synthetic_data_args(), "--model.init_args.net.backbone=resnet10t", *QUIET,
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    main(["fit", *args, "--model.init_args.eval_flip=true"])
+    last = f"--ckpt_path={tmp_path / 'runs/avg_synthetic/version_0/checkpoints/last.ckpt'}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = main(["validate", *args, "--model.init_args.eval_flip=false", "--model.channels_last=true", last])
+    assert not [w for w in caught if "override" in str(w.message)]  # no "the checkpoint overrides" warning for these
+    assert plain.model.hparams.eval_flip is False and plain.model.hparams.channels_last is True
+    assert main(["validate", *args, last]).model.hparams.eval_flip is True  # not given: the checkpoint's
 
 
 def test_demo_prints_omni_and_its_ce_baseline_in_one_table(tmp_path, monkeypatch, capsys):
