@@ -79,6 +79,33 @@ def synthetic_data_args() -> Callable[..., list[str]]:
 
 
 @pytest.fixture
+def fake_ferplus(tmp_path, monkeypatch) -> Callable[..., Path]:
+    """``make(usages, votes, name="data") -> folder``: a FER+ folder (``fer2013.csv`` with random pixels and FER2013
+    label ``row % 7``, ``fer2013new.csv`` with the given 10-column vote rows) under ``tmp_path``; ferkit's dataset cache
+    goes to ``tmp_path`` too and its in-process memo is cleared before and after."""
+    import numpy as np
+
+    from ferkit.data import fer2013 as fer2013_module
+
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    fer2013_module._MEMO.clear()
+
+    def make(usages: list[str], votes: list[list[int]], name: str = "data") -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rng = np.random.default_rng(0)
+        rows = [f"{r % 7},{' '.join(map(str, rng.integers(0, 256, 2304)))},{u}\n" for r, u in enumerate(usages)]
+        (d / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(rows))
+        head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+        (d / "fer2013new.csv").write_text(head + "".join(
+            f"{u},fer{r:07d}.png,{','.join(map(str, v))}\n" for r, (u, v) in enumerate(zip(usages, votes))))
+        return d
+
+    yield make
+    fer2013_module._MEMO.clear()
+
+
+@pytest.fixture
 def tiny_trainer(tmp_path) -> Callable[..., Any]:
     """Factory: a CPU Trainer without logger, progress bar or summary (``**kw`` override)."""
     import lightning as L

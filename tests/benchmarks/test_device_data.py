@@ -12,7 +12,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import device_data  # noqa: E402
-from ferkit.data import fer2013 as fer2013_module  # noqa: E402
 from ferkit.data.ferplus import FERPlus  # noqa: E402
 
 USAGES = ["Training", "Training", "Training", "PublicTest", "PublicTest", "PrivateTest", "Training"]
@@ -29,19 +28,8 @@ VOTES = [
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
-    fer2013_module._MEMO.clear()
-    d = tmp_path / "data"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    rows = [f"{r % 7},{' '.join(map(str, rng.integers(0, 256, 2304)))},{u}\n" for r, u in enumerate(USAGES)]
-    (d / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(rows))
-    head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
-    (d / "fer2013new.csv").write_text(head + "".join(
-        f"{u},fer{r:07d}.png,{','.join(map(str, v))}\n" for r, (u, v) in enumerate(zip(USAGES, VOTES))))
-    yield d
-    fer2013_module._MEMO.clear()
+def root(fake_ferplus) -> Path:
+    return fake_ferplus(USAGES, VOTES)
 
 
 def test_pack_keeps_only_ferplus_rows_and_unpacks_identical_datasets(root: Path, tmp_path: Path) -> None:

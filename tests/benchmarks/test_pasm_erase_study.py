@@ -16,22 +16,11 @@ USAGES = ["Training"] * 24 + ["PublicTest"] * 10 + ["PrivateTest"] * 4
 
 
 @pytest.fixture()
-def fer_root(tmp_path: Path) -> Path:
-    from ferkit.data import fer2013 as fer2013_module
-
-    d = tmp_path / "fer"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    rows = [f"{r % 7},{' '.join(map(str, rng.integers(0, 256, 2304)))},{u}\n" for r, u in enumerate(USAGES)]
-    (d / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(rows))
-    head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+def fer_root(fake_ferplus) -> Path:
     votes = [[0] * 10 for _ in USAGES]
     for r, v in enumerate(votes):
         v[r % 8] = 10  # a clear majority for every image, all 8 classes used
-    (d / "fer2013new.csv").write_text(head + "".join(
-        f"{u},fer{r:07d}.png,{','.join(map(str, v))}\n" for r, (u, v) in enumerate(zip(USAGES, votes))))
-    yield d
-    fer2013_module._MEMO.clear()
+    return fake_ferplus(USAGES, votes, name="fer")
 
 
 def _checkpoint(path: Path) -> Path:
