@@ -75,13 +75,14 @@ def used_eval_flip(folder: Path) -> bool | None:
     return None
 
 
-def trained_with_flip(args: list[str]) -> bool:
-    """Whether the run chose its checkpoint with flip averaging: its last ``--model.init_args.eval_flip`` argument."""
-    value = "false"
-    for i, a in enumerate(args):
-        if a.startswith("--model.init_args.eval_flip"):
-            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "true")
-    return value.strip().lower() in ("true", "1", "yes")
+def trained_with_flip(ckpt: str | Path) -> bool:
+    """Whether the run evaluated itself (and so chose this checkpoint) with flip averaging: the checkpoint's own
+    ``eval_flip`` hyper-parameter, whether a config file or the command line set it (absent in checkpoints written
+    before the option existed: False)."""
+    import torch
+
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    return bool(hparams.get("eval_flip", False))
 
 
 def run_args(state: dict, record_path: Path) -> list[str]:
@@ -106,7 +107,7 @@ def measure(suite: str, run: str, work_dir: Path, results_dir: Path = DEFAULT_RE
     with tempfile.TemporaryDirectory(prefix="ferkit_flip_") as tmp:
         plain, t_plain = validate(args, ckpt, False, Path(tmp))
         flip, t_flip = validate(args, ckpt, True, Path(tmp))
-    recorded, chose_with_flip = state.get("selected_value"), trained_with_flip(args)
+    recorded, chose_with_flip = state.get("selected_value"), trained_with_flip(ckpt)
     result = {
         "suite": suite, "run": run, "checkpoint": Path(ckpt).name, "epoch": state.get("selected_epoch"),
         "split": "validation", "recorded_val_acc": recorded, "selected_with_flip": chose_with_flip,

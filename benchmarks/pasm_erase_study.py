@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONDITIONS = ("clean", "located", "random")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

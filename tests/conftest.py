@@ -78,6 +78,22 @@ def synthetic_data_args() -> Callable[..., list[str]]:
     return make_synthetic_data_args
 
 
+def write_network_checkpoint(path: Path, backbone: str = TINY_BACKBONE, num_classes: int = 8, in_chans: int = 1,
+                             img_size: int = 48) -> Path:
+    """A checkpoint in ferkit's single-network layout (``net`` and shape hyper-parameters, ``model.*`` weights) of a
+    freshly initialised average-pooling network (seeded): what :func:`ferkit.methods.pasm.load_network` reads."""
+    import torch
+
+    from ferkit.models import FERNetConfig
+
+    cfg = {"backbone": backbone, "pool": "avg", "small_input": False}
+    torch.manual_seed(0)
+    net = FERNetConfig.coerce(cfg).build(num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+    torch.save({"hyper_parameters": {"net": cfg, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
+                "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
 @pytest.fixture
 def fake_ferplus(tmp_path, monkeypatch) -> Callable[..., Path]:
     """``make(usages, votes, name="data") -> folder``: a FER+ folder (``fer2013.csv`` with random pixels and FER2013

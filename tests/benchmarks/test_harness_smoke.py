@@ -125,10 +125,11 @@ def test_flip_validation_reads_how_each_pass_and_the_run_evaluated(tmp_path) -> 
     back from the configuration ``ferkit validate`` saved (the checkpoint may not override it unnoticed)."""
     from benchmarks.flip_validation import trained_with_flip, used_eval_flip
 
-    assert not trained_with_flip(["--config", "x.yaml"])
-    assert trained_with_flip(["--model.init_args.eval_flip", "true", "--trainer.max_epochs", "3"])
-    assert trained_with_flip(["--model.init_args.eval_flip=True"])
-    assert not trained_with_flip(["--model.init_args.eval_flip", "true", "--model.init_args.eval_flip", "false"])
+    import torch
+
+    for hparams, expected in (({"eval_flip": True}, True), ({"eval_flip": False}, False), ({"num_classes": 8}, False)):
+        torch.save({"hyper_parameters": hparams, "state_dict": {}}, tmp_path / "c.ckpt")
+        assert trained_with_flip(tmp_path / "c.ckpt") is expected
     assert used_eval_flip(tmp_path) is None
     (tmp_path / "v" / "version_0").mkdir(parents=True)
     cfg = tmp_path / "v" / "version_0" / "config.yaml"

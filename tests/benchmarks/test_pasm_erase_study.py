@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import pasm_erase_study as study
+from conftest import write_network_checkpoint
 from ferkit.data.erasing import save_centres
 
 USAGES = ["Training"] * 24 + ["PublicTest"] * 10 + ["PrivateTest"] * 4
@@ -21,17 +22,6 @@ def fer_root(fake_ferplus) -> Path:
     for r, v in enumerate(votes):
         v[r % 8] = 10  # a clear majority for every image, all 8 classes used
     return fake_ferplus(USAGES, votes, name="fer")
-
-
-def _checkpoint(path: Path) -> Path:
-    from ferkit.models import FERNetConfig
-
-    cfg = {"backbone": "resnet10t", "pool": "avg", "small_input": False}
-    torch.manual_seed(0)
-    net = FERNetConfig.coerce(cfg).build(num_classes=8, in_chans=1, img_size=48)
-    torch.save({"hyper_parameters": {"net": cfg, "num_classes": 8, "in_chans": 1, "img_size": 48},
-                "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
 
 
 def test_located_and_random_erasing_draw_the_same_box() -> None:
@@ -53,7 +43,7 @@ def test_study_writes_consistent_shares_and_never_reads_the_test_split(fer_root:
     built = []
     real_build = FERPlusSource.build
     monkeypatch.setattr(FERPlusSource, "build", lambda self, split, **kw: built.append(split) or real_build(self, split, **kw))
-    teacher = _checkpoint(tmp_path / "teacher.ckpt")
+    teacher = write_network_checkpoint(tmp_path / "teacher.ckpt")
     centres = save_centres(tmp_path / "c.pt", np.tile([[23, 31]], (24, 1)))
     out, plot = tmp_path / "study.json", tmp_path / "centres.png"
     threads = torch.get_num_threads()
@@ -80,7 +70,7 @@ def test_study_writes_consistent_shares_and_never_reads_the_test_split(fer_root:
 
 
 def test_a_centre_file_of_other_data_is_refused(fer_root: Path, tmp_path: Path) -> None:
-    teacher = _checkpoint(tmp_path / "teacher.ckpt")
+    teacher = write_network_checkpoint(tmp_path / "teacher.ckpt")
     centres = save_centres(tmp_path / "c.pt", np.zeros((5, 2)))
     with pytest.raises(SystemExit, match="holds 5 centres but the FER\\+ training split has 24"):
         study.main(["--ferplus-root", str(fer_root), "--teacher", str(teacher), "--centres", str(centres),

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "pasm_locator_cost.py"
@@ -47,13 +46,9 @@ def test_fresh_teacher_on_synthetic_faces(tmp_path) -> None:
 def test_trained_teacher_from_a_checkpoint(tmp_path) -> None:
     """A checkpoint in ferkit's layout (``net`` hyper-parameters, ``model.*`` weights) is attacked as it is: the result
     names it and the teacher's accuracy on the images it was timed on."""
-    from ferkit.models import FERNetConfig
+    from conftest import write_network_checkpoint
 
-    cfg = {"backbone": "resnet18", "pool": "avg", "small_input": False}
-    net = FERNetConfig.coerce(cfg).build(num_classes=8, in_chans=1, img_size=48)
-    ckpt = tmp_path / "teacher.ckpt"
-    torch.save({"hyper_parameters": {"net": cfg, "num_classes": 8, "in_chans": 1, "img_size": 48},
-                "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    ckpt = write_network_checkpoint(tmp_path / "teacher.ckpt", backbone="resnet18")
     result = _run(["--teacher", str(ckpt), "--output", str(tmp_path / "trained.json")], tmp_path)
     _check(result)
     assert result["teacher"]["checkpoint"] == "teacher.ckpt"
