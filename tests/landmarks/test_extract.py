@@ -66,9 +66,20 @@ def test_face_alignment_rejects_a_wrong_weights_file(tmp_path) -> None:
 def test_dlib_model_path_resolution_and_message(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("FERKIT_DLIB_MODEL", raising=False)
     monkeypatch.setenv("FERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(ex, "SYSTEM_DLIB_DIRS", (tmp_path / "system",))
     with pytest.raises(FileNotFoundError) as err:
         dlib_model_path()
     assert "shape_predictor_68_face_landmarks.dat" in str(err.value) and str(tmp_path / "dlib") in str(err.value)
+    assert "libdlib-data" in str(err.value)
+    # a system package's file is found when the cache has none, and the cache wins over it
+    (tmp_path / "system").mkdir()
+    system = tmp_path / "system" / "shape_predictor_68_face_landmarks.dat"
+    system.write_bytes(b"x")
+    assert dlib_model_path() == system
+    (tmp_path / "dlib").mkdir()
+    cached = tmp_path / "dlib" / "shape_predictor_68_face_landmarks.dat"
+    cached.write_bytes(b"x")
+    assert dlib_model_path() == cached
     f = tmp_path / "elsewhere.dat"
     f.write_bytes(b"x")
     monkeypatch.setenv("FERKIT_DLIB_MODEL", str(f))
