@@ -14,6 +14,15 @@
 # process with every thread instead; `bash benchmarks/cpu_queue.sh stop` stops a running queue at once (its runs
 # continue from their last checkpoints at the next start; `python -m benchmarks status` shows where each stands).
 # Alone, one 48-px FER+ CE run of 30 epochs takes about 55 minutes here, ASM and LA-Net about twice that.
+#
+# A session on this machine lasts 3 hours, and the next session may get a new machine without the run folders (this
+# happened on 2026-11-27: two runs 7 and 10 epochs in were lost). `--until WHEN` (any time `date -d` reads: 19:20,
+# "150 minutes") makes each worker skip the steps that would not finish by then, from the minutes each step is
+# expected to take in a lane (the number before each step below: measured where a run of that kind has finished,
+# otherwise scaled from its measured step cost), and take the next one that fits:
+#   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
+# Steps longer than a session (over ~165 lane minutes) finish only where the machine is kept between sessions or
+# alone with every thread (`one`, about 0.65x the lane minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -56,74 +65,93 @@ step() {  # suite, run names...
   flock benchmarks/runs/.tables.lock sh -c "'$PY' -m benchmarks table >/dev/null && '$PY' -m benchmarks plot >/dev/null" || true
 }
 
-# done: ferplus_recipe soft_votes_s0 (83.98 %), soft_votes_flip_epochs60_s0 (85.13 %), ferplus_noise30 ce_s0 asm_s0 ce2_s0 asm_fixed_s0, ferplus_pasm gen0_s0 gen1_s0 random1_s0,
-# fer2013_realnoise ce_s0, ferplus_omni10 (all five)
+# done: ferplus_recipe soft_votes_s0 (83.98 %), soft_votes_flip_epochs60_s0 (85.13 %); ferplus_noise30 ce_s0 asm_s0
+# ce2_s0 asm_fixed_s0; ferplus_pasm gen0_s0 gen1_s0 gen2_s0 random1_s0; fer2013_realnoise ce_s0; ferplus_omni10 (all)
+# Each step: expected lane minutes, then the harness's arguments.
 STEPS=(
-  "ferplus_noise30 --only ce2_s0"                 # ASM's two-network control
-  "ferplus_noise30 --only asm_fixed_s0"           # ASM with the paper's fixed thresholds (rare classes mined)
-  # PASM: generation 0 (CE), then the student of generation 1 and its random-position control side by side (both
-  # read generation 0's checkpoint; `--wait` lets a step whose teacher the other worker is still training wait for
-  # it), then generation 2 (teacher: generation 1)
-  "ferplus_pasm --only gen0_s0"
-  "fer2013_realnoise --only ce_s0"                # real noise with known ground truth
-  "ferplus_pasm --wait 120 --only random1_s0"
-  "ferplus_pasm --wait 120 --only gen1_s0"
-  "ferplus_recipe --only soft_votes_flip_epochs60_s0"  # the >= 85 % goal: soft votes, 60 epochs, flip TTA
-  "ferplus_pasm --wait 120 --only gen2_s0"        # claimed after gen1_s0 or the 60-epoch recipe ends: no idle wait
-  "fer2013_realnoise --only asm_s0"
-  "ferplus_recipe --only soft_votes_affine_s0"    # augmentation: affine jitter instead of flip + shift only
-  # one run per step from here, so that the two workers share every comparison
+  "150 fer2013_realnoise --only asm_s0"            # ASM on real noise, mining scored against the FER+ votes
+  "80 ferplus_noise30 --only ce_lanet_s0"          # LA-Net's own CE at 30 % noise
+  "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy
+  "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
+  "150 ferplus_clean --only avg_s0"
+  "165 ferplus_noise30 --only lanet_s0"            # LA-Net vs its own CE at 30 % noise (2.2x CE_lanet's step)
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
-  #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (see ferkit/methods/lanet/README.md)
-  "ferplus_noise30 --only lanet_s0"               # LA-Net vs its own CE at 30 % noise
-  "ferplus_noise30 --only ce_lanet_s0"
-  "ferplus_recipe --only soft_votes_flip_s0"      # the recipe at 30 epochs: what its second 30 epochs buy
-  "ferplus_clean --only arm_s0"                   # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
-  "ferplus_clean --only avg_s0"
-  "ferplus_noise30 --only asm_s1"                 # second seeds of the 30 % comparison
-  "ferplus_noise30 --only ce_s1"
-  "ferplus_noise30 --only ce2_s1"
-  "fer2013_realnoise --only lanet_s0"             # LA-Net on real noise, against its own CE
-  "fer2013_realnoise --only ce_lanet_s0"
-  "ferplus_clean --only arm_s1"
-  "ferplus_clean --only avg_s1"
-  "ferplus_recipe --only recipe_s0"               # the majority-label recipe
+  #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (2 minutes; see ferkit/methods/lanet/README.md)
+  "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison
+  "135 ferplus_noise30 --only asm_s1"
+  "180 ferplus_noise30 --only ce2_s1"              # longer than a session in a lane
+  "80 ferplus_recipe --only soft_votes_affine_s0"  # augmentation: affine jitter instead of flip + shift only
+  "165 fer2013_realnoise --only lanet_s0"          # LA-Net on real noise, against its own CE
+  "85 fer2013_realnoise --only ce_lanet_s0"
+  "150 ferplus_clean --only arm_s1"
+  "150 ferplus_clean --only avg_s1"
+  "75 ferplus_recipe --only recipe_s0"             # the majority-label recipe
   # what buys accuracy per CPU-minute: one change to the majority-label recipe per run
-  "ferplus_recipe --only no_smoothing_s0"
-  "ferplus_recipe --only epochs15_s0"
-  "ferplus_recipe --only fp32_s0"
-  "ferplus_recipe --only epochs45_s0"
-  "ferplus_recipe --only small_input_s0"          # the stem without max-pool: about 2.7x the step cost
-  "ferplus_noise10 --only ce_s0"
-  "ferplus_noise10 --only ce2_s0"
-  "ferplus_noise10 --only asm_s0"
-  "ferplus_noise10 --only lanet_s0"
-  "ferplus_noise10 --only ce_lanet_s0"
+  "75 ferplus_recipe --only no_smoothing_s0"
+  "40 ferplus_recipe --only epochs15_s0"
+  "110 ferplus_recipe --only fp32_s0"
+  "115 ferplus_recipe --only epochs45_s0"
+  "200 ferplus_recipe --only small_input_s0"       # the stem without max-pool: about 2.7x the step cost
+  "95 ferplus_noise10 --only ce_s0"
+  "180 ferplus_noise10 --only ce2_s0"
+  "135 ferplus_noise10 --only asm_s0"
+  "165 ferplus_noise10 --only lanet_s0"
+  "80 ferplus_noise10 --only ce_lanet_s0"
   # second seeds of the rest
-  "ferplus_noise30 --only lanet_s1"
-  "ferplus_noise30 --only ce_lanet_s1"
-  "fer2013_realnoise --only ce_s1"
-  "fer2013_realnoise --only asm_s1"
-  "fer2013_realnoise --only lanet_s1"
-  "fer2013_realnoise --only ce_lanet_s1"
+  "165 ferplus_noise30 --only lanet_s1"
+  "80 ferplus_noise30 --only ce_lanet_s1"
+  "95 fer2013_realnoise --only ce_s1"
+  "150 fer2013_realnoise --only asm_s1"
+  "165 fer2013_realnoise --only lanet_s1"
+  "85 fer2013_realnoise --only ce_lanet_s1"
   # studies beyond the issue's table: the fixed-threshold rule again (seed 0 already chose class-relative on validation)
-  "ferplus_noise30 --only asm_fixed_s1"
-  "ferplus_noise10 --only asm_fixed_s0"
+  "280 ferplus_noise30 --only asm_fixed_s1"
+  "280 ferplus_noise10 --only asm_fixed_s0"
 )
 
 claim() {  # the index of the next unclaimed step (a counter file under a lock)
   flock benchmarks/runs/.queue.lock sh -c 'n=$(cat benchmarks/runs/.queue_next 2>/dev/null); n=${n:-0}; echo $((n + 1)) > benchmarks/runs/.queue_next; echo $n'
 }
 
-worker() {
-  local i
-  while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
-    # shellcheck disable=SC2086  # a step is a suite name and its options, split on spaces on purpose
-    step ${STEPS[$i]}
+fits() {  # minutes: does a step of that many minutes end before the deadline (always, without one)?
+  [ -z "$UNTIL" ] && return 0
+  [ $(( $(date +%s) + $1 * 60 )) -le "$UNTIL" ]
+}
+
+recorded() {  # "suite --only names...": does every named run have its record (finished)?
+  local suite=${1%% *} name
+  for name in ${1#*--only }; do
+    [ -f "benchmarks/results/$suite/$name.json" ] || return 1
   done
 }
 
-case "${1:-two}" in
+worker() {
+  local i minutes args
+  while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
+    minutes=${STEPS[$i]%% *}; args=${STEPS[$i]#* }
+    [ "$mode" = one ] && minutes=$(( minutes * 65 / 100 ))  # every thread on one run: ~0.65x the lane minutes
+    if ! fits "$minutes"; then
+      recorded "$args" || echo "[queue] $(date -u +%FT%TZ) skip $args: needs ~$minutes min, $(( (UNTIL - $(date +%s)) / 60 )) min left"
+      continue
+    fi
+    # shellcheck disable=SC2086  # a step is a suite name and its options, split on spaces on purpose
+    step $args
+  done
+}
+
+mode=two
+UNTIL=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    two|one) mode=$1 ;;
+    --until) UNTIL=$(date -d "${2:?--until needs a time}" +%s) || exit 2; shift ;;
+    *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN]" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$UNTIL" ] && echo "[queue] $(date -u +%FT%TZ) steps must end by $(date -u -d "@$UNTIL" +%FT%TZ)"
+
+case "$mode" in
   two)
     echo 0 > benchmarks/runs/.queue_next   # finished steps are skipped in seconds, so every start walks the list again
     echo "[queue] $(date -u +%FT%TZ) two workers, 1 thread each; logs benchmarks/runs/cpu_queue_{a,b}.log"
@@ -136,6 +164,5 @@ case "${1:-two}" in
     echo 0 > benchmarks/runs/.queue_next
     worker
     ;;
-  *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop]" >&2; exit 2 ;;
 esac
 echo "[queue] $(date -u +%FT%TZ) done"

@@ -37,6 +37,13 @@ def steps_in_script() -> list[str]:
     return [line.split('"')[1] for line in body.splitlines() if line.strip().startswith('"')]
 
 
+def step_args(step: str) -> str:
+    """A step without its expected minutes."""
+    minutes, args = step.split(" ", 1)
+    assert minutes.isdigit(), f"{step!r} does not start with its expected lane minutes"
+    return args
+
+
 def test_every_step_runs_once_across_the_two_workers(queue) -> None:
     root, env = queue
     env = {**env, "FAKE_SLEEP": "0.5"}  # long enough for the second worker (started 5 s after the first) to join
@@ -44,10 +51,35 @@ def test_every_step_runs_once_across_the_two_workers(queue) -> None:
                    capture_output=True)
     calls = (root / "calls.log").read_text().splitlines()
     runs = [c.split(" ", 3)[3] for c in calls if c.split()[2] == "run"]
-    assert sorted(runs) == sorted(steps_in_script())  # each once, none lost between the two workers
+    assert sorted(runs) == sorted(map(step_args, steps_in_script()))  # each once, none lost between the workers
     assert sum(c.split()[2] == "table" for c in calls) == len(runs)  # tables rebuilt after every step
     logs = [(root / "benchmarks" / "runs" / f"cpu_queue_{w}.log").read_text() for w in "ab"]
     assert all("[queue]" in log for log in logs)  # both workers took steps
+
+
+def test_until_skips_the_steps_that_would_not_end_in_time(queue) -> None:
+    """With a deadline 100 minutes away, the workers run exactly the steps expected to take less, and log the rest;
+    a step whose runs all have records is passed over without a word."""
+    root, env = queue
+    steps = steps_in_script()
+    done = step_args(max(steps, key=lambda s: int(s.split()[0])))  # a long step that has finished already
+    suite, name = done.split()[0], done.split()[-1]
+    (root / "benchmarks" / "results" / suite).mkdir(parents=True)
+    (root / "benchmarks" / "results" / suite / f"{name}.json").write_text("{}")
+    env = {**env, "FAKE_SLEEP": "0.5"}
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--until", "100 minutes"], cwd=root, env=env, check=True,
+                   timeout=120, capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
+    assert runs == sorted(step_args(s) for s in steps if int(s.split()[0]) < 100)
+    assert runs and len(runs) < len(steps)  # the list has steps on both sides of the deadline
+    logs = "".join((root / "benchmarks" / "runs" / f"cpu_queue_{w}.log").read_text() for w in "ab")
+    skipped = [s for s in steps if int(s.split()[0]) >= 100 and step_args(s) != done]
+    assert all(f"skip {step_args(s)}: needs ~{s.split()[0]} min" in logs for s in skipped)
+    assert f"skip {done}:" not in logs
+    bad = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "--until"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode != 0
 
 
 def test_a_second_queue_is_refused_and_stop_ends_everything(queue) -> None:
@@ -88,7 +120,7 @@ def test_every_queued_run_exists_and_is_queued_once() -> None:
 
     seen = set()
     for step in steps_in_script():
-        parts = step.split()
+        parts = step_args(step).split()
         names = parts[parts.index("--only") + 1:]
         known = {r.name for r in load_suite(parts[0]).runs}
         for name in names:
