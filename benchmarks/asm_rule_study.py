@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, smoke_dir, write_results  # noqa: E402
+from common import environment, rank_auroc, result_path, smoke_dir, write_results  # noqa: E402
 
 # name -> (MINERS key, keyword arguments)
 RULES = {
@@ -57,17 +57,6 @@ def smoke_checkpoint() -> Path:
     path = smoke_dir() / "asm_rule_study" / "smoke.ckpt"
     cli.trainer.save_checkpoint(path)
     return path
-
-
-def rank_auroc(kept, flipped) -> float:
-    """P(a kept label's confidence > a flipped one's), from the kept labels' rank sum; NaN if either is empty."""
-    import torch
-
-    n_k, n_f = len(kept), len(flipped)
-    if not n_k or not n_f:
-        return float("nan")
-    ranks = torch.cat([kept, flipped]).argsort().argsort().double() + 1
-    return float((ranks[:n_k].sum() - n_k * (n_k + 1) / 2) / (n_f * n_k))
 
 
 def main(argv: list[str] | None = None) -> dict:

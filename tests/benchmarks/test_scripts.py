@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry")
+           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study")
 
 pytestmark = pytest.mark.slow
 
@@ -237,3 +237,19 @@ def test_arm_geometry_smoke(smoke) -> None:
     assert {x["pool"] for x in others} == {"avg", "arm"}
     assert all(x["features"] == (81 if x["pool"] == "arm" else 512) for x in others)
     assert all(len(x["step_seconds"]) == r["repeats"] for x in rows.values())
+
+
+def test_lanet_memory_study_smoke(smoke) -> None:
+    r, _ = _result(smoke, "lanet_memory_study")
+    (study,) = r["checkpoints"]
+    assert study["epoch"] == 1 and study["global_step"] == 3  # one epoch of 48 faces in batches of 16
+    a = study["all"]
+    assert a["samples"] == 48 and 0 < a["flipped"] < 48  # lanet_synthetic flips 30 % of the labels
+    # after one visit at momentum 0.9 the memory keeps 0.9 of its one-hot start: every sample still ranks its given
+    # label first, so the memory's arg-max is exactly as right as the given labels
+    assert a["flipped_ranks_given_first"] == a["correct_ranks_given_first"] == 1.0
+    assert a["memory_label_accuracy"] == a["given_label_accuracy"] == pytest.approx(1 - a["flipped"] / 48)
+    assert a["flipped_mass_on_given"] >= 0.9 and a["correct_mass_on_given"] >= 0.9
+    per_class = study["per_given_class"]
+    assert sum(c["samples"] for c in per_class.values()) == 48
+    assert sum(c["flipped"] for c in per_class.values()) == a["flipped"]

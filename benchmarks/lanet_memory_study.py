@@ -1,0 +1,200 @@
+"""Does LA-Net's label memory recover the true labels? Read from a finished (or running) run's checkpoints.
+
+LA-Net keeps, for every training sample, a label distribution (``lde_bank``, an ``N x C`` buffer saved in every
+checkpoint). It starts as the one-hot given label and is blended each time the sample is seen with an estimate from
+the sample's neighbours. Where the given labels are known to be wrong (synthetic noise, or FER2013's labels scored
+against the FER+ vote), the memory can be judged directly, with no forward pass: for the flipped samples, how often it
+ranks the given (wrong) label first and how often the true one; for the correct ones, how often it keeps their
+label; how well its mass on the given label singles out the flipped labels (rank AUROC, 0.5 = chance); and whether
+its arg-max, taken as a new label, would be cleaner than the given labels. Overall and per given class.
+
+    python benchmarks/lanet_memory_study.py ferplus_noise30 lanet_s0
+    # -> benchmarks/results/lanet_memory/ferplus_noise30__lanet_s0.json (the run's best-on-validation and last checkpoints)
+    python benchmarks/lanet_memory_study.py --ckpt runs/lanet_ferplus/version_0/checkpoints/last.ckpt --output m.json
+
+The training set is rebuilt from the data-module settings stored in the checkpoint (``--root`` relocates the data).
+It uses the training set only, never validation or test data, and chooses nothing. ``--smoke`` trains
+``lanet_synthetic`` for one epoch on 48 synthetic faces (30 % flipped labels) and studies that checkpoint (seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RESULTS, environment, rank_auroc, result_path, smoke_dir, write_results  # noqa: E402
+from benchmarks.harness import DEFAULT_WORK  # noqa: E402
+
+OUT_DIR = RESULTS / "lanet_memory"
+
+SMOKE_ARGS = ["--config", "lanet_synthetic", "--data.dataset.init_args.num_train=48", "--data.dataset.init_args.num_val=16",
+              "--data.dataset.init_args.num_test=16", "--data.dataset.init_args.image_size=32", "--data.img_size=32",
+              "--data.batch_size=16", "--data.eval_batch_size=32", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+              "--model.init_args.queue_size=64", "--model.init_args.lde_k=4",
+              "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def memory_stats(memory, given, clean) -> dict:
+    """What the memory says about the given labels, against the clean ones (all 1-D / ``N x C`` tensors).
+
+    Shares are over the named group (``flipped``: given != clean; ``correct``: given == clean); ``None`` where the
+    group is empty. ``memory_label_accuracy`` is the share of all samples whose memory arg-max is the clean label,
+    to compare with ``given_label_accuracy`` (the share whose given label is)."""
+    import torch
+
+    memory = torch.as_tensor(memory, dtype=torch.float32)
+    given, clean = torch.as_tensor(given).long(), torch.as_tensor(clean).long()
+    if memory.dim() != 2 or memory.shape[0] != given.numel() or given.shape != clean.shape:
+        raise ValueError(f"memory must be N x C with N = len(given) = len(clean); got {tuple(memory.shape)}, "
+                         f"{tuple(given.shape)}, {tuple(clean.shape)}")
+    if not bool(torch.isfinite(memory).all()):
+        raise ValueError("the label memory holds non-finite values: the checkpoint is corrupt or the run diverged")
+    flipped = given != clean
+    top = memory.argmax(1)
+    on_given = memory.gather(1, given[:, None]).squeeze(1)
+    on_clean = memory.gather(1, clean[:, None]).squeeze(1)
+
+    def share(mask, where):
+        n = int(where.sum())
+        return float((mask & where).sum()) / n if n else None
+
+    def mean(x, where):
+        return float(x[where].mean()) if bool(where.any()) else None
+
+    return {
+        "samples": int(given.numel()), "flipped": int(flipped.sum()), "flip_rate": float(flipped.float().mean()),
+        "flipped_ranks_given_first": share(top == given, flipped),
+        "flipped_ranks_clean_first": share(top == clean, flipped),
+        "correct_ranks_given_first": share(top == given, ~flipped),
+        "flipped_mass_on_given": mean(on_given, flipped), "flipped_mass_on_clean": mean(on_clean, flipped),
+        "correct_mass_on_given": mean(on_given, ~flipped),
+        # low mass on the given label = suspect: P(a correct label's mass > a flipped one's)
+        "flip_auroc": rank_auroc(on_given[~flipped], on_given[flipped]),
+        "given_label_accuracy": float((~flipped).float().mean()),
+        "memory_label_accuracy": float((top == clean).float().mean()),
+        "memory_max_mass": float(memory.max(1).values.mean()),
+    }
+
+
+def epochs_trained(ckpt: dict) -> int:
+    """The training epochs behind a checkpoint (counted from 1). ``ckpt["epoch"]`` is the index of the epoch during
+    which it was saved, one short of this for a checkpoint saved at an epoch's end but not for one saved after
+    ``fit`` returned; the fit loop's count of processed epochs is right for both."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", -1)) + 1
+
+
+def study_checkpoint(path: Path, root: str | None = None) -> dict:
+    """:func:`memory_stats` of one LA-Net checkpoint, overall and per given class, on its rebuilt training set."""
+    import numpy as np
+    import torch
+
+    from ferkit.data import FERDataModule
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    memory = ckpt.get("state_dict", {}).get("lde_bank.values")
+    if memory is None:
+        raise SystemExit(f"{path} has no label memory (state_dict['lde_bank.values']): not an LA-Net checkpoint")
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    if not hp:
+        raise SystemExit(f"{path} does not record its data-module settings, so its training set cannot be rebuilt")
+    if root:
+        hp["dataset"] = {**hp["dataset"], "init_args": {**dict(hp["dataset"].get("init_args") or {}), "root": root}}
+    dm = FERDataModule.from_hparams(hp)
+    dm.setup("fit")
+    ds = dm.train_set
+    if getattr(ds, "clean_labels", None) is None:
+        raise SystemExit("the training set has no known clean labels: the study needs synthetic label noise "
+                         "(data.label_noise > 0) or a dataset with clean labels (FER2013Source(clean_labels='ferplus'))")
+    given = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)
+    clean = torch.as_tensor(np.asarray(ds.clean_labels), dtype=torch.long)
+    if memory.shape[0] != len(given):
+        raise SystemExit(f"{path}: the memory has {memory.shape[0]} rows, the rebuilt training set {len(given)} samples; "
+                         "pass --root if the data moved, or check that the data settings match the run's")
+    names = list(dm.class_names)
+    per_class = {}
+    for k, name in enumerate(names):
+        m = given == k
+        if bool(m.any()):
+            per_class[name] = memory_stats(memory[m], given[m], clean[m])
+    return {"checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
+            "lde_momentum": (ckpt.get("hyper_parameters") or {}).get("lde_momentum"),
+            "all": memory_stats(memory, given, clean), "per_given_class": per_class}
+
+
+def run_checkpoints(work_dir: Path, suite: str, run: str) -> list[Path]:
+    """A harness run's best-on-validation and last checkpoints (in that order)."""
+    folder = work_dir / suite / run / "ckpt"
+    best = sorted(folder.glob("best-*.ckpt"))
+    last = folder / "last.ckpt"
+    found = best[-1:] + ([last] if last.is_file() else [])
+    if not found:
+        raise SystemExit(f"no checkpoints in {folder}: has `python -m benchmarks run {suite} --only {run}` started?")
+    return found
+
+
+def smoke_checkpoint() -> Path:
+    """One epoch of ``lanet_synthetic`` on a few faces with flipped labels, saved as a checkpoint (for --smoke)."""
+    import torch
+
+    from ferkit.commands.lightning_cli import build_cli
+
+    torch.manual_seed(0)
+    folder = smoke_dir() / "lanet_memory_study"
+    cli = build_cli(args=SMOKE_ARGS + [f"--trainer.default_root_dir={folder}"], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    path = folder / "smoke.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", nargs="?", help="a harness suite (with RUN)")
+    p.add_argument("run", nargs="?", help="an LA-Net run of the suite, e.g. lanet_s0")
+    p.add_argument("--ckpt", action="append", default=None, help="an LANetClassifier checkpoint (repeatable) instead of a run")
+    p.add_argument("--work-dir", default=str(DEFAULT_WORK), help="the harness's run folders (default: %(default)s)")
+    p.add_argument("--root", default=None, help="where the dataset lives now (overrides data.dataset's root)")
+    p.add_argument("--output", default=None, help="default: benchmarks/results/lanet_memory/<suite>__<run>.json")
+    p.add_argument("--smoke", action="store_true", help="study a one-epoch checkpoint on synthetic faces (seconds)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        output = result_path(args.output, "lanet_memory_study", smoke=True)  # refuses a committed path before training
+        paths = [smoke_checkpoint()]
+    elif args.ckpt:
+        paths = [Path(c) for c in args.ckpt]
+        if not args.output:
+            p.error("--ckpt needs --output (the default name comes from a suite and run)")
+        output = Path(args.output)
+    elif args.suite and args.run:
+        paths = run_checkpoints(Path(args.work_dir), args.suite, args.run)
+        output = Path(args.output) if args.output else OUT_DIR / f"{args.suite}__{args.run}.json"
+    else:
+        p.error("give SUITE RUN, --ckpt PATH or --smoke")
+    studies = []
+    for path in paths:
+        study = study_checkpoint(path, args.root)
+        if studies and study["global_step"] == studies[-1]["global_step"]:
+            continue  # the last checkpoint is the chosen one
+        studies.append(study)
+    for s in studies:
+        a = s["all"]
+        print(f"epoch {s['epoch']}: flipped {a['flipped']} of {a['samples']}; memory ranks the given label first for "
+              f"{100 * a['flipped_ranks_given_first']:.1f} % of the flipped and {100 * a['correct_ranks_given_first']:.1f} % "
+              f"of the correct labels, the clean label first for {100 * a['flipped_ranks_clean_first']:.1f} % of the "
+              f"flipped; AUROC {a['flip_auroc']:.3f}; labels right {100 * a['given_label_accuracy']:.1f} % given, "
+              f"{100 * a['memory_label_accuracy']:.1f} % by the memory's arg-max")
+    record = {"benchmark": "LA-Net's label memory against the clean labels, read from checkpoints (no forward pass)",
+              "command": "python benchmarks/lanet_memory_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "smoke": args.smoke, "suite": args.suite, "run": args.run, "checkpoints": studies,
+              "environment": environment()}
+    write_results(output, record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
