@@ -12,6 +12,12 @@ its arg-max, taken as a new label, would be cleaner than the given labels. Overa
     # -> benchmarks/results/lanet_memory/ferplus_noise30__lanet_s0.json (the run's best-on-validation and last checkpoints)
     python benchmarks/lanet_memory_study.py --ckpt runs/lanet_ferplus/version_0/checkpoints/last.ckpt --output m.json
 
+A run keeps only its chosen and last checkpoints. For the memory epoch by epoch, start a watcher beside the run; it
+saves the memory of every new ``last.ckpt`` (a few hundred kB each) into ``<run folder>/memory/``, and the study then
+adds a curve over those epochs (``per_epoch``) and draws it into ``results/plots/<suite>_<run>_memory.png``:
+
+    nohup python benchmarks/lanet_memory_study.py ferplus_noise30 lanet_s0 --watch >> runs/lanet_memory_watch.log 2>&1 &
+
 The training set is rebuilt from the data-module settings stored in the checkpoint (``--root`` relocates the data).
 It uses the training set only, never validation or test data, and chooses nothing. ``--smoke`` trains
 ``lanet_synthetic`` for one epoch on 48 synthetic faces (30 % flipped labels) and studies that checkpoint (seconds).
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -121,9 +128,96 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
         m = given == k
         if bool(m.any()):
             per_class[name] = memory_stats(memory[m], given[m], clean[m])
-    return {"checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
+    return {"_labels": (given, clean), "checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
             "lde_momentum": (ckpt.get("hyper_parameters") or {}).get("lde_momentum"),
             "all": memory_stats(memory, given, clean), "per_given_class": per_class}
+
+
+def load_memory(path: Path) -> tuple[int, int, "torch.Tensor"]:
+    """(epochs trained, global step, label memory) of a checkpoint, read without keeping the rest in memory."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    memory = ckpt.get("state_dict", {}).get("lde_bank.values")
+    if memory is None:
+        raise SystemExit(f"{path} has no label memory (state_dict['lde_bank.values']): not an LA-Net checkpoint")
+    return epochs_trained(ckpt), int(ckpt.get("global_step", -1)), memory.clone()
+
+
+def watch(run_dir: Path, result: Path, interval: float = 30.0) -> int:
+    """Save the label memory of each new ``last.ckpt`` of a running harness run into ``run_dir/memory/epoch_NNN.pt``
+    (with ``last.prev.ckpt`` at the start), until the run's record ``result`` exists. Returns the snapshots saved."""
+    import torch
+
+    folder = run_dir / "memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, float] = {}
+    saved = 0
+    while True:
+        done = result.is_file()  # read before the last look, so the final epoch is not missed
+        for name in ("last.prev.ckpt", "last.ckpt"):
+            path = run_dir / "ckpt" / name
+            try:
+                stamp = path.stat().st_mtime
+                if seen.get(name) == stamp:
+                    continue
+                epoch, step, memory = load_memory(path)
+            except (OSError, RuntimeError, EOFError) as err:  # replaced while being read: the next look gets it
+                print(f"[watch] {path}: {err}; trying again", flush=True)
+                continue
+            seen[name] = stamp
+            target = folder / f"epoch_{epoch:03d}.pt"
+            if not target.is_file():
+                tmp = target.with_suffix(".tmp")
+                torch.save({"epoch": epoch, "global_step": step, "memory": memory}, tmp)
+                tmp.replace(target)
+                saved += 1
+                print(f"[watch] epoch {epoch}: memory saved to {target}", flush=True)
+        if done:
+            return saved
+        time.sleep(interval)
+
+
+def per_epoch(run_dir: Path, given, clean) -> list[dict]:
+    """:func:`memory_stats` of every snapshot in ``run_dir/memory/`` (see :func:`watch`), by epoch."""
+    import torch
+
+    rows = []
+    for path in sorted((run_dir / "memory").glob("epoch_*.pt")):
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+        if snap["memory"].shape[0] != len(given):
+            raise SystemExit(f"{path}: {snap['memory'].shape[0]} rows, the training set {len(given)} samples")
+        rows.append({"epoch": int(snap["epoch"]), "global_step": int(snap["global_step"]),
+                     **memory_stats(snap["memory"], given, clean)})
+    return rows
+
+
+def plot_per_epoch(rows: list[dict], path: Path, title: str) -> Path:
+    """The memory's verdicts on the flipped and correct labels, epoch by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for key, style, label in (("flipped_ranks_given_first", "o-", "flipped: given (wrong) label first"),
+                              ("flipped_ranks_clean_first", "o-", "flipped: true label first"),
+                              ("correct_ranks_given_first", "s--", "correct: given label first")):
+        ax[0].plot(ep, [100 * r[key] for r in rows], style, label=label)
+    ax[0].set(xlabel="epoch", ylabel="% of samples", ylim=(-2, 102), title="what the label memory ranks first")
+    ax[0].legend(fontsize=8)
+    ax[1].plot(ep, [100 * r["memory_label_accuracy"] for r in rows], "o-", label="memory's arg-max is the true label")
+    ax[1].plot(ep, [100 * r["given_label_accuracy"] for r in rows], "k:", label="given label is the true label")
+    ax[1].plot(ep, [100 * r["flip_auroc"] for r in rows], "^-", label="AUROC (x100): mass on given label flags flips")
+    ax[1].set(xlabel="epoch", ylabel="%", title="is the memory a cleaner label?")
+    ax[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def run_checkpoints(work_dir: Path, suite: str, run: str) -> list[Path]:
@@ -161,7 +255,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--root", default=None, help="where the dataset lives now (overrides data.dataset's root)")
     p.add_argument("--output", default=None, help="default: benchmarks/results/lanet_memory/<suite>__<run>.json")
     p.add_argument("--smoke", action="store_true", help="study a one-epoch checkpoint on synthetic faces (seconds)")
+    p.add_argument("--watch", action="store_true",
+                   help="save the memory of each new epoch of the running SUITE RUN until its record exists, then study it")
+    p.add_argument("--interval", type=float, default=30.0, help="--watch: seconds between looks (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.watch:
+        if not (args.suite and args.run):
+            p.error("--watch needs SUITE RUN")
+        from benchmarks.harness import DEFAULT_RESULTS
+
+        watch(Path(args.work_dir) / args.suite / args.run, Path(DEFAULT_RESULTS) / args.suite / f"{args.run}.json",
+              args.interval)
     if args.smoke:
         output = result_path(args.output, "lanet_memory_study", smoke=True)  # refuses a committed path before training
         paths = [smoke_checkpoint()]
@@ -188,9 +292,21 @@ def main(argv: list[str] | None = None) -> dict:
               f"of the correct labels, the clean label first for {100 * a['flipped_ranks_clean_first']:.1f} % of the "
               f"flipped; AUROC {a['flip_auroc']:.3f}; labels right {100 * a['given_label_accuracy']:.1f} % given, "
               f"{100 * a['memory_label_accuracy']:.1f} % by the memory's arg-max")
+    given, clean = studies[0].pop("_labels")
+    for st in studies[1:]:
+        st.pop("_labels")
+    curve, png = [], None
+    if args.suite and args.run and not args.smoke:
+        curve = per_epoch(Path(args.work_dir) / args.suite / args.run, given, clean)
+        if curve:
+            png = plot_per_epoch(curve, RESULTS / "plots" / f"{args.suite}_{args.run}_memory.png",
+                                 f"{args.suite}/{args.run}: LA-Net's label memory against the true labels")
+            print(f"per-epoch memory: epochs {curve[0]['epoch']}-{curve[-1]['epoch']} ({len(curve)} snapshots); plot {png}")
+    command = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--watch"]
     record = {"benchmark": "LA-Net's label memory against the clean labels, read from checkpoints (no forward pass)",
-              "command": "python benchmarks/lanet_memory_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": "python benchmarks/lanet_memory_study.py " + " ".join(command),
               "smoke": args.smoke, "suite": args.suite, "run": args.run, "checkpoints": studies,
+              "per_epoch": curve, "plot": str(png.relative_to(RESULTS.parent.parent)) if png else None,
               "environment": environment()}
     write_results(output, record)
     return record

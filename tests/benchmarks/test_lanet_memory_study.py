@@ -70,3 +70,38 @@ def test_rank_auroc_counts_ties_as_one_half() -> None:
 def test_a_run_without_checkpoints_is_named(study, tmp_path) -> None:
     with pytest.raises(SystemExit, match="no checkpoints in .*noise30.*lanet_s9"):
         study["run_checkpoints"](tmp_path, "noise30", "lanet_s9")
+
+
+def _fake_checkpoint(path: Path, epochs: int, memory: torch.Tensor) -> None:
+    """What the study reads from a Lightning checkpoint: the memory buffer and the fit loop's epoch count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"lde_bank.values": memory}, "global_step": 10 * epochs, "epoch": epochs - 1,
+                "loops": {"fit_loop": {"epoch_progress": {"total": {"processed": epochs}}}}}, path)
+
+
+def test_watch_saves_each_epochs_memory_and_the_curve_reads_them(study, tmp_path) -> None:
+    run = tmp_path / "suite" / "lanet_s0"
+    start = torch.nn.functional.one_hot(GIVEN, 3).float()
+    found = 0.8 * torch.nn.functional.one_hot(CLEAN, 3).float() + 0.2 / 3
+    _fake_checkpoint(run / "ckpt" / "last.prev.ckpt", 1, start)
+    _fake_checkpoint(run / "ckpt" / "last.ckpt", 2, found)
+    result = tmp_path / "lanet_s0.json"
+    result.write_text("{}")  # the run has its record: one look, then the watcher returns
+    assert study["watch"](run, result, interval=0.0) == 2
+    assert sorted(p.name for p in (run / "memory").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
+    assert study["watch"](run, result, interval=0.0) == 0  # nothing new
+    rows = study["per_epoch"](run, GIVEN, CLEAN)
+    assert [(r["epoch"], r["global_step"]) for r in rows] == [(1, 10), (2, 20)]
+    assert [r["flipped_ranks_clean_first"] for r in rows] == [0.0, 1.0]
+    assert [r["memory_label_accuracy"] for r in rows] == [pytest.approx(4 / 6), 1.0]
+    png = study["plot_per_epoch"](rows, tmp_path / "memory.png", "test")
+    assert png.is_file() and png.stat().st_size > 0
+    with pytest.raises(SystemExit, match="6 rows, the training set 12 samples"):
+        study["per_epoch"](run, GIVEN[:6].repeat(2), CLEAN[:6].repeat(2))
+
+
+def test_a_checkpoint_without_a_label_memory_is_named(study, tmp_path) -> None:
+    path = tmp_path / "ce.ckpt"
+    torch.save({"state_dict": {"model.fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(SystemExit, match="not an LA-Net checkpoint"):
+        study["load_memory"](path)
