@@ -109,15 +109,8 @@ def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = 
 
 
 def rank_auroc(kept, flipped) -> float:
-    """P(a kept label's score > a flipped one's), ties counting one half (Mann-Whitney U from the kept labels' mid-rank
-    sum); NaN if either group is empty."""
-    import torch
+    """P(a kept label's score > a flipped one's), ties counting one half; NaN if either group is empty
+    (:func:`ferkit.metrics.rank_auroc`)."""
+    from ferkit.metrics import rank_auroc as _rank_auroc
 
-    kept, flipped = torch.as_tensor(kept).double().flatten(), torch.as_tensor(flipped).double().flatten()
-    n_k, n_f = len(kept), len(flipped)
-    if not n_k or not n_f:
-        return float("nan")
-    _, inverse, counts = torch.unique(torch.cat([kept, flipped]), return_inverse=True, return_counts=True)
-    mid = counts.cumsum(0).double() - (counts.double() - 1) / 2  # the mean 1-based rank of each distinct value
-    ranks = mid[inverse]
-    return float((ranks[:n_k].sum() - n_k * (n_k + 1) / 2) / (n_f * n_k))
+    return _rank_auroc(kept, flipped)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, environment, rank_auroc, result_path, smoke_dir, write_results  # noqa: E402
+from benchmarks.common import RESULTS, environment, result_path, smoke_dir, write_results  # noqa: E402
 from benchmarks.harness import DEFAULT_WORK  # noqa: E402
 
 OUT_DIR = RESULTS / "lanet_memory"
@@ -44,45 +44,10 @@ SMOKE_ARGS = ["--config", "lanet_synthetic", "--data.dataset.init_args.num_train
 
 
 def memory_stats(memory, given, clean) -> dict:
-    """What the memory says about the given labels, against the clean ones (all 1-D / ``N x C`` tensors).
+    """:func:`ferkit.metrics.label_memory_stats`: what the memory says about the given labels, against the clean ones."""
+    from ferkit.metrics import label_memory_stats
 
-    Shares are over the named group (``flipped``: given != clean; ``correct``: given == clean); ``None`` where the
-    group is empty. ``memory_label_accuracy`` is the share of all samples whose memory arg-max is the clean label,
-    to compare with ``given_label_accuracy`` (the share whose given label is)."""
-    import torch
-
-    memory = torch.as_tensor(memory, dtype=torch.float32)
-    given, clean = torch.as_tensor(given).long(), torch.as_tensor(clean).long()
-    if memory.dim() != 2 or memory.shape[0] != given.numel() or given.shape != clean.shape:
-        raise ValueError(f"memory must be N x C with N = len(given) = len(clean); got {tuple(memory.shape)}, "
-                         f"{tuple(given.shape)}, {tuple(clean.shape)}")
-    if not bool(torch.isfinite(memory).all()):
-        raise ValueError("the label memory holds non-finite values: the checkpoint is corrupt or the run diverged")
-    flipped = given != clean
-    top = memory.argmax(1)
-    on_given = memory.gather(1, given[:, None]).squeeze(1)
-    on_clean = memory.gather(1, clean[:, None]).squeeze(1)
-
-    def share(mask, where):
-        n = int(where.sum())
-        return float((mask & where).sum()) / n if n else None
-
-    def mean(x, where):
-        return float(x[where].mean()) if bool(where.any()) else None
-
-    return {
-        "samples": int(given.numel()), "flipped": int(flipped.sum()), "flip_rate": float(flipped.float().mean()),
-        "flipped_ranks_given_first": share(top == given, flipped),
-        "flipped_ranks_clean_first": share(top == clean, flipped),
-        "correct_ranks_given_first": share(top == given, ~flipped),
-        "flipped_mass_on_given": mean(on_given, flipped), "flipped_mass_on_clean": mean(on_clean, flipped),
-        "correct_mass_on_given": mean(on_given, ~flipped),
-        # low mass on the given label = suspect: P(a correct label's mass > a flipped one's)
-        "flip_auroc": rank_auroc(on_given[~flipped], on_given[flipped]),
-        "given_label_accuracy": float((~flipped).float().mean()),
-        "memory_label_accuracy": float((top == clean).float().mean()),
-        "memory_max_mass": float(memory.max(1).values.mean()),
-    }
+    return label_memory_stats(memory, given, clean)
 
 
 def epochs_trained(ckpt: dict) -> int:

@@ -140,6 +140,14 @@ def test_fit_updates_memory_and_queue_and_logs_every_loss(first_fit) -> None:
     for key in ("train/ce", "train/lmk", "train/kl", "train/el", "train/lmk_missing", "train/target_clean_acc", "val/acc"):
         assert key in metrics and torch.isfinite(metrics[key])
     assert float(metrics["train/lmk_missing"]) == 0.0
+    # the memory against the clean labels, at the epoch's end: after one visit (momentum 0.9) every memory still ranks
+    # its given label first, so none ranks a flipped sample's true label first and the memory is as right as the labels
+    clean = torch.as_tensor(np.asarray(dm.train_set.clean_labels))
+    assert float(metrics["memory/flipped_ranks_given_first"]) == 1.0
+    assert float(metrics["memory/correct_ranks_given_first"]) == 1.0
+    assert float(metrics["memory/flipped_ranks_clean_first"]) == 0.0
+    assert float(metrics["memory/memory_label_accuracy"]) == pytest.approx(float((noisy == clean).float().mean()))
+    assert 0.0 <= float(metrics["memory/flip_auroc"]) <= 1.0
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from ferkit.losses.label_distribution import LabelDistributionEstimator
 from ferkit.methods.base import FERModule
 from ferkit.methods.lanet.torch_model import LANetModel
 from ferkit.methods.schedulers import LinearDecay
+from ferkit.metrics.label_memory import label_memory_stats
 from ferkit.models import FERNetConfig
 from ferkit.state.label_distribution_bank import LabelDistributionBank
 
@@ -140,6 +141,29 @@ class LANetClassifier(FERModule):
             )
         self.lde_bank.init_from_labels(torch.as_tensor(np.asarray(ds.labels)))
         log.info("LANetClassifier: label-distribution memory initialised for %d training samples", len(self.lde_bank))
+
+    #: the :func:`ferkit.metrics.label_memory_stats` logged as ``memory/<key>`` at each epoch's end
+    MEMORY_LOGGED = ("flipped_ranks_given_first", "flipped_ranks_clean_first", "correct_ranks_given_first",
+                     "flip_auroc", "memory_label_accuracy")
+
+    def on_train_epoch_end(self) -> None:
+        """Where the training set knows its clean labels (synthetic noise, FER2013 scored against FER+), log how the
+        label memory compares with them (``memory/*``): the share of flipped samples it ranks on their given and on
+        their true label, of correct ones it keeps, the AUROC of its mass on the given label as a flip detector, and
+        the share of samples whose memory arg-max is the true label. The memory is the same on every rank, so are
+        these values."""
+        if not self.uses_auxiliary_losses or not bool(self.lde_bank.initialized):
+            return  # the baseline (every auxiliary weight 0) never updates its memory
+        dm = getattr(self.trainer, "datamodule", None)
+        ds = getattr(dm, "train_set", None)
+        clean = getattr(ds, "clean_labels", None)
+        if clean is None or len(ds) != len(self.lde_bank):
+            return
+        stats = label_memory_stats(self.lde_bank.memory, np.asarray(ds.labels), np.asarray(clean))
+        for key in self.MEMORY_LOGGED:
+            value = stats[key]
+            if value is not None and value == value:  # an empty group or an undefined AUROC is not logged
+                self.log(f"memory/{key}", float(value), on_epoch=True, sync_dist=True)
 
     # -- training ----------------------------------------------------------------------------------------------------
     def landmark_loss(self, heatmaps: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
