@@ -93,9 +93,12 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
         m = given == k
         if bool(m.any()):
             per_class[name] = memory_stats(memory[m], given[m], clean[m])
-    return {"_labels": (given, clean), "checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
+    return {"_labels": (given, clean, names), "checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
             "lde_momentum": (ckpt.get("hyper_parameters") or {}).get("lde_momentum"),
-            "all": memory_stats(memory, given, clean), "per_given_class": per_class}
+            "all": memory_stats(memory, given, clean), "per_given_class": per_class,
+            # the class shares of the given labels, the clean labels and the memory's arg-max
+            "class_counts": {"given": class_counts(given, names), "clean": class_counts(clean, names),
+                             "memory_argmax": class_counts(memory.argmax(1), names)}}
 
 
 def load_memory(path: Path) -> tuple[int, int, "torch.Tensor"]:
@@ -143,8 +146,17 @@ def watch(run_dir: Path, result: Path, interval: float = 30.0) -> int:
         time.sleep(interval)
 
 
-def per_epoch(run_dir: Path, given, clean) -> list[dict]:
-    """:func:`memory_stats` of every snapshot in ``run_dir/memory/`` (see :func:`watch`), by epoch."""
+def class_counts(labels, names: list[str]) -> dict[str, int]:
+    """How many samples carry each class."""
+    import torch
+
+    counts = torch.bincount(torch.as_tensor(labels).long(), minlength=len(names))
+    return {name: int(n) for name, n in zip(names, counts)}
+
+
+def per_epoch(run_dir: Path, given, clean, names: list[str] | None = None) -> list[dict]:
+    """:func:`memory_stats` of every snapshot in ``run_dir/memory/`` (see :func:`watch`), by epoch, with the number
+    of samples whose memory ranks each class first (``argmax_counts``) when the class ``names`` are given."""
     import torch
 
     rows = []
@@ -152,20 +164,25 @@ def per_epoch(run_dir: Path, given, clean) -> list[dict]:
         snap = torch.load(path, map_location="cpu", weights_only=True)
         if snap["memory"].shape[0] != len(given):
             raise SystemExit(f"{path}: {snap['memory'].shape[0]} rows, the training set {len(given)} samples")
-        rows.append({"epoch": int(snap["epoch"]), "global_step": int(snap["global_step"]),
-                     **memory_stats(snap["memory"], given, clean)})
+        row = {"epoch": int(snap["epoch"]), "global_step": int(snap["global_step"]),
+               **memory_stats(snap["memory"], given, clean)}
+        if names:
+            row["argmax_counts"] = class_counts(snap["memory"].argmax(1), names)
+        rows.append(row)
     return rows
 
 
-def plot_per_epoch(rows: list[dict], path: Path, title: str) -> Path:
-    """The memory's verdicts on the flipped and correct labels, epoch by epoch."""
+def plot_per_epoch(rows: list[dict], path: Path, title: str, clean_counts: dict[str, int] | None = None) -> Path:
+    """The memory's verdicts on the flipped and correct labels, epoch by epoch; with ``clean_counts`` (and rows that
+    carry ``argmax_counts``), a third panel: how many samples the memory gives each class, over its true count."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    third = bool(clean_counts) and all("argmax_counts" in r for r in rows)
+    fig, ax = plt.subplots(1, 3 if third else 2, figsize=(18 if third else 12, 4))
     for key, style, label in (("flipped_ranks_given_first", "o-", "flipped: given (wrong) label first"),
                               ("flipped_ranks_clean_first", "o-", "flipped: true label first"),
                               ("correct_ranks_given_first", "s--", "correct: given label first")):
@@ -177,6 +194,16 @@ def plot_per_epoch(rows: list[dict], path: Path, title: str) -> Path:
     ax[1].plot(ep, [100 * r["flip_auroc"] for r in rows], "^-", label="AUROC (x100): mass on given label flags flips")
     ax[1].set(xlabel="epoch", ylabel="%", title="is the memory a cleaner label?")
     ax[1].legend(fontsize=8)
+    if third:
+        for name, true in clean_counts.items():
+            if true:
+                ax[2].plot(ep, [r["argmax_counts"][name] / true for r in rows], "o-", ms=3, label=name)
+        ax[2].axhline(1.0, color="k", ls=":", lw=1)
+        ax[2].set_yscale("symlog", linthresh=0.1)  # the rare classes start near 10x their true count and end at 0
+        ax[2].set_ylim(bottom=0)
+        ax[2].set(xlabel="epoch", ylabel="samples the memory ranks on the class / true count",
+                  title="which classes the memory keeps")
+        ax[2].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,15 +284,16 @@ def main(argv: list[str] | None = None) -> dict:
               f"of the correct labels, the clean label first for {100 * a['flipped_ranks_clean_first']:.1f} % of the "
               f"flipped; AUROC {a['flip_auroc']:.3f}; labels right {100 * a['given_label_accuracy']:.1f} % given, "
               f"{100 * a['memory_label_accuracy']:.1f} % by the memory's arg-max")
-    given, clean = studies[0].pop("_labels")
+    given, clean, names = studies[0].pop("_labels")
     for st in studies[1:]:
         st.pop("_labels")
     curve, png = [], None
     if args.suite and args.run and not args.smoke:
-        curve = per_epoch(Path(args.work_dir) / args.suite / args.run, given, clean)
+        curve = per_epoch(Path(args.work_dir) / args.suite / args.run, given, clean, names)
         if curve:
             png = plot_per_epoch(curve, RESULTS / "plots" / f"{args.suite}_{args.run}_memory.png",
-                                 f"{args.suite}/{args.run}: LA-Net's label memory against the true labels")
+                                 f"{args.suite}/{args.run}: LA-Net's label memory against the true labels",
+                                 class_counts(clean, names))
             print(f"per-epoch memory: epochs {curve[0]['epoch']}-{curve[-1]['epoch']} ({len(curve)} snapshots); plot {png}")
     command = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--watch"]
     record = {"benchmark": "LA-Net's label memory against the clean labels, read from checkpoints (no forward pass)",

@@ -53,12 +53,17 @@ def test_watch_saves_each_epochs_memory_and_the_curve_reads_them(study, tmp_path
     assert study["watch"](run, result, interval=0.0) == 2
     assert sorted(p.name for p in (run / "memory").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
     assert study["watch"](run, result, interval=0.0) == 0  # nothing new
-    rows = study["per_epoch"](run, GIVEN, CLEAN)
+    rows = study["per_epoch"](run, GIVEN, CLEAN, ["a", "b", "c"])
     assert [(r["epoch"], r["global_step"]) for r in rows] == [(1, 10), (2, 20)]
+    assert [r["argmax_counts"] for r in rows] == [{"a": 2, "b": 2, "c": 2}, {"a": 2, "b": 3, "c": 1}]
     assert [r["flipped_ranks_clean_first"] for r in rows] == [0.0, 1.0]
     assert [r["memory_label_accuracy"] for r in rows] == [pytest.approx(4 / 6), 1.0]
     png = study["plot_per_epoch"](rows, tmp_path / "memory.png", "test")
-    assert png.is_file() and png.stat().st_size > 0
+    three = study["plot_per_epoch"](rows, tmp_path / "memory3.png", "test", {"a": 2, "b": 3, "c": 1})
+    assert png.is_file() and three.is_file()
+    from PIL import Image
+
+    assert Image.open(three).size[0] > Image.open(png).size[0]  # the third panel: class counts
     with pytest.raises(SystemExit, match="6 rows, the training set 12 samples"):
         study["per_epoch"](run, GIVEN[:6].repeat(2), CLEAN[:6].repeat(2))
 

@@ -253,3 +253,7 @@ def test_lanet_memory_study_smoke(smoke) -> None:
     per_class = study["per_given_class"]
     assert sum(c["samples"] for c in per_class.values()) == 48
     assert sum(c["flipped"] for c in per_class.values()) == a["flipped"]
+    counts = study["class_counts"]
+    assert set(counts) == {"given", "clean", "memory_argmax"}
+    assert all(sum(c.values()) == 48 for c in counts.values())
+    assert counts["memory_argmax"] == counts["given"]  # the memory still ranks every given label first
