@@ -66,22 +66,21 @@ step() {  # suite, run names...
 }
 
 # done: ferplus_recipe soft_votes_s0 (83.98 %), soft_votes_flip_epochs60_s0 (85.13 %); ferplus_noise30 ce_s0 asm_s0
-# ce2_s0 asm_fixed_s0 ce_lanet_s0; ferplus_pasm gen0_s0 gen1_s0 gen2_s0 random1_s0; fer2013_realnoise ce_s0 asm_s0;
-# ferplus_omni10 (all)
+# ce2_s0 asm_fixed_s0 ce_lanet_s0 lanet_s0; ferplus_pasm gen0_s0 gen1_s0 gen2_s0 random1_s0; fer2013_realnoise ce_s0
+# asm_s0 (ce_lanet_s0 running on 2026-11-27); ferplus_omni10 (all)
 # Each step: expected lane minutes, then the harness's arguments.
 STEPS=(
-  "165 ferplus_noise30 --only lanet_s0"            # LA-Net vs its own CE at 30 % noise (2.2x CE_lanet's step)
+  "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step);
+  "150 ferplus_clean --only avg_s0"                #   side by side in the two lanes, so both pay the same sharing
+  "165 fer2013_realnoise --only lanet_s0"          # LA-Net on real noise, against its own CE (2.2x CE_lanet's step)
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (2 minutes; see ferkit/methods/lanet/README.md)
-  "85 fer2013_realnoise --only ce_lanet_s0"        # LA-Net's own CE on real noise
   "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy
-  "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step)
-  "150 ferplus_clean --only avg_s0"
+  "85 fer2013_realnoise --only ce_lanet_s0"        # LA-Net's own CE on real noise
   "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison
   "135 ferplus_noise30 --only asm_s1"
   "180 ferplus_noise30 --only ce2_s1"              # longer than a session in a lane
   "80 ferplus_recipe --only soft_votes_affine_s0"  # augmentation: affine jitter instead of flip + shift only
-  "165 fer2013_realnoise --only lanet_s0"          # LA-Net on real noise, against its own CE
   "150 ferplus_clean --only arm_s1"
   "150 ferplus_clean --only avg_s1"
   "75 ferplus_recipe --only recipe_s0"             # the majority-label recipe
