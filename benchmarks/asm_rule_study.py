@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, rank_auroc, result_path, smoke_dir, write_results  # noqa: E402
+from common import datamodule_from_checkpoint, environment, rank_auroc, result_path, smoke_dir, \
+    training_set_with_clean_labels, write_results  # noqa: E402
 
 # name -> (MINERS key, keyword arguments)
 RULES = {
@@ -80,7 +81,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from ferkit.commands.lightning_cli import build_cli
-    from ferkit.data import FERDataModule
     from ferkit.methods import ASMClassifier
     from ferkit.miners import MINERS, detection_scores, detection_scores_per_class
 
@@ -92,17 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
         cli_args = ["--config", args.config] + ([f"--data.dataset.init_args.root={args.root}"] if args.root else [])
         dm = build_cli(args=cli_args, run=False).datamodule
     else:
-        hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
-        if not hp:
-            raise SystemExit(f"{args.ckpt} does not record its data-module settings: pass --config with the training config")
-        if args.root:
-            hp["dataset"] = {**hp["dataset"], "init_args": {**dict(hp["dataset"].get("init_args") or {}), "root": args.root}}
-        dm = FERDataModule.from_hparams(hp)
-    dm.setup("fit")
-    ds = dm.train_set
-    if getattr(ds, "clean_labels", None) is None:
-        raise SystemExit("the training set has no known flipped labels: the study needs synthetic label noise "
-                         "(data.label_noise > 0) or a dataset with clean labels (FER2013Source(clean_labels='ferplus'))")
+        dm = datamodule_from_checkpoint(ckpt, args.root, args.ckpt)
+    ds = training_set_with_clean_labels(dm)
     model = ASMClassifier.load_from_checkpoint(args.ckpt, map_location="cpu")
     if model.miner.num_samples != len(ds):
         model.miner.resize(len(ds))

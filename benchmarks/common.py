@@ -114,3 +114,27 @@ def rank_auroc(kept, flipped) -> float:
     from ferkit.metrics import rank_auroc as _rank_auroc
 
     return _rank_auroc(kept, flipped)
+
+
+def datamodule_from_checkpoint(ckpt: dict, root: str | None, where: str):
+    """The :class:`ferkit.data.FERDataModule` a checkpoint was trained with, from its stored data-module settings;
+    ``root`` relocates the dataset. ``where`` names the checkpoint in the error when it stores no settings."""
+    from ferkit.data import FERDataModule
+
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    if not hp:
+        raise SystemExit(f"{where} does not record its data-module settings, so its training set cannot be rebuilt: "
+                         "pass the training config where the script takes one")
+    if root:
+        hp["dataset"] = {**hp["dataset"], "init_args": {**dict(hp["dataset"].get("init_args") or {}), "root": root}}
+    return FERDataModule.from_hparams(hp)
+
+
+def training_set_with_clean_labels(dm):
+    """``dm``'s training set (set up for fitting), refused unless it knows which of its labels are wrong."""
+    dm.setup("fit")
+    ds = dm.train_set
+    if getattr(ds, "clean_labels", None) is None:
+        raise SystemExit("the training set has no known clean labels: the study needs synthetic label noise "
+                         "(data.label_noise > 0) or a dataset with clean labels (FER2013Source(clean_labels='ferplus'))")
+    return ds

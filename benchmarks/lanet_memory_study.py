@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, environment, result_path, smoke_dir, write_results  # noqa: E402
+from benchmarks.common import RESULTS, datamodule_from_checkpoint, environment, result_path, smoke_dir, \
+    training_set_with_clean_labels, write_results  # noqa: E402
 from benchmarks.harness import DEFAULT_WORK  # noqa: E402
 
 OUT_DIR = RESULTS / "lanet_memory"
@@ -65,23 +66,12 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
     import numpy as np
     import torch
 
-    from ferkit.data import FERDataModule
-
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     memory = ckpt.get("state_dict", {}).get("lde_bank.values")
     if memory is None:
         raise SystemExit(f"{path} has no label memory (state_dict['lde_bank.values']): not an LA-Net checkpoint")
-    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    if not hp:
-        raise SystemExit(f"{path} does not record its data-module settings, so its training set cannot be rebuilt")
-    if root:
-        hp["dataset"] = {**hp["dataset"], "init_args": {**dict(hp["dataset"].get("init_args") or {}), "root": root}}
-    dm = FERDataModule.from_hparams(hp)
-    dm.setup("fit")
-    ds = dm.train_set
-    if getattr(ds, "clean_labels", None) is None:
-        raise SystemExit("the training set has no known clean labels: the study needs synthetic label noise "
-                         "(data.label_noise > 0) or a dataset with clean labels (FER2013Source(clean_labels='ferplus'))")
+    dm = datamodule_from_checkpoint(ckpt, root, str(path))
+    ds = training_set_with_clean_labels(dm)
     given = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)
     clean = torch.as_tensor(np.asarray(ds.clean_labels), dtype=torch.long)
     if memory.shape[0] != len(given):
