@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import datamodule_from_checkpoint, environment, rank_auroc, result_path, smoke_dir, \
+from common import datamodule_from_checkpoint, environment, result_path, smoke_dir, \
     training_set_with_clean_labels, write_results  # noqa: E402
 
 # name -> (MINERS key, keyword arguments)
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ferkit.commands.lightning_cli import build_cli
     from ferkit.methods import ASMClassifier
+    from ferkit.metrics import rank_auroc
     from ferkit.miners import MINERS, detection_scores, detection_scores_per_class
 
     if args.smoke and not args.ckpt:

@@ -108,14 +108,6 @@ def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = 
     return step
 
 
-def rank_auroc(kept, flipped) -> float:
-    """P(a kept label's score > a flipped one's), ties counting one half; NaN if either group is empty
-    (:func:`ferkit.metrics.rank_auroc`)."""
-    from ferkit.metrics import rank_auroc as _rank_auroc
-
-    return _rank_auroc(kept, flipped)
-
-
 def datamodule_from_checkpoint(ckpt: dict, root: str | None, where: str):
     """The :class:`ferkit.data.FERDataModule` a checkpoint was trained with, from its stored data-module settings;
     ``root`` relocates the dataset. ``where`` names the checkpoint in the error when it stores no settings."""

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, datamodule_from_checkpoint, environment, result_path, smoke_dir, \
     training_set_with_clean_labels, write_results  # noqa: E402
 from benchmarks.harness import DEFAULT_WORK  # noqa: E402
+from ferkit.metrics import label_memory_stats  # noqa: E402
 
 OUT_DIR = RESULTS / "lanet_memory"
 
@@ -42,13 +43,6 @@ SMOKE_ARGS = ["--config", "lanet_synthetic", "--data.dataset.init_args.num_train
               "--model.init_args.queue_size=64", "--model.init_args.lde_k=4",
               "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
               "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def memory_stats(memory, given, clean) -> dict:
-    """:func:`ferkit.metrics.label_memory_stats`: what the memory says about the given labels, against the clean ones."""
-    from ferkit.metrics import label_memory_stats
-
-    return label_memory_stats(memory, given, clean)
 
 
 def epochs_trained(ckpt: dict) -> int:
@@ -82,10 +76,10 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
     for k, name in enumerate(names):
         m = given == k
         if bool(m.any()):
-            per_class[name] = memory_stats(memory[m], given[m], clean[m])
+            per_class[name] = label_memory_stats(memory[m], given[m], clean[m])
     return {"_labels": (given, clean, names), "checkpoint": str(path), "epoch": epochs_trained(ckpt), "global_step": int(ckpt.get("global_step", -1)),
             "lde_momentum": (ckpt.get("hyper_parameters") or {}).get("lde_momentum"),
-            "all": memory_stats(memory, given, clean), "per_given_class": per_class,
+            "all": label_memory_stats(memory, given, clean), "per_given_class": per_class,
             # the class shares of the given labels, the clean labels and the memory's arg-max
             "class_counts": {"given": class_counts(given, names), "clean": class_counts(clean, names),
                              "memory_argmax": class_counts(memory.argmax(1), names)}}
@@ -155,7 +149,7 @@ def per_epoch(run_dir: Path, given, clean, names: list[str] | None = None) -> li
         if snap["memory"].shape[0] != len(given):
             raise SystemExit(f"{path}: {snap['memory'].shape[0]} rows, the training set {len(given)} samples")
         row = {"epoch": int(snap["epoch"]), "global_step": int(snap["global_step"]),
-               **memory_stats(snap["memory"], given, clean)}
+               **label_memory_stats(snap["memory"], given, clean)}
         if names:
             row["argmax_counts"] = class_counts(snap["memory"].argmax(1), names)
         rows.append(row)

@@ -25,11 +25,6 @@ GIVEN = torch.tensor([0, 0, 1, 1, 2, 2])
 CLEAN = torch.tensor([0, 1, 1, 1, 2, 0])  # samples 1 and 5 are flipped
 
 
-def test_the_study_uses_the_librarys_statistics(study) -> None:
-    s = study["memory_stats"](torch.nn.functional.one_hot(GIVEN, 3).float(), GIVEN, CLEAN)
-    assert s["flipped_ranks_given_first"] == 1.0 and s["memory_label_accuracy"] == pytest.approx(4 / 6)
-
-
 def test_a_run_without_checkpoints_is_named(study, tmp_path) -> None:
     with pytest.raises(SystemExit, match="no checkpoints in .*noise30.*lanet_s9"):
         study["run_checkpoints"](tmp_path, "noise30", "lanet_s9")
