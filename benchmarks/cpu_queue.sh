@@ -17,7 +17,7 @@
 #
 # A session on this machine lasts 3 hours, and the next session may get a new machine without the run folders (this
 # happened on 2026-11-27: two runs 7 and 10 epochs in were lost). `--until WHEN` (any time `date -d` reads: 19:20,
-# "150 minutes") makes each worker skip the steps that would not finish by then, from the minutes each step is
+# "150 minutes"; a clock time already past means that time tomorrow) makes each worker skip the steps that would not finish by then, from the minutes each step is
 # expected to take in a lane (the number before each step below: measured where a run of that kind has finished,
 # otherwise scaled from its measured step cost), and take the next one that fits:
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
@@ -142,7 +142,16 @@ UNTIL=
 while [ $# -gt 0 ]; do
   case "$1" in
     two|one) mode=$1 ;;
-    --until) UNTIL=$(date -d "${2:?--until needs a time}" +%s) || exit 2; shift ;;
+    --until)
+      UNTIL=$(date -d "${2:?--until needs a time}" +%s) || exit 2
+      # a clock time alone ("01:20") means today, so one already past at a session's start means tomorrow
+      if [ "$UNTIL" -le "$(date +%s)" ] && [[ "$2" =~ ^[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?$ ]]; then
+        UNTIL=$(date -d "tomorrow $2" +%s)
+      fi
+      if [ "$UNTIL" -le "$(date +%s)" ]; then
+        echo "--until $2 is $(date -u -d "@$UNTIL" +%FT%TZ), already past" >&2; exit 2
+      fi
+      shift ;;
     *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN]" >&2; exit 2 ;;
   esac
   shift

@@ -2,6 +2,7 @@
 queue is refused while one runs, and ``stop`` ends the workers and their runs at once."""
 from __future__ import annotations
 
+import calendar
 import os
 import shutil
 import signal
@@ -80,6 +81,27 @@ def test_until_skips_the_steps_that_would_not_end_in_time(queue) -> None:
     bad = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "--until"], cwd=root, env=env, capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0
+
+
+def test_until_a_clock_time_already_past_means_tomorrow_and_a_past_date_is_refused(queue) -> None:
+    """A session that starts at 22:30 and gives ``--until 01:20`` means 01:20 tomorrow (``date`` alone would read today
+    and skip every step); a deadline given with a date that has passed is an error, not a queue that runs nothing."""
+    root, env = queue
+    env = {**env, "FAKE_SLEEP": "0"}
+    now = time.time()
+    past_clock = time.strftime("%H:%M", time.localtime(now - 3600))  # an hour ago today: tomorrow at that time
+    if time.localtime(now - 3600).tm_mday != time.localtime(now).tm_mday:
+        pytest.skip("an hour ago was yesterday; the clock time would be today, not tomorrow")
+    started = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "one", "--until", past_clock], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+    line = next(ln for ln in started.stdout.splitlines() if "steps must end by" in ln)
+    deadline = calendar.timegm(time.strptime(line.split("steps must end by ")[1], "%Y-%m-%dT%H:%M:%SZ"))
+    assert 22 * 3600 < deadline - now < 24 * 3600
+    (root / "calls.log").unlink()
+    refused = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "--until", "2000-01-01 01:20"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "already past" in refused.stderr
+    assert not (root / "calls.log").exists()  # nothing was started
 
 
 def test_a_second_queue_is_refused_and_stop_ends_everything(queue) -> None:
