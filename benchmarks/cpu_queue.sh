@@ -75,6 +75,7 @@ STEPS=(
   "165 fer2013_realnoise --only lanet_s0"          # LA-Net on real noise, against its own CE (2.2x CE_lanet's step)
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (2 minutes; see ferkit/methods/lanet/README.md)
+  "165 ferplus_noise30 --only lanet_align_s0"      # LA-Net with class-prior alignment: the rare classes the memory lost
   "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy
   "85 fer2013_realnoise --only ce_lanet_s0"        # LA-Net's own CE on real noise
   "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison

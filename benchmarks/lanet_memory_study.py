@@ -82,7 +82,10 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
             "all": label_memory_stats(memory, given, clean), "per_given_class": per_class,
             # the class shares of the given labels, the clean labels and the memory's arg-max
             "class_counts": {"given": class_counts(given, names), "clean": class_counts(clean, names),
-                             "memory_argmax": class_counts(memory.argmax(1), names)}}
+                             "memory_argmax": class_counts(memory.argmax(1), names)},
+            "recall_by_true_class": {"given": recall_by_true_class(given, clean, names),
+                                     "memory_argmax": recall_by_true_class(memory.argmax(1), clean, names)},
+            "confusion_true_vs_memory_argmax": confusion(memory.argmax(1), clean, names)}
 
 
 def load_memory(path: Path) -> tuple[int, int, "torch.Tensor"]:
@@ -138,9 +141,34 @@ def class_counts(labels, names: list[str]) -> dict[str, int]:
     return {name: int(n) for name, n in zip(names, counts)}
 
 
+def recall_by_true_class(top, clean, names: list[str]) -> dict[str, float | None]:
+    """For each true class, the share of its samples (clean label known) whose memory arg-max ``top`` is that class:
+    which true classes the memory keeps and which it loses, whatever the given labels were."""
+    import torch
+
+    top, clean = torch.as_tensor(top).long(), torch.as_tensor(clean).long()
+    out = {}
+    for k, name in enumerate(names):
+        m = clean == k
+        out[name] = float((top[m] == k).float().mean()) if bool(m.any()) else None
+    return out
+
+
+def confusion(top, clean, names: list[str]) -> dict[str, dict[str, int]]:
+    """Samples by true class (outer key) and memory arg-max (inner key); samples without a known clean label left out."""
+    import torch
+
+    top, clean = torch.as_tensor(top).long(), torch.as_tensor(clean).long()
+    known = clean >= 0
+    c = len(names)
+    cm = torch.bincount(clean[known] * c + top[known], minlength=c * c).view(c, c)
+    return {t: {p: int(cm[i, j]) for j, p in enumerate(names)} for i, t in enumerate(names)}
+
+
 def per_epoch(run_dir: Path, given, clean, names: list[str] | None = None) -> list[dict]:
     """:func:`memory_stats` of every snapshot in ``run_dir/memory/`` (see :func:`watch`), by epoch, with the number
-    of samples whose memory ranks each class first (``argmax_counts``) when the class ``names`` are given."""
+    of samples whose memory ranks each class first (``argmax_counts``) and each true class's share kept by the
+    memory's arg-max (``recall_by_true_class``) when the class ``names`` are given."""
     import torch
 
     rows = []
@@ -152,6 +180,7 @@ def per_epoch(run_dir: Path, given, clean, names: list[str] | None = None) -> li
                **label_memory_stats(snap["memory"], given, clean)}
         if names:
             row["argmax_counts"] = class_counts(snap["memory"].argmax(1), names)
+            row["recall_by_true_class"] = recall_by_true_class(snap["memory"].argmax(1), clean, names)
         rows.append(row)
     return rows
 

@@ -52,6 +52,9 @@ def test_watch_saves_each_epochs_memory_and_the_curve_reads_them(study, tmp_path
     assert [(r["epoch"], r["global_step"]) for r in rows] == [(1, 10), (2, 20)]
     assert [r["argmax_counts"] for r in rows] == [{"a": 2, "b": 2, "c": 2}, {"a": 2, "b": 3, "c": 1}]
     assert [r["flipped_ranks_clean_first"] for r in rows] == [0.0, 1.0]
+    # true classes a, b, c hold samples {0, 5}, {1, 2, 3}, {4}; the one-hot start keeps given labels 0 and 2, 3, 4
+    assert rows[0]["recall_by_true_class"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": 1.0}
+    assert rows[1]["recall_by_true_class"] == {"a": 1.0, "b": 1.0, "c": 1.0}
     assert [r["memory_label_accuracy"] for r in rows] == [pytest.approx(4 / 6), 1.0]
     png = study["plot_per_epoch"](rows, tmp_path / "memory.png", "test")
     three = study["plot_per_epoch"](rows, tmp_path / "memory3.png", "test", {"a": 2, "b": 3, "c": 1})
@@ -68,3 +71,11 @@ def test_a_checkpoint_without_a_label_memory_is_named(study, tmp_path) -> None:
     torch.save({"state_dict": {"model.fc.weight": torch.zeros(2, 2)}}, path)
     with pytest.raises(SystemExit, match="not an LA-Net checkpoint"):
         study["load_memory"](path)
+
+
+def test_confusion_counts_true_class_by_memory_arg_max(study) -> None:
+    top = torch.tensor([0, 0, 1, 1, 2, 2])
+    cm = study["confusion"](top, torch.tensor([0, 1, 1, 1, 2, -1]), ["a", "b", "c"])  # the last has no known truth
+    assert cm == {"a": {"a": 1, "b": 0, "c": 0}, "b": {"a": 1, "b": 2, "c": 0}, "c": {"a": 0, "b": 0, "c": 1}}
+    assert study["recall_by_true_class"](top, torch.tensor([0, 1, 1, 1, 0, 0]), ["a", "b", "c"]) == \
+        {"a": pytest.approx(1 / 3), "b": pytest.approx(2 / 3), "c": None}

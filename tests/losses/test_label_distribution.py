@@ -139,3 +139,62 @@ def test_eval_mode_leaves_the_memory_alone_and_state_dict_round_trip() -> None:
     fresh.load_state_dict(bank.state_dict())
     torch.testing.assert_close(fresh.memory, bank.memory)
     assert bool(fresh.initialized)
+
+
+def test_alignment_gives_the_estimate_the_given_labels_class_shares() -> None:
+    """Every sample predicted as class 0 and neighbours that agree: unaligned, the memory moves every sample towards
+    class 0; aligned, the estimate of identical rows becomes the given labels' class shares (1/3 each)."""
+    labels = [0, 1, 2, 0, 1, 2]
+    logits = torch.tensor([[4.0, 0.0, 0.0]]).repeat(6, 1)
+    h = torch.randn(6, 4)
+    plain = LabelDistributionEstimator(4, 4, k=2)
+    aligned = LabelDistributionEstimator(4, 4, k=2, align="given", num_classes=3)
+    aligned.load_state_dict(plain.state_dict(), strict=False)  # same scorers; the alignment buffers stay fresh
+    out_plain = plain(h, h, logits, torch.arange(6), _bank(labels))
+    bank = _bank(labels)
+    out = aligned(h, h, logits, torch.arange(6), bank)
+    assert float(out_plain.aggregated.detach()[:, 0].min()) > 0.9
+    # exact up to the factor's delta (1e-4 added to the prior and to the moving average)
+    torch.testing.assert_close(out.aggregated.detach(), torch.full((6, 3), 1 / 3), atol=2e-3, rtol=0)
+    torch.testing.assert_close(aligned.align_prior, torch.full((3,), 1 / 3))
+    assert bool(aligned.align_ready)
+    torch.testing.assert_close(bank.memory.mean(0), torch.full((3,), 1 / 3), atol=2e-4, rtol=0)  # marginal kept
+
+
+def test_alignment_moving_average_state_and_checkpoints() -> None:
+    bank = _bank([0, 0, 0, 1], c=2)
+    lde = LabelDistributionEstimator(4, 4, k=1, align="given", num_classes=2, align_momentum=0.5)
+    h = torch.randn(4, 4)
+    for _ in range(3):
+        lde(h, h, torch.randn(4, 2), torch.arange(4), bank)
+    torch.testing.assert_close(lde.align_prior, torch.tensor([0.75, 0.25]))  # read once, at the first step
+    running = lde.align_running.clone()
+    assert torch.isclose(running.sum(), torch.tensor(1.0))
+    lde.eval()
+    lde(h, h, torch.randn(4, 2), torch.arange(4), bank)
+    torch.testing.assert_close(lde.align_running, running)  # evaluation leaves the average alone
+    fresh = LabelDistributionEstimator(4, 4, k=1, align="given", num_classes=2)
+    fresh.load_state_dict(lde.state_dict())
+    torch.testing.assert_close(fresh.align_running, running)
+    assert bool(fresh.align_ready)
+    assert "align_running" not in LabelDistributionEstimator(4, 4).state_dict()  # LA-Net's own checkpoints unchanged
+    with pytest.raises(ValueError, match="needs num_classes"):
+        LabelDistributionEstimator(4, 4, align="given")
+    with pytest.raises(ValueError, match="align must be"):
+        LabelDistributionEstimator(4, 4, align="uniform", num_classes=2)
+
+
+def test_alignment_never_zeroes_a_class_and_its_gradients_stay_finite() -> None:
+    """A class missing from the given labels gets a small positive mass (an exact 0 in the target would make the
+    KL's gradient NaN), and a class the estimate has lost is raised by a bounded factor."""
+    bank = _bank([0, 0, 1, 1], c=3)  # class 2 never given
+    lde = LabelDistributionEstimator(4, 4, k=1, align="given", num_classes=3)
+    logits = torch.tensor([[0.0, -3.0, 0.0]]).repeat(4, 1).requires_grad_(True)  # class 1 under-predicted (2.4 %)
+    out = lde(torch.randn(4, 4), torch.randn(4, 4), logits, torch.arange(4), bank)
+    out.total.backward()
+    assert bool((out.target > 0).all()) and bool(torch.isfinite(logits.grad).all())
+    assert float(out.aggregated[:, 2].max()) < 1e-3  # never given: damped to almost nothing, not to 0
+    torch.testing.assert_close(out.aggregated[:, 1].detach(), torch.full((4,), 0.5), atol=2e-3, rtol=0)
+    lost = lde(torch.randn(4, 4), torch.randn(4, 4), torch.tensor([[0.0, -40.0, 0.0]]).repeat(4, 1), torch.arange(4),
+               _bank([0, 0, 1, 1], c=3))
+    assert float(lost.aggregated[:, 1].max()) < 1e-6  # a class at ~0 stays lost: the factor is at most ~5000

@@ -148,6 +148,9 @@ def test_fit_updates_memory_and_queue_and_logs_every_loss(first_fit) -> None:
     assert float(metrics["memory/flipped_ranks_clean_first"]) == 0.0
     assert float(metrics["memory/memory_label_accuracy"]) == pytest.approx(float((noisy == clean).float().mean()))
     assert 0.0 <= float(metrics["memory/flip_auroc"]) <= 1.0
+    for k, name in enumerate(model.class_names):  # per true class: the memory still holds the given labels
+        if bool((clean == k).any()):
+            assert float(metrics[f"memory/recall_{name}"]) == pytest.approx(float((noisy[clean == k] == k).float().mean()))
 
 
 @pytest.mark.slow
@@ -175,6 +178,32 @@ def test_resume_restores_memory_and_queues(first_fit, tmp_path) -> None:
     # loading for inference sizes the empty memory from the checkpoint
     loaded = LANetClassifier.load_from_checkpoint(ckpt, map_location="cpu")
     torch.testing.assert_close(loaded.lde_bank.memory, saved["lde_bank.values"])
+
+
+@pytest.mark.slow
+def test_class_prior_alignment_trains_checkpoints_and_resumes(tmp_path) -> None:
+    """``lde_align="given"``: the prior is the given labels' class shares, the moving average is checkpointed and a
+    resumed run starts from the saved values, not from a fresh first step."""
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    dm = _dm()
+    model = _model(dm, lde_align="given")
+    _trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)]).fit(model, dm)
+    shares = torch.bincount(torch.as_tensor(np.asarray(dm.train_set.labels)), minlength=dm.num_classes).float() / 16
+    torch.testing.assert_close(model.lde.align_prior, shares)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    assert bool(saved["lde.align_ready"]) and torch.isclose(saved["lde.align_running"].sum(), torch.tensor(1.0))
+    seen = {}
+
+    class Grab(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen["running"] = pl_module.lde.align_running.clone()
+
+    second = _model(_dm(), lde_align="given")
+    _trainer(tmp_path / "b", 2, callbacks=[Grab()], enable_checkpointing=False, limit_val_batches=0).fit(
+        second, _dm(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    torch.testing.assert_close(seen["running"], saved["lde.align_running"])
+    assert not torch.equal(second.lde.align_running, saved["lde.align_running"])  # and it went on moving
 
 
 def test_missing_landmarks_are_masked_and_counted(tmp_path) -> None:

@@ -29,9 +29,10 @@ def _data(step: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _modules(gather: bool = True):
+def _modules(gather: bool = True, align: str = "none"):
     torch.manual_seed(0)
-    lde = LabelDistributionEstimator(16, 8, k=3, gather_distributed=gather).double()
+    lde = LabelDistributionEstimator(16, 8, k=3, gather_distributed=gather, align=align, num_classes=C,
+                                     align_momentum=0.5).double()
     bank = LabelDistributionBank(0, C, momentum=0.9)
     bank.init_from_labels(torch.arange(M) % C)
     bank.double()
@@ -40,9 +41,9 @@ def _modules(gather: bool = True):
     return lde, bank, el
 
 
-def _run(sl: slice, gather: bool = True) -> list[dict[str, torch.Tensor]]:
+def _run(sl: slice, gather: bool = True, align: str = "none") -> list[dict[str, torch.Tensor]]:
     """STEPS training steps on the rows ``sl`` of each global batch; returns the state and gradients per step."""
-    lde, bank, el = _modules(gather)
+    lde, bank, el = _modules(gather, align)
     out = []
     for step in range(STEPS):
         d = _data(step)
@@ -56,26 +57,30 @@ def _run(sl: slice, gather: bool = True) -> list[dict[str, torch.Tensor]]:
         rec.update(target=res.target.detach().clone(), memory=bank.memory.clone(), queue_keys=el.queue.keys.clone(),
                    queue_labels=el.queue.labels.clone(), ptr=el.queue.ptr.clone(), loss_kl=res.loss.detach(),
                    loss_el=loss_el.detach())
+        if align != "none":  # the class-prior alignment's moving average, from the gathered batch
+            rec.update(align_running=lde.align_running.clone(), align_prior=lde.align_prior.clone())
         out.append(rec)
     return out
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, align: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         sl = slice(rank * B, (rank + 1) * B)
-        torch.save({"ddp": _run(sl), "local_only": _run(sl, gather=False)}, f"{out_dir}/rank{rank}.pt")
+        torch.save({"ddp": _run(sl, align=align), "local_only": _run(sl, gather=False, align=align)},
+                   f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[list[dict], list[dict]]:
+@pytest.fixture(scope="module", params=["none", "given"])
+def runs(request, tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    """LA-Net as published (``align="none"``) and with ferkit's class-prior alignment of the estimate."""
     tmp = tmp_path_factory.mktemp("lanet_ddp")
-    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp), request.param), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
-    return ranks, _run(slice(0, M))
+    return ranks, _run(slice(0, M), align=request.param)
 
 
 @pytest.mark.slow
@@ -87,6 +92,9 @@ def test_memory_and_queues_equal_single_process_on_every_rank(runs) -> None:
             torch.testing.assert_close(r["ddp"][step]["queue_keys"], single[step]["queue_keys"])
             assert torch.equal(r["ddp"][step]["queue_labels"], single[step]["queue_labels"])
             assert int(r["ddp"][step]["ptr"]) == int(single[step]["ptr"])
+            for k in ("align_running", "align_prior"):
+                if k in single[step]:
+                    torch.testing.assert_close(r["ddp"][step][k], single[step][k])
 
 
 @pytest.mark.slow

@@ -62,6 +62,9 @@ class LANetClassifier(FERModule):
         heatmap_sigma, heatmap_fg_weight, heatmap_fg_thresh: heatmap targets (1.5, 10, 0.2).
         awing_alpha, awing_omega, awing_eps, awing_theta: Adaptive Wing (2.1, 14, 1, 0.5).
         lde_k, lde_momentum, lde_pairs, lde_detach_target: the estimator (8, 0.9, ``"knn"``, False).
+        lde_align, lde_align_momentum: ``"given"`` rescales the neighbours' estimate so that its class marginal
+            follows the given labels' (a ferkit option against rare classes fading from the memory, not in the
+            paper; see :class:`~ferkit.losses.LabelDistributionEstimator`); default ``"none"``, 0.99.
         el_dim: contrastive embedding size (default: the landmark feature size, 64e).
         queue_size, temperature, conf_thresh, key_momentum, el_positives: EL (8192, 0.1, 0.7, 0.999, ``"global"``).
         ce_weight, landmark_weight, kl_weight, el_weight: loss weights (1, 1, 1, 0.1).
@@ -86,6 +89,8 @@ class LANetClassifier(FERModule):
         lde_momentum: float = 0.9,
         lde_pairs: str = "knn",
         lde_detach_target: bool = False,
+        lde_align: str = "none",
+        lde_align_momentum: float = 0.99,
         el_dim: int | None = None,
         queue_size: int = 8192,
         temperature: float = 0.1,
@@ -110,7 +115,9 @@ class LANetClassifier(FERModule):
                                               fg_weight=heatmap_fg_weight, fg_thresh=heatmap_fg_thresh, subset=subset)
         self.awing = AdaptiveWingLoss(awing_alpha, awing_omega, awing_eps, awing_theta)
         self.lde = LabelDistributionEstimator(net.num_features, net.lmk_dim, k=lde_k, detach_target=lde_detach_target,
-                                              pairs=lde_pairs, gather_distributed=gather_distributed)
+                                              pairs=lde_pairs, gather_distributed=gather_distributed,
+                                              align=lde_align, num_classes=num_classes,
+                                              align_momentum=lde_align_momentum)
         self.lde_bank = LabelDistributionBank(0, num_classes, momentum=lde_momentum)
         dim = int(el_dim or net.lmk_dim)
         self.el_head = LandmarkContrastiveHead(net.num_features, net.lmk_dim, dim=dim, momentum=key_momentum)
@@ -149,8 +156,9 @@ class LANetClassifier(FERModule):
     def on_train_epoch_end(self) -> None:
         """Where the training set knows its clean labels (synthetic noise, FER2013 scored against FER+), log how the
         label memory compares with them (``memory/*``): the share of flipped samples it ranks on their given and on
-        their true label, of correct ones it keeps, the AUROC of its mass on the given label as a flip detector, and
-        the share of samples whose memory arg-max is the true label. The memory is the same on every rank, so are
+        their true label, of correct ones it keeps, the AUROC of its mass on the given label as a flip detector, the
+        share of samples whose memory arg-max is the true label, and that share per true class
+        (``memory/recall_<class>``). The memory is the same on every rank, so are
         these values."""
         if not self.uses_auxiliary_losses or not bool(self.lde_bank.initialized):
             return  # the baseline (every auxiliary weight 0) never updates its memory
@@ -164,6 +172,15 @@ class LANetClassifier(FERModule):
             value = stats[key]
             if value is not None and value == value:  # an empty group or an undefined AUROC is not logged
                 self.log(f"memory/{key}", float(value), on_epoch=True, sync_dist=True)
+        # per true class: the share of its samples whose memory arg-max is that class (a class the memory loses shows
+        # here long before it shows in the overall accuracy)
+        top = self.lde_bank.memory.argmax(1).cpu()
+        truth = torch.as_tensor(np.asarray(clean)).long()
+        for k, name in enumerate(self.class_names):
+            of_class = truth == k
+            if bool(of_class.any()):
+                self.log(f"memory/recall_{name}", float((top[of_class] == k).float().mean()), on_epoch=True,
+                         sync_dist=True)
 
     # -- training ----------------------------------------------------------------------------------------------------
     def landmark_loss(self, heatmaps: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
