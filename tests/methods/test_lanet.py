@@ -1,6 +1,8 @@
 """LA-Net: the network, its export, the LightningModule on synthetic faces, and resume restoring the memory."""
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import numpy as np
 import pytest
@@ -204,6 +206,23 @@ def test_class_prior_alignment_trains_checkpoints_and_resumes(tmp_path) -> None:
         second, _dm(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     torch.testing.assert_close(seen["running"], saved["lde.align_running"])
     assert not torch.equal(second.lde.align_running, saved["lde.align_running"])  # and it went on moving
+
+
+def test_class_prior_alignment_with_a_rebalancing_sampler_warns() -> None:
+    from ferkit.data.sampling import BalancedSampling
+
+    dm = _dm(sampler=BalancedSampling())
+    dm.setup("fit")
+    model = _model(dm, lde_align="given")
+    model.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    model.trainer.datamodule = dm
+    with pytest.warns(UserWarning, match="undo the sampler's rebalancing"):
+        model.setup("fit")
+    plain = _model(dm)
+    plain.trainer = model.trainer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain.setup("fit")  # LA-Net as published: no word
 
 
 def test_missing_landmarks_are_masked_and_counted(tmp_path) -> None:

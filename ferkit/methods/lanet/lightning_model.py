@@ -20,6 +20,7 @@ without being broadcast. Train with ``Trainer(sync_batchnorm=True)`` as the reci
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -148,6 +149,12 @@ class LANetClassifier(FERModule):
             )
         self.lde_bank.init_from_labels(torch.as_tensor(np.asarray(ds.labels)))
         log.info("LANetClassifier: label-distribution memory initialised for %d training samples", len(self.lde_bank))
+        if self.hparams.lde_align != "none" and getattr(dm, "sampler_factory", None) is not None:
+            warnings.warn(
+                f"LANetClassifier(lde_align={self.hparams.lde_align!r}) keeps each batch's estimate at the given labels' "
+                f"class shares, but the data module draws its batches with {type(dm.sampler_factory).__name__}, whose "
+                "class shares differ from them: the alignment would undo the sampler's rebalancing. Use one of the two",
+                UserWarning, stacklevel=2)
 
     #: the :func:`ferkit.metrics.label_memory_stats` logged as ``memory/<key>`` at each epoch's end
     MEMORY_LOGGED = ("flipped_ranks_given_first", "flipped_ranks_clean_first", "correct_ranks_given_first",
