@@ -88,16 +88,15 @@ def test_until_a_clock_time_already_past_means_tomorrow_and_a_past_date_is_refus
     and skip every step); a deadline given with a date that has passed is an error, not a queue that runs nothing."""
     root, env = queue
     env = {**env, "FAKE_SLEEP": "0"}
-    now = time.time()
-    past_clock = time.strftime("%H:%M", time.localtime(now - 3600))  # an hour ago today: tomorrow at that time
-    if time.localtime(now - 3600).tm_mday != time.localtime(now).tm_mday:
-        pytest.skip("an hour ago was yesterday; the clock time would be today, not tomorrow")
-    started = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "one", "--until", past_clock], cwd=root, env=env,
+    # "00:00" is always past (today's midnight), so it must become tomorrow's midnight, at any time of day
+    started = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "one", "--until", "00:00"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=120, check=True)
     line = next(ln for ln in started.stdout.splitlines() if "steps must end by" in ln)
     deadline = calendar.timegm(time.strptime(line.split("steps must end by ")[1], "%Y-%m-%dT%H:%M:%SZ"))
-    assert 22 * 3600 < deadline - now < 24 * 3600
-    (root / "calls.log").unlink()
+    today = time.localtime()
+    tomorrow = time.mktime((today.tm_year, today.tm_mon, today.tm_mday + 1, 0, 0, 0, 0, 0, -1))
+    assert deadline == int(tomorrow)
+    (root / "calls.log").unlink(missing_ok=True)  # near midnight no step fits, and none ran
     refused = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "--until", "2000-01-01 01:20"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "already past" in refused.stderr
