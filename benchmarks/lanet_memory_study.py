@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, datamodule_from_checkpoint, environment, result_path, smoke_dir, \
     training_set_with_clean_labels, write_results  # noqa: E402
 from benchmarks.harness import DEFAULT_WORK  # noqa: E402
-from ferkit.metrics import label_memory_stats  # noqa: E402
+from ferkit.metrics import classification_scores, label_memory_stats  # noqa: E402
 
 OUT_DIR = RESULTS / "lanet_memory"
 
@@ -141,28 +141,27 @@ def class_counts(labels, names: list[str]) -> dict[str, int]:
     return {name: int(n) for name, n in zip(names, counts)}
 
 
-def recall_by_true_class(top, clean, names: list[str]) -> dict[str, float | None]:
-    """For each true class, the share of its samples (clean label known) whose memory arg-max ``top`` is that class:
-    which true classes the memory keeps and which it loses, whatever the given labels were."""
-    import torch
-
-    top, clean = torch.as_tensor(top).long(), torch.as_tensor(clean).long()
-    out = {}
-    for k, name in enumerate(names):
-        m = clean == k
-        out[name] = float((top[m] == k).float().mean()) if bool(m.any()) else None
-    return out
-
-
-def confusion(top, clean, names: list[str]) -> dict[str, dict[str, int]]:
-    """Samples by true class (outer key) and memory arg-max (inner key); samples without a known clean label left out."""
+def _scores(top, clean, names: list[str]) -> dict:
+    """:func:`ferkit.metrics.classification_scores` of the memory's arg-max ``top`` against the clean labels, samples
+    without a known clean label left out."""
     import torch
 
     top, clean = torch.as_tensor(top).long(), torch.as_tensor(clean).long()
     known = clean >= 0
-    c = len(names)
-    cm = torch.bincount(clean[known] * c + top[known], minlength=c * c).view(c, c)
-    return {t: {p: int(cm[i, j]) for j, p in enumerate(names)} for i, t in enumerate(names)}
+    return classification_scores(top[known], clean[known], len(names))
+
+
+def recall_by_true_class(top, clean, names: list[str]) -> dict[str, float | None]:
+    """For each true class, the share of its samples whose memory arg-max ``top`` is that class (None where the class
+    has no sample): which true classes the memory keeps and which it loses, whatever the given labels were."""
+    recall = _scores(top, clean, names)["per_class_recall"].tolist()
+    return {name: (None if r != r else r) for name, r in zip(names, recall)}
+
+
+def confusion(top, clean, names: list[str]) -> dict[str, dict[str, int]]:
+    """Samples by true class (outer key) and memory arg-max (inner key); samples without a known clean label left out."""
+    cm = _scores(top, clean, names)["confusion_matrix"].tolist()
+    return {t: {p: int(cm[i][j]) for j, p in enumerate(names)} for i, t in enumerate(names)}
 
 
 def per_epoch(run_dir: Path, given, clean, names: list[str] | None = None) -> list[dict]:

@@ -35,6 +35,7 @@ from ferkit.losses.label_distribution import LabelDistributionEstimator
 from ferkit.methods.base import FERModule
 from ferkit.methods.lanet.torch_model import LANetModel
 from ferkit.methods.schedulers import LinearDecay
+from ferkit.metrics.classification import classification_scores
 from ferkit.metrics.label_memory import label_memory_stats
 from ferkit.models import FERNetConfig
 from ferkit.state.label_distribution_bank import LabelDistributionBank
@@ -181,13 +182,13 @@ class LANetClassifier(FERModule):
                 self.log(f"memory/{key}", float(value), on_epoch=True, sync_dist=True)
         # per true class: the share of its samples whose memory arg-max is that class (a class the memory loses shows
         # here long before it shows in the overall accuracy)
-        top = self.lde_bank.memory.argmax(1).cpu()
         truth = torch.as_tensor(np.asarray(clean)).long()
-        for k, name in enumerate(self.class_names):
-            of_class = truth == k
-            if bool(of_class.any()):
-                self.log(f"memory/recall_{name}", float((top[of_class] == k).float().mean()), on_epoch=True,
-                         sync_dist=True)
+        known = truth >= 0
+        recall = classification_scores(self.lde_bank.memory.argmax(1).cpu()[known], truth[known],
+                                       len(self.class_names))["per_class_recall"]
+        for name, r in zip(self.class_names, recall.tolist()):
+            if r == r:  # NaN: no sample of that class
+                self.log(f"memory/recall_{name}", r, on_epoch=True, sync_dist=True)
 
     # -- training ----------------------------------------------------------------------------------------------------
     def landmark_loss(self, heatmaps: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
