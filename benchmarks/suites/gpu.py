@@ -6,9 +6,12 @@ the same command). The records carry the GPU's name, and the tables' device colu
 from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, epochs, noise
 from benchmarks.suites._noise import CE2, SMOKE_ASM
+from benchmarks.suites.ferplus_clean import ARM_POOL, GEOMETRY
 
 GPU = ["--trainer.accelerator", "gpu", "--data.num_workers", "12", "--data.batch_size", "128",
        "--data.eval_batch_size", "512"]
+#: the CPU suites' batch size (64), on the GPU with loader workers: for runs compared with a CPU run's recipe
+GPU_SAME_BATCH = ["--trainer.accelerator", "gpu", "--data.num_workers", "7"]
 ASM_GPU = ["--model.init_args.warmup_epochs", "6", "--model.init_args.t_clean", "0.4",
            "--model.init_args.stats", "extra_pass"]
 
@@ -27,6 +30,12 @@ SUITE = Suite(
         Run("ce_noise30_s1", "ce_ferplus_noisy", 1, RECIPE + GPU + noise(0.3) + epochs(18), method="ce_noise30"),
         Run("asm_noise30_s1", "asm_ferplus", 1, RECIPE + GPU + noise(0.3) + epochs(18) + ASM_GPU, method="asm_noise30",
             baseline=["ce_noise30", "ce2_noise30"], smoke=SMOKE_ASM),
+        # a second seed of ferplus_clean's ARM vs average pooling, exactly its recipe (6x6 map, batch 64, 30 epochs),
+        # run side by side on one GPU (`--only avg_clean_s1` and `--only arm_clean_s1` in two processes):
+        # seed 0 of the pair ran on the CPU (benchmarks/results/ferplus_clean/)
+        Run("avg_clean_s1", "avg_ferplus", 1, RECIPE + GEOMETRY + GPU_SAME_BATCH, method="avg_clean"),
+        Run("arm_clean_s1", "arm_ferplus", 1, RECIPE + GEOMETRY + ARM_POOL + GPU_SAME_BATCH, method="arm_clean",
+            baseline="avg_clean"),
     ],
     smoke=SMOKE,
     data_root_override=FER_ROOT,
