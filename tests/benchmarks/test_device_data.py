@@ -49,3 +49,16 @@ def test_pack_keeps_only_ferplus_rows_and_unpacks_identical_datasets(root: Path,
 def test_pack_refuses_a_folder_without_the_files(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="fer2013new.csv"):
         device_data.pack(tmp_path, tmp_path / "out")
+
+
+def test_pack_of_one_label_mode_keeps_only_its_rows(root: Path, tmp_path: Path) -> None:
+    # 7 classes drop the contempt row, which 8 classes keep
+    assert device_data.used_rows(root, ("majority",), (7,)).tolist() == [0, 1, 3, 4, 5]
+    packed = tmp_path / "packed"
+    device_data.pack(root, packed, ("majority",), (7,))  # checks the majority / 7-class datasets identical
+    out = device_data.unpack(packed, tmp_path / "unpacked")
+    lines = (out / "fer2013.csv").read_text().splitlines()
+    assert lines[7].split(",")[1] == " ".join(["0"] * 2304)  # the contempt row was not packed
+    a = FERPlus(root / "fer2013.csv", root / "fer2013new.csv", split="train", label_mode="majority", num_classes=7)
+    b = FERPlus(out / "fer2013.csv", out / "fer2013new.csv", split="train", label_mode="majority", num_classes=7)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels) and len(a) == 2
