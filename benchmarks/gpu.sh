@@ -8,11 +8,23 @@
 # Options: --smoke, --results DIR, --work-dir DIR, --root DATA_DIR, --budget SECONDS (default 540: the suite is stopped
 # then; a second call continues the unfinished runs from their last checkpoints); anything else goes to
 # `python -m benchmarks run gpu` (e.g. --only recipe112_s0).
+#
+# A lent machine with no package index and a small upload (benchmarks/gpu_prepare.sh makes both folders here):
+#   --wheels DIR   install the wheels in DIR (the packages its image lacks) into <work-dir>/site, without an index
+#   --packed DIR   the FER+ data packed by `python -m benchmarks.device_data pack`: unpacked into <work-dir>/fer2013
+#                  and used as --root
+#   --parallel     each run named after --only in its own process, all at once (runs that leave the GPU idle, e.g.
+#                  ferplus_clean's pair at batch 64, take about the time of one); records mark them as sharing
+#                  the machine (cpu_lanes)
+# The command used for the ARM vs average-pooling seed on a lent machine (records come back under $OUT):
+#   bash benchmarks/gpu.sh --wheels .whl --packed .gpudata --parallel --results "$OUT/res" --work-dir /tmp/runs \
+#     --budget 480 --only avg_clean_s1 arm_clean_s1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
-SMOKE=""; RESULTS=benchmarks/results; WORK=benchmarks/runs; BUDGET=540; ROOT=""; REST=()
+SMOKE=""; RESULTS=benchmarks/results; WORK=benchmarks/runs; BUDGET=540; ROOT=""; WHEELS=""; PACKED=""; PARALLEL=""
+ONLY=(); REST=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=--smoke ;;
@@ -20,10 +32,26 @@ while [ $# -gt 0 ]; do
     --work-dir) WORK=$2; shift ;;
     --root) ROOT=$2; shift ;;
     --budget) BUDGET=$2; shift ;;
+    --wheels) WHEELS=$2; shift ;;
+    --packed) PACKED=$2; shift ;;
+    --parallel) PARALLEL=1 ;;
+    --only)
+      while [ $# -gt 1 ] && [[ "$2" != --* ]]; do ONLY+=("$2"); shift; done ;;
     *) REST+=("$1") ;;
   esac
   shift
 done
+if [ -n "$WHEELS" ]; then
+  ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "[gpu.sh] --wheels $WHEELS: no .whl files there" >&2; exit 2; }
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$WHEELS"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$(cd "$WORK/site" && pwd)"  # after the repository and before nothing else: the
+  echo "[gpu.sh] installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $WORK/site"  # image's own packages still win
+fi
+if [ -n "$PACKED" ]; then
+  [ -n "$ROOT" ] && { echo "[gpu.sh] give --packed or --root, not both" >&2; exit 2; }
+  ROOT="$WORK/fer2013"
+  [ -f "$ROOT/fer2013.csv" ] || "$PY" -m benchmarks.device_data unpack --src "$PACKED" --out "$ROOT"
+fi
 ACCEL=gpu
 if [ -n "$SMOKE" ]; then
   ACCEL=cpu
@@ -31,9 +59,30 @@ else
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run with --smoke on a CPU')"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 fi
+"$PY" -c "import albumentations, jsonargparse, lightning, timm, torchmetrics" \
+  || { echo "[gpu.sh] a package ferkit needs is missing: carry its wheel (--wheels; see benchmarks/gpu_prepare.sh)" >&2; exit 3; }
+run() {  # the harness under the time budget; extra arguments name the runs
+  timeout --signal=TERM --kill-after=60 "$BUDGET" "$PY" -m benchmarks run gpu $SMOKE --accelerator "$ACCEL" \
+    --results "$RESULTS" --work-dir "$WORK" ${ROOT:+--root "$ROOT"} ${REST[@]+"${REST[@]}"} "$@"
+}
 rc=0
-timeout --signal=TERM --kill-after=60 "$BUDGET" "$PY" -m benchmarks run gpu $SMOKE --accelerator "$ACCEL" \
-  --results "$RESULTS" --work-dir "$WORK" ${ROOT:+--root "$ROOT"} ${REST[@]+"${REST[@]}"} || rc=$?
+if [ -n "$PARALLEL" ]; then
+  [ ${#ONLY[@]} -gt 0 ] || { echo "[gpu.sh] --parallel needs the runs named after --only" >&2; exit 2; }
+  mkdir -p "$WORK"
+  pids=()
+  for name in "${ONLY[@]}"; do
+    FERKIT_BENCH_LANES=${#ONLY[@]} run --only "$name" > "$WORK/gpu_$name.log" 2>&1 &
+    pids+=($!)
+    echo "[gpu.sh] $name: started (log $WORK/gpu_$name.log)"
+  done
+  for i in "${!pids[@]}"; do
+    r=0; wait "${pids[$i]}" || r=$?
+    tail -n 2 "$WORK/gpu_${ONLY[$i]}.log"
+    [ "$r" = 0 ] || rc=$r
+  done
+else
+  run ${ONLY[@]+--only "${ONLY[@]}"} || rc=$?
+fi
 if [ "$rc" = 124 ]; then echo "[gpu.sh] stopped after ${BUDGET}s; run the same command again to continue"; fi
 "$PY" -m benchmarks table --results "$RESULTS" --markdown
 "$PY" -m benchmarks plot --results "$RESULTS" --suite gpu || echo "[gpu.sh] no plots (matplotlib missing?)"

@@ -2,7 +2,8 @@
 three main runs took about 10 minutes in all, two calls of the script):
 the CE recipe at 112 px, and CE vs ASM at 30 % symmetric noise at 48 px; then, while the budget lasts, ASM's
 two-network control and a second seed of the noisy pair (a run the budget stops is continued from its checkpoint by
-the same command). The records carry the GPU's name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
+the same command). ``avg_clean_s1`` and ``arm_clean_s1`` are the second seed of ferplus_clean's ARM vs average-pooling
+pair at its own batch size, meant to run side by side (``gpu.sh --parallel --only avg_clean_s1 arm_clean_s1``). The records carry the GPU's name, and the tables' device column shows it. LA-Net is left out: it needs a landmark cache built beforehand."""
 from benchmarks.suite import Run, Suite
 from benchmarks.suites._common import FER_ROOT, FERPLUS_FILES, RECIPE, SMOKE, epochs, noise
 from benchmarks.suites._noise import CE2, SMOKE_ASM

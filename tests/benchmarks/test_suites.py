@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,3 +89,53 @@ def test_the_packaged_recipe_config_is_the_chosen_run() -> None:
               if k not in ignored and measured.get(k) != packaged.get(k)}
     assert not differ
     assert packaged["model.init_args.eval_flip"] is True and packaged["trainer.max_epochs"] == 60
+
+
+def _probe_wheel(folder: Path) -> Path:
+    """A minimal pure-Python wheel (package ``ferkit_probe``), installable with no index."""
+    import zipfile
+
+    folder.mkdir()
+    whl = folder / "ferkit_probe-0.1-py3-none-any.whl"
+    files = {"ferkit_probe/__init__.py": "VALUE = 1\n",
+             "ferkit_probe-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: ferkit-probe\nVersion: 0.1\n",
+             "ferkit_probe-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files["ferkit_probe-0.1.dist-info/RECORD"] = "".join(f"{n},,\n" for n in files) + "ferkit_probe-0.1.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return folder
+
+
+def test_gpu_script_on_a_bare_machine_smoke(fake_ferplus, tmp_path: Path) -> None:
+    """What a lent machine without a package index or the data gets: wheels installed from a folder, the packed FER+
+    rows unpacked and used as the data, and the named runs side by side, each recorded as sharing the machine."""
+    from benchmarks import device_data
+
+    rng = np.random.default_rng(0)
+    usages = ["Training"] * 120 + ["PublicTest"] * 24 + ["PrivateTest"] * 24
+    votes = []
+    for i in range(len(usages)):
+        v = [0] * 10
+        v[i % 8] = 8  # a clear majority of each of the 8 classes in turn
+        v[int(rng.integers(0, 8))] += 2
+        votes.append(v)
+    root = fake_ferplus(usages, votes)
+    packed = tmp_path / "packed"
+    device_data.pack(root, packed, ("majority",), (8,))
+    wheels = _probe_wheel(tmp_path / "wheels")
+    work, results = tmp_path / "work", tmp_path / "results"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", "--wheels", str(wheels),
+                          "--packed", str(packed), "--parallel", "--results", str(results), "--work-dir", str(work),
+                          "--only", "avg_clean_s1", "arm_clean_s1"], capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (work / "site" / "ferkit_probe" / "__init__.py").is_file()
+    assert (work / "fer2013" / "fer2013.csv").is_file()
+    import json
+
+    for name, method in (("avg_clean_s1", "avg_clean"), ("arm_clean_s1", "arm_clean")):
+        rec = json.loads((results / "gpu.smoke" / f"{name}.json").read_text())
+        assert rec["method"] == method and rec["cpu_lanes"] == 2 and rec["seed"] == 1
+        assert rec["resolved_config"]["model"]["init_args"]["net"]["output_stride"] == 8
+        assert str(work / "fer2013") in json.dumps(rec["resolved_config"]["data"])
