@@ -1,4 +1,4 @@
-"""``python -m benchmarks run <suite> | table | plot | list`` -- see docs/benchmarks.md."""
+"""``python -m benchmarks run <suite> | predict <suite> | table | plot | status | list`` -- see docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="a run whose teacher run another process is training now waits for it (polling every SECONDS) "
                         "instead of failing; a teacher nobody is training still fails at once")
+
+    pr = sub.add_parser("predict", help="add each test image's prediction to finished records made before the harness "
+                        "wrote them (from the run folder's tested checkpoint; checked against the recorded accuracy)")
+    pr.add_argument("suite", nargs="+", help="suites")
+    pr.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (run names or method labels)")
+    pr.add_argument("--work-dir", default=str(DEFAULT_WORK))
+    pr.add_argument("--results", default=str(DEFAULT_RESULTS))
 
     t = sub.add_parser("table", help="build benchmarks/results/TABLES.md and fill the README markers")
     t.add_argument("--results", default=str(DEFAULT_RESULTS))
@@ -62,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("[bench] interrupted; the same command continues from the last checkpoints", file=sys.stderr)
             return 130
+    elif a.command == "predict":
+        from benchmarks.harness import add_predictions
+
+        for name in a.suite:
+            changed = add_predictions(load_suite(name), only=a.only, work_dir=Path(a.work_dir),
+                                      results_dir=Path(a.results))
+            print(f"{name}: predictions added to {len(changed)} record(s){': ' + ', '.join(changed) if changed else ''}")
     elif a.command == "status":
         from benchmarks.status import status_lines
 

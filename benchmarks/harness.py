@@ -352,6 +352,8 @@ class RunDriver:
             state = self.fit(state)
         if state["phase"] == "fitted":
             state = self.test(state)
+        if "test_predictions" not in state:
+            state = self.predict(state)
         record = self.build_record(state)
         write_json(self.record_path, record)
         state["phase"] = "done"
@@ -469,6 +471,38 @@ class RunDriver:
         self.save_state(state)
         return state
 
+    def predict(self, state: dict) -> dict:
+        """Each test image's predicted class, from the tested checkpoint with the tested settings (``ferkit predict``
+        over the test split, the run's own arguments), so that two runs can be compared image by image
+        (:func:`benchmarks.paired.paired_gap`). It must reproduce the recorded test accuracy exactly, or the run fails
+        with both figures: the predictions are the test evaluation's, written down, never a second evaluation that
+        could differ from it."""
+        out = self.dir / "test_predictions.csv"
+        args = ["predict", *state["args"], *generic_args(self.dir, "predict", state.get("predict_attempts", 0),
+                                                         self.run.seed),
+                "--ckpt_path", state["best_checkpoint"], "--data.predict_split", "test",
+                "--prediction_writer.output", str(out)]
+        state["predict_attempts"] = state.get("predict_attempts", 0) + 1
+        self.save_state(state)
+        log(f"{self.suite.name}/{self.run.name}: writing the test images' predictions")
+        out.unlink(missing_ok=True)
+        rc, _ = self.call(args, "predict", state)
+        if rc != 0 or not out.is_file():
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: ferkit predict exited with {rc}. Last lines of "
+                            f"{self.dir / 'predict.log'}:\n{tail(self.dir / 'predict.log')}")
+        preds = read_predictions(out, state["test"].get("class_names") or None)
+        n = len(preds["pred"])
+        acc = sum(a == b for a, b in zip(preds["pred"], preds["label"])) / max(n, 1)
+        expected_n = state["test"].get("num_samples")
+        # accuracies are whole images over n: a quarter of one image tells a float rounding from a real difference
+        if abs(acc - state["test"]["acc"]) > 0.25 / max(n, 1) or (expected_n and expected_n != n):
+            raise RunFailed(f"{self.suite.name}/{self.run.name}: the test predictions ({n} images, accuracy "
+                            f"{100 * acc:.3f} %) do not reproduce the recorded test ({expected_n} images, "
+                            f"{100 * state['test']['acc']:.3f} %); see {out}")
+        state["test_predictions"] = preds
+        self.save_state(state)
+        return state
+
     def missing_epochs(self, history: list[dict]) -> list[int]:
         """Epochs below ``trainer.max_epochs`` of the latest saved config that have no history line (none when the
         config stops early on purpose, e.g. with an EarlyStopping callback, or has no saved config)."""
@@ -509,7 +543,61 @@ class RunDriver:
                           "value": state["selected_value"], "checkpoint": Path(state["best_checkpoint"]).name},
             "epochs": len(history), "history": plain, "stats": stats,
             "test": state["test"],
+            # each test image's true and predicted class, one character per image in dataset order
+            "test_predictions": state.get("test_predictions"),
         }
+
+
+def read_predictions(path: Path, class_names: list[str] | None) -> dict:
+    """``{"classes": names, "label": str, "pred": str}`` from a ``PredictionCSVWriter`` file over a labelled split:
+    character ``i`` of ``label``/``pred`` is image ``i``'s class index (a digit, or a letter from the 11th class on)."""
+    import csv
+
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "label" not in rows[0]:
+        raise RunFailed(f"{path}: no labelled predictions")
+    names = list(class_names or [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")])
+    if len(names) > len(CLASS_CHARS):
+        raise RunFailed(f"{path}: {len(names)} classes, more than the {len(CLASS_CHARS)} a record can write")
+    index = {n: CLASS_CHARS[i] for i, n in enumerate(names)}
+    rows.sort(key=lambda r: int(r["index"]))
+    if [int(r["index"]) for r in rows] != list(range(len(rows))):
+        raise RunFailed(f"{path}: the image indices are not 0..{len(rows) - 1} (several processes? run on one)")
+    return {"classes": names, "label": "".join(index[r["label"]] for r in rows),
+            "pred": "".join(index[r["pred"]] for r in rows)}
+
+
+CLASS_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def add_predictions(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFAULT_WORK,
+                    results_dir: Path = DEFAULT_RESULTS) -> list[str]:
+    """Add ``test_predictions`` to finished records made before the harness wrote them, from each run's tested
+    checkpoint and stored arguments (the record's other fields are left as they are); names of the records changed.
+    Runs whose folder or checkpoint is gone are reported and skipped."""
+    changed = []
+    for run in suite.select(only):
+        driver = RunDriver(suite, run, work_dir, results_dir)
+        if not driver.record_path.is_file():
+            continue
+        record = json.loads(driver.record_path.read_text())
+        if record.get("test_predictions"):
+            continue
+        state = read_state(driver.dir)
+        if not state.get("args") or not state.get("best_checkpoint") or not Path(state["best_checkpoint"]).is_file():
+            log(f"{suite.name}/{run.name}: its run folder or tested checkpoint is gone; no predictions")
+            continue
+        state.setdefault("test", record["test"])
+        try:
+            state = driver.predict(state)
+        except RunFailed as e:
+            log(str(e))
+            continue
+        record["test_predictions"] = state["test_predictions"]
+        write_json(driver.record_path, record)
+        changed.append(run.name)
+    return changed
 
 
 def read_csv_metrics(folder: Path, prefix: str) -> dict[str, float]:

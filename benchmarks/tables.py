@@ -19,6 +19,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.paired import paired_gap
+
 SMOKE_SUFFIX = ".smoke"
 MARKER = re.compile(r"(<!-- bench:(?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
@@ -164,6 +166,9 @@ def suite_table(records: list[dict]) -> str:
         lines.append(f"| {row.method} | {len(recs)} ({seeds}) | {pct(*acc)} | {mca} | {g} | {val} | {fit_cell} | {epoch_min} | "
                      f"{'; '.join(devices)} |")
     monitor = records[0]["selection"]["monitor"]
+    paired = paired_table(rows)
+    if paired:
+        lines += ["", paired]
     steps = steps_table(records)
     if steps:
         lines += ["", steps]
@@ -175,6 +180,38 @@ def suite_table(records: list[dict]) -> str:
                  "standard deviation over seeds; built by `python -m benchmarks table` from "
                  f"`benchmarks/results/{records[0]['suite']}/*.json`.")
     return "\n".join(lines)
+
+
+def paired_table(rows: list[Row]) -> str:
+    """Each method against each baseline, seed by seed, image by image on the test split (records with
+    ``test_predictions``; see :mod:`benchmarks.paired`): empty when no pair has them."""
+    by_name = {r.method: r for r in rows}
+    lines, sizes = [], set()
+    for row in rows:
+        for b in row.baselines:
+            base = {r["seed"]: r for r in by_name[b].records} if b in by_name else {}
+            for rec in sorted(row.records, key=lambda r: r["seed"]):
+                pg = paired_gap(rec, base[rec["seed"]]) if rec["seed"] in base else None
+                if pg is None:
+                    continue
+                sizes.add(pg["n"])
+                lo, hi = pg["ci95"]
+                p = f"{pg['mcnemar_p']:.3g}" if pg["mcnemar_p"] >= 1e-4 else "< 0.0001"
+                lines.append(f"| {row.method} | {b} | {rec['seed']} | {100 * pg['gap']:+.2f} | "
+                             f"{100 * lo:+.2f} to {100 * hi:+.2f} | {pg['only_a']} / {pg['only_b']} | {p} |")
+    if not lines:
+        return ""
+    return "\n".join([
+        f"The same gaps image by image, on the {'/'.join(f'{n:,}' for n in sorted(sizes))} test images "
+        "(`benchmarks/paired.py`):",
+        "",
+        "| method | baseline | seed | gap (acc points) | 95 % interval from the test images alone | right only by "
+        "method / by baseline | McNemar p |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+        "The interval is what another draw of test images could do to the gap between these two trained networks; it "
+        "does not hold the seed-to-seed spread of training, which only more seeds measure."])
 
 
 def _scalar(v) -> str | None:

@@ -58,6 +58,12 @@ class FakeFerkit:
     def __call__(self, args: list[str], log_path: Path, env, pass_fds=()) -> tuple[int, float]:
         self.pass_fds.append(tuple(pass_fds))
         self.calls.append(list(args))
+        if args[0] == "predict":  # the tested checkpoint's predictions: as many right of 10 as its test accuracy says
+            right = round(10 * TEST[ckpt_epoch(Path(self.arg(args, "--ckpt_path")))])
+            rows = [f"{i},img{i},{'ab'[i % 2]},{'ab'[i % 2] if i < right else 'ba'[i % 2]},0.5,0.5\n" for i in range(10)]
+            Path(self.arg(args, "--prediction_writer.output")).write_text("index,id,label,pred,prob_a,prob_b\n"
+                                                                         + "".join(rows))
+            return 0, 0.5
         if args[0] not in ("fit", "test"):  # a step: writes its output and a report beside it
             out = Path(self.arg(args, "--out"))
             out.write_text("centres")
@@ -136,6 +142,27 @@ def test_the_test_split_sees_only_the_checkpoint_chosen_on_validation(tmp_path, 
     assert rec["test"]["acc"] == TEST[1] and TEST[1] < max(TEST)
     tests = [c for c in fake.calls if c[0] == "test"]
     assert len(tests) == 1 and FakeFerkit.arg(tests[0], "--ckpt_path").endswith("best-epoch=1.ckpt")
+    # the predictions written down are that checkpoint's, over the test split, with the tested arguments
+    (predict,) = [c for c in fake.calls if c[0] == "predict"]
+    assert FakeFerkit.arg(predict, "--ckpt_path") == FakeFerkit.arg(tests[0], "--ckpt_path")
+    assert FakeFerkit.arg(predict, "--data.predict_split") == "test" and "--data.x" in predict
+    assert rec["test_predictions"] == {"classes": ["a", "b"], "label": "0101010101", "pred": "0101011010"}
+
+
+def test_predictions_that_miss_the_tested_accuracy_fail_and_a_rerun_writes_them(tmp_path, fake, monkeypatch) -> None:
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "TEST", [0.40, 0.65, 0.80, 0.90])  # 6.5 of 10 right: no prediction file gives that
+    with pytest.raises(SystemExit, match="give the same command again"):
+        run(tmp_path)
+    state = json.loads((tmp_path / "runs" / "fake" / "a_s0" / "state.json").read_text())
+    assert state["phase"] == "tested" and "test_predictions" not in state
+    assert not (tmp_path / "results" / "fake" / "a_s0.json").exists()
+    monkeypatch.setattr(module, "TEST", [0.40, 0.60, 0.80, 0.90])
+    state["test"]["acc"] = 0.60
+    (tmp_path / "runs" / "fake" / "a_s0" / "state.json").write_text(json.dumps(state))
+    (rec,) = run(tmp_path)  # neither fitted nor tested again: only the predictions
+    assert [c[0] for c in fake.calls] == ["fit", "test", "predict", "predict"]
+    assert rec["test_predictions"]["pred"] == "0101011010"
 
 
 def test_record_fields(tmp_path, fake) -> None:
@@ -227,7 +254,7 @@ def test_a_fit_that_ends_early_without_error_is_continued_not_tested(tmp_path, f
     assert [c[0] for c in fake.calls] == ["fit"]
     fake.quiet_stop_after = None
     (rec,) = run(tmp_path)
-    assert [c[0] for c in fake.calls] == ["fit", "fit", "test"] and fake.resumed_from_epoch == [1]
+    assert [c[0] for c in fake.calls] == ["fit", "fit", "test", "predict"] and fake.resumed_from_epoch == [1]
     assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3]
 
 
@@ -275,7 +302,7 @@ def test_a_fitted_run_is_only_tested(tmp_path, fake) -> None:
     assert state["phase"] == "fitted" and state["selected_epoch"] == 1
     fake.test_fails = False
     (rec,) = run(tmp_path)
-    assert [c[0] for c in fake.calls] == ["fit", "test", "test"] and rec["fit_attempts"] == 1
+    assert [c[0] for c in fake.calls] == ["fit", "test", "test", "predict"] and rec["fit_attempts"] == 1
 
 
 def test_history_keeps_the_rerun_of_an_epoch_and_skips_a_cut_line(tmp_path) -> None:

@@ -53,6 +53,42 @@ def test_record_has_every_field(runs) -> None:
     assert t["acc"] == pytest.approx(sum(t["confusion_matrix"][i][i] for i in range(7)) / 32)
 
 
+def test_the_record_holds_each_test_image_prediction_of_the_tested_checkpoint(runs) -> None:
+    """``test_predictions``: one character per test image, and together they give the recorded test accuracy and
+    confusion matrix (the harness refuses predictions that do not)."""
+    rec, _ = runs["straight"]
+    p, t = rec["test_predictions"], rec["test"]
+    assert p["classes"] == t["class_names"] and len(p["label"]) == len(p["pred"]) == 32
+    confusion = [[0] * 7 for _ in range(7)]
+    for true, pred in zip(p["label"], p["pred"]):
+        confusion[int(true)][int(pred)] += 1
+    assert confusion == t["confusion_matrix"]
+    # the resumed run reproduces the uninterrupted one image by image
+    assert runs["resumed"][0]["test_predictions"] == p
+
+
+def test_predictions_that_miss_the_recorded_accuracy_fail_the_run(runs, tmp_path) -> None:
+    from benchmarks.harness import RunDriver, RunFailed, add_predictions
+
+    _, base = runs["straight"]
+    suite = load_suite("smoke")
+    driver = RunDriver(suite, suite.select(["avg_s0"])[0], base / "runs", base / "results")
+    saved = (driver.dir / "state.json").read_text()
+    state = json.loads(saved)
+    state.pop("test_predictions")
+    state["test"] = {**state["test"], "acc": state["test"]["acc"] + 0.1}
+    with pytest.raises(RunFailed, match="do not reproduce the recorded test"):
+        driver.predict(state)
+    (driver.dir / "state.json").write_text(saved)  # predict saved the altered state; the run's own comes back
+    # backfilling: a record without predictions gets them, the rest of it unchanged
+    record = json.loads(driver.record_path.read_text())
+    expected = record.pop("test_predictions")
+    driver.record_path.write_text(json.dumps(record))
+    assert add_predictions(suite, ["avg_s0"], base / "runs", base / "results") == ["avg_s0"]
+    assert json.loads(driver.record_path.read_text()) == {**record, "test_predictions": expected}
+    assert add_predictions(suite, ["avg_s0"], base / "runs", base / "results") == []  # nothing left to add
+
+
 def test_the_tested_checkpoint_is_the_best_validation_epoch(runs) -> None:
     import torch
 
