@@ -1,10 +1,9 @@
 """Carry the FER+ data to a machine that can take only a small upload (a lent GPU machine takes 64 MiB in all).
 
 The Kaggle ``fer2013.csv.gz`` is 94 MB. FER+ uses only the rows it gives a label to, so ``pack`` keeps the pixels of
-exactly those rows (every split, every label mode ferkit has, 7 and 8 classes), compressed with LZMA after a delta
-filter (each pixel stored as its difference from its left neighbour, which saves about 2 MiB), with
-the FER+ votes gzipped,
-and ``unpack`` writes a ``fer2013.csv`` with the same 35,887 rows in the same order, the rows FER+ drops left black.
+exactly those rows (every split, every label mode ferkit has, 7 and 8 classes; ``--label-modes``/``--num-classes``
+keep fewer), compressed with LZMA after a delta filter (each pixel stored as its difference from its left neighbour,
+which saves about 2 MiB), with the FER+ votes gzipped, and ``unpack`` writes a ``fer2013.csv`` with the same 35,887 rows in the same order, the rows FER+ drops left black.
 Every FER+ dataset built from the unpacked file is identical to the one built from the original (``pack`` checks it
 before writing). FER2013's own 7-class labels and the real-noise suite need all rows: use the original file there.
 
