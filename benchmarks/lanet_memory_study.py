@@ -85,7 +85,21 @@ def study_checkpoint(path: Path, root: str | None = None) -> dict:
                              "memory_argmax": class_counts(memory.argmax(1), names)},
             "recall_by_true_class": {"given": recall_by_true_class(given, clean, names),
                                      "memory_argmax": recall_by_true_class(memory.argmax(1), clean, names)},
-            "confusion_true_vs_memory_argmax": confusion(memory.argmax(1), clean, names)}
+            "confusion_true_vs_memory_argmax": confusion(memory.argmax(1), clean, names),
+            # where the memory puts its mass: the class marginal (mean mass) against the largest mass any one sample
+            # gives a class; a class can keep its share of the mass while no sample's arg-max is that class
+            "class_mass": {"memory_mean": dict(zip(names, memory.float().mean(0).tolist())),
+                           "memory_max": dict(zip(names, memory.float().max(0).values.tolist()))},
+            "alignment": alignment_state(ckpt["state_dict"], names)}
+
+
+def alignment_state(state_dict: dict, names: list[str]) -> dict | None:
+    """Class-prior alignment's buffers (``lde_align="given"``): the prior it aligns to and the moving average of the
+    neighbours' estimate; None for a run without alignment."""
+    prior, running = state_dict.get("lde.align_prior"), state_dict.get("lde.align_running")
+    if prior is None or running is None:
+        return None
+    return {"prior": dict(zip(names, prior.tolist())), "running_estimate": dict(zip(names, running.tolist()))}
 
 
 def load_memory(path: Path) -> tuple[int, int, "torch.Tensor"]:

@@ -257,3 +257,23 @@ def test_lanet_memory_study_smoke(smoke) -> None:
     assert set(counts) == {"given", "clean", "memory_argmax"}
     assert all(sum(c.values()) == 48 for c in counts.values())
     assert counts["memory_argmax"] == counts["given"]  # the memory still ranks every given label first
+    mass = study["class_mass"]
+    assert sum(mass["memory_mean"].values()) == pytest.approx(1.0)  # every memory row is a distribution
+    # one visit keeps 0.9 of the one-hot start: the class given to any sample holds at least 0.9 of its memory
+    assert all(mass["memory_max"][c] >= 0.9 for c, n in counts["given"].items() if n > 0)
+    assert study["alignment"] is None  # lanet_synthetic runs without class-prior alignment
+
+
+def test_lanet_memory_study_reads_the_alignment_buffers() -> None:
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    try:
+        study = runpy.run_path(str(REPO / "benchmarks" / "lanet_memory_study.py"), run_name="ferkit_bench_memory")
+    finally:
+        sys.path.remove(str(REPO))
+    sd = {"lde.align_prior": torch.tensor([0.75, 0.25]), "lde.align_running": torch.tensor([0.8, 0.2])}
+    assert study["alignment_state"](sd, ["a", "b"]) == {"prior": {"a": 0.75, "b": 0.25},
+                                                        "running_estimate": {"a": pytest.approx(0.8),
+                                                                             "b": pytest.approx(0.2)}}
+    assert study["alignment_state"]({}, ["a", "b"]) is None
