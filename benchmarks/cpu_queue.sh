@@ -76,6 +76,7 @@ STEPS=(
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
   #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (2 minutes; see ferkit/methods/lanet/README.md)
   "165 ferplus_noise30 --only lanet_align_s0"      # LA-Net with class-prior alignment: the rare classes the memory lost
+  "165 ferplus_noise30 --only lanet_m097_s0"       # LA-Net with a slower label memory (0.97): rare classes' labels kept
   "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy
   "85 fer2013_realnoise --only ce_lanet_s0"        # LA-Net's own CE on real noise
   "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison
