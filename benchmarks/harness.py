@@ -474,9 +474,9 @@ class RunDriver:
     def predict(self, state: dict) -> dict:
         """Each test image's predicted class, from the tested checkpoint with the tested settings (``ferkit predict``
         over the test split, the run's own arguments), so that two runs can be compared image by image
-        (:func:`benchmarks.paired.paired_gap`). It must reproduce the recorded test accuracy exactly, or the run fails
-        with both figures: the predictions are the test evaluation's, written down, never a second evaluation that
-        could differ from it."""
+        (:func:`benchmarks.paired.paired_gap`). They must reproduce the recorded test accuracy exactly, or they are
+        refused (``None``, with the reason in ``test_predictions_refused``): the predictions are the test evaluation's,
+        written down, never a second evaluation that could differ from it."""
         out = self.dir / "test_predictions.csv"
         args = ["predict", *state["args"], *generic_args(self.dir, "predict", state.get("predict_attempts", 0),
                                                          self.run.seed),
@@ -496,9 +496,14 @@ class RunDriver:
         expected_n = state["test"].get("num_samples")
         # accuracies are whole images over n: a quarter of one image tells a float rounding from a real difference
         if abs(acc - state["test"]["acc"]) > 0.25 / max(n, 1) or (expected_n and expected_n != n):
-            raise RunFailed(f"{self.suite.name}/{self.run.name}: the test predictions ({n} images, accuracy "
-                            f"{100 * acc:.3f} %) do not reproduce the recorded test ({expected_n} images, "
-                            f"{100 * state['test']['acc']:.3f} %); see {out}")
+            # refused, and the run still gets its record (without them): on the CPU, bf16 near-ties have been seen
+            # to move one image of 3,137-3,153 between the two passes (cause not established)
+            msg = (f"{self.suite.name}/{self.run.name}: the test predictions ({n} images, accuracy {100 * acc:.3f} %) "
+                   f"do not reproduce the recorded test ({expected_n} images, {100 * state['test']['acc']:.3f} %); "
+                   f"not kept (see {out})")
+            log(msg)
+            preds = None
+            state["test_predictions_refused"] = msg
         state["test_predictions"] = preds
         self.save_state(state)
         return state
@@ -545,6 +550,8 @@ class RunDriver:
             "test": state["test"],
             # each test image's true and predicted class, one character per image in dataset order
             "test_predictions": state.get("test_predictions"),
+            **({"test_predictions_refused": state["test_predictions_refused"]}
+               if state.get("test_predictions_refused") else {}),
         }
 
 
@@ -593,6 +600,8 @@ def add_predictions(suite: Suite, only: list[str] | None = None, work_dir: Path 
             state = driver.predict(state)
         except RunFailed as e:
             log(str(e))
+            continue
+        if state["test_predictions"] is None:  # refused (logged)
             continue
         record["test_predictions"] = state["test_predictions"]
         write_json(driver.record_path, record)

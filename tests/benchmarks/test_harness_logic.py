@@ -149,21 +149,15 @@ def test_the_test_split_sees_only_the_checkpoint_chosen_on_validation(tmp_path, 
     assert rec["test_predictions"] == {"classes": ["a", "b"], "label": "0101010101", "pred": "0101011010"}
 
 
-def test_predictions_that_miss_the_tested_accuracy_fail_and_a_rerun_writes_them(tmp_path, fake, monkeypatch) -> None:
+def test_predictions_that_miss_the_tested_accuracy_are_refused_and_the_record_written(tmp_path, fake,
+                                                                                     monkeypatch) -> None:
     module = sys.modules[__name__]
     monkeypatch.setattr(module, "TEST", [0.40, 0.65, 0.80, 0.90])  # 6.5 of 10 right: no prediction file gives that
-    with pytest.raises(SystemExit, match="give the same command again"):
-        run(tmp_path)
-    state = json.loads((tmp_path / "runs" / "fake" / "a_s0" / "state.json").read_text())
-    assert state["phase"] == "tested" and "test_predictions" not in state
-    assert not (tmp_path / "results" / "fake" / "a_s0.json").exists()
-    monkeypatch.setattr(module, "TEST", [0.40, 0.60, 0.80, 0.90])
-    state["test"]["acc"] = 0.60
-    (tmp_path / "runs" / "fake" / "a_s0" / "state.json").write_text(json.dumps(state))
-    (rec,) = run(tmp_path)  # neither fitted nor tested again: only the predictions
-    assert [c[0] for c in fake.calls] == ["fit", "test", "predict", "predict"]
-    assert rec["test_predictions"]["pred"] == "0101011010"
-
+    (rec,) = run(tmp_path)
+    assert rec["test"]["acc"] == 0.65 and rec["test_predictions"] is None
+    assert "do not reproduce the recorded test" in rec["test_predictions_refused"]
+    assert [c[0] for c in fake.calls] == ["fit", "test", "predict"]
+    assert run(tmp_path) == [] and len(fake.calls) == 3  # finished: not predicted again
 
 def test_record_fields(tmp_path, fake) -> None:
     (rec,) = run(tmp_path)
