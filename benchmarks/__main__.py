@@ -1,4 +1,5 @@
-"""``python -m benchmarks run <suite> | predict <suite> | table | plot | status | list`` -- see docs/benchmarks.md."""
+"""``python -m benchmarks run <suite> | predict <suite> | adopt SRC DST | table | plot | status | list`` -- see
+docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (run names or method labels)")
     pr.add_argument("--work-dir", default=str(DEFAULT_WORK))
     pr.add_argument("--results", default=str(DEFAULT_RESULTS))
+
+    ad = sub.add_parser("adopt", help="count a record trained in another suite (e.g. gpu) as a run of this one, after "
+                        "checking it is the same run: same config, seed and overrides but where it ran")
+    ad.add_argument("source", help="SUITE/RUN of the record, e.g. gpu/arm_clean_s1")
+    ad.add_argument("dest", help="SUITE/RUN it stands for, e.g. ferplus_clean/arm_s1")
+    ad.add_argument("--results", default=str(DEFAULT_RESULTS))
+    ad.add_argument("--force", action="store_true", help="replace the destination's own record")
 
     t = sub.add_parser("table", help="build benchmarks/results/TABLES.md and fill the README markers")
     t.add_argument("--results", default=str(DEFAULT_RESULTS))
@@ -76,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             changed = add_predictions(load_suite(name), only=a.only, work_dir=Path(a.work_dir),
                                       results_dir=Path(a.results))
             print(f"{name}: predictions added to {len(changed)} record(s){': ' + ', '.join(changed) if changed else ''}")
+    elif a.command == "adopt":
+        from benchmarks.adopt import adopt
+
+        try:
+            path = adopt(a.source, a.dest, Path(a.results), force=a.force)
+        except ValueError as e:
+            print(f"[bench] {e}", file=sys.stderr)
+            return 2
+        print(f"{a.source} -> {path}")
     elif a.command == "status":
         from benchmarks.status import status_lines
 

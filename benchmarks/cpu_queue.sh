@@ -19,7 +19,8 @@
 # happened on 2026-11-27: two runs 7 and 10 epochs in were lost). `--until WHEN` (any time `date -d` reads: 19:20,
 # "150 minutes"; a clock time already past means that time tomorrow) makes each worker skip the steps that would not finish by then, from the minutes each step is
 # expected to take in a lane (the number before each step below: measured where a run of that kind has finished,
-# otherwise scaled from its measured step cost), and take the next one that fits:
+# otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, by
+# `python -m benchmarks.status expected`), and take the next one that fits:
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
 # Steps longer than a session (over ~165 lane minutes) finish only where the machine is kept between sessions or
 # alone with every thread (`one`, about 0.65x the lane minutes).
@@ -68,7 +69,8 @@ step() {  # suite, run names...
 # done: ferplus_recipe soft_votes_s0 (83.98 %), soft_votes_flip_epochs60_s0 (85.13 %); ferplus_noise30 ce_s0 asm_s0
 # ce2_s0 asm_fixed_s0 ce_lanet_s0 lanet_s0; ferplus_pasm gen0_s0 gen1_s0 gen2_s0 random1_s0; fer2013_realnoise ce_s0
 # asm_s0 ce_lanet_s0 lanet_s0 (69.49 %); ferplus_omni10 (all); ferplus_clean arm_s0 (83.51 %) avg_s0 (84.27 %);
-# ferplus_noise30 lanet_align_s0 (78.21 %)
+# ferplus_noise30 lanet_align_s0 (78.21 %); ferplus_clean arm_s1 (83.51 %) avg_s1 (83.06 %), trained on a lent GPU and
+# adopted (`python -m benchmarks adopt gpu/arm_clean_s1 ferplus_clean/arm_s1`)
 # Each step: expected lane minutes, then the harness's arguments.
 STEPS=(
   "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step);
@@ -80,12 +82,12 @@ STEPS=(
   "165 ferplus_noise30 --only lanet_m097_s0"       # LA-Net with a slower label memory (0.97): rare classes' labels kept
   "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy
   "85 fer2013_realnoise --only ce_lanet_s0"        # LA-Net's own CE on real noise
+  "80 ferplus_noise30 --only ce_lanet_s1"          # second seed of LA-Net vs its CE (the 30 % gap with p = 0.001)
+  "165 ferplus_noise30 --only lanet_s1"
   "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison
   "135 ferplus_noise30 --only asm_s1"
   "180 ferplus_noise30 --only ce2_s1"              # longer than a session in a lane
   "80 ferplus_recipe --only soft_votes_affine_s0"  # augmentation: affine jitter instead of flip + shift only
-  "150 ferplus_clean --only arm_s1"
-  "150 ferplus_clean --only avg_s1"
   "75 ferplus_recipe --only recipe_s0"             # the majority-label recipe
   # what buys accuracy per CPU-minute: one change to the majority-label recipe per run
   "75 ferplus_recipe --only no_smoothing_s0"
@@ -99,8 +101,6 @@ STEPS=(
   "165 ferplus_noise10 --only lanet_s0"
   "80 ferplus_noise10 --only ce_lanet_s0"
   # second seeds of the rest
-  "165 ferplus_noise30 --only lanet_s1"
-  "80 ferplus_noise30 --only ce_lanet_s1"
   "95 fer2013_realnoise --only ce_s1"
   "150 fer2013_realnoise --only asm_s1"
   "165 fer2013_realnoise --only lanet_s1"
@@ -127,9 +127,14 @@ recorded() {  # "suite --only names...": does every named run have its record (f
 }
 
 worker() {
-  local i minutes args
+  local i minutes args left
   while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
     minutes=${STEPS[$i]%% *}; args=${STEPS[$i]#* }
+    if [ -n "$UNTIL" ] && [[ "$args" =~ ^([a-z0-9_]+)\ --only\ ([A-Za-z0-9_]+)$ ]]; then
+      # a run killed part-way needs only its epochs left (at the step's rate), plus its resume and test
+      left=$("$PY" -m benchmarks.status expected benchmarks/runs "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$minutes" \
+             2>/dev/null) && [[ "$left" =~ ^[0-9]+$ ]] && minutes=$left
+    fi
     [ "$mode" = one ] && minutes=$(( minutes * 65 / 100 ))  # every thread on one run: ~0.65x the lane minutes
     if ! fits "$minutes"; then
       recorded "$args" || echo "[queue] $(date -u +%FT%TZ) skip $args: needs ~$minutes min, $(( (UNTIL - $(date +%s)) / 60 )) min left"

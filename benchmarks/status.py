@@ -106,3 +106,30 @@ def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
                      if p]
             lines.append(f"  {s['run']:<28} " + "  ".join(parts))
     return lines
+
+
+def expected_minutes(run_dir: Path, full: int) -> int:
+    """The minutes a queue step still needs, from its full estimate ``full`` (a run from scratch): the epochs left at
+    that rate plus 5 minutes for the resume and the test when the run has finished epochs; 10 for a fitted run
+    awaiting its test; ``full`` for a run not begun (or whose progress cannot be read)."""
+    if not (run_dir / "state.json").is_file():
+        return full
+    try:
+        state = read_state(run_dir)
+        done = len(read_history(run_dir / "history.jsonl"))
+    except (OSError, ValueError, KeyError):
+        return full
+    if state.get("phase") in ("fitted", "tested"):
+        return 10
+    total = max_epochs(run_dir)
+    if state.get("phase") != "fitting" or not total or done <= 0:
+        return full
+    return min(full, -(-full * max(total - done, 0) // total) + 5)
+
+
+if __name__ == "__main__":  # `python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES` (for cpu_queue.sh)
+    import sys
+
+    if len(sys.argv) != 6 or sys.argv[1] != "expected":
+        sys.exit("usage: python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES")
+    print(expected_minutes(Path(sys.argv[2]) / sys.argv[3] / sys.argv[4], int(sys.argv[5])))

@@ -148,3 +148,19 @@ def test_every_queued_run_exists_and_is_queued_once() -> None:
             assert name in known, f"{step}: {parts[0]} has no run {name}"
             assert (parts[0], name) not in seen, f"{parts[0]}/{name} is queued twice"
             seen.add((parts[0], name))
+
+
+def test_until_counts_only_the_epochs_left_of_a_run_killed_part_way(queue) -> None:
+    """A long step whose run is mostly trained (the stand-in for `benchmarks.status expected` says 20 minutes) runs
+    before a 100-minute deadline; the other long steps are still skipped."""
+    root, env = queue
+    steps = steps_in_script()
+    long_step = step_args(max(steps, key=lambda s: int(s.split()[0])))
+    suite, name = long_step.split()[0], long_step.split()[-1]
+    fake = root / "fakepython"
+    fake.write_text(FAKE_PYTHON.replace("exit 0", f'[ "$2 $5 $6" = "benchmarks.status {suite} {name}" ] && echo 20\nexit 0'))
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--until", "100 minutes"], cwd=root,
+                   env={**env, "FAKE_SLEEP": "0.5"}, check=True, timeout=120, capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
+    assert runs == sorted([long_step] + [step_args(s) for s in steps if int(s.split()[0]) < 100])

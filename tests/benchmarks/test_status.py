@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.status import run_status, status_lines  # noqa: E402
+from benchmarks.status import expected_minutes, run_status, status_lines  # noqa: E402
 
 
 def make_run(run_dir: Path, phase: str, val: list[float], times: list[float], max_epochs: int | None = 10) -> None:
@@ -72,3 +72,17 @@ def test_a_run_in_a_step_before_its_fit_shows_the_step(tmp_path) -> None:
     assert "step centres_gen1_s0 unfinished" in status_lines(tmp_path)[1]  # nobody drives it: killed
     (marks / "centres_gen1_s0.done").write_text("{}")
     assert "no epoch yet" in status_lines(tmp_path)[1] and run_status(run)["steps"] == []
+
+
+def test_expected_minutes_of_a_queue_step_count_only_the_epochs_left(tmp_path) -> None:
+    """cpu_queue.sh's deadline check: a run killed 4 epochs into 10 needs 6/10 of its step's minutes plus 5 for its
+    resume and test; a fitted run its test; a run not begun (or with no folder) all of them."""
+    make_run(tmp_path / "s" / "part", "fitting", [0.5] * 4, [0.0, 60.0, 120.0, 180.0], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "part", 100) == 65
+    make_run(tmp_path / "s" / "fitted", "fitted", [0.5] * 10, [60.0 * i for i in range(10)], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "fitted", 100) == 10
+    make_run(tmp_path / "s" / "fresh", "fitting", [], [], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "fresh", 100) == 100
+    assert expected_minutes(tmp_path / "s" / "absent", 100) == 100
+    make_run(tmp_path / "s" / "last", "fitting", [0.5] * 10, [60.0 * i for i in range(10)], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "last", 3) == 3  # never more than the full estimate

@@ -183,3 +183,13 @@ def test_mining_plot_draws_the_overall_scores_per_epoch(tmp_path) -> None:
     names = sorted(p.name for p in plot_suite("s", [ce, asm], tmp_path))
     assert names == ["s_mining.png", "s_recall.png", "s_val_acc.png"]
     assert sorted(p.name for p in plot_suite("t", [ce], tmp_path / "t")) == ["t_recall.png", "t_val_acc.png"]
+
+
+def test_times_are_shown_per_device_when_seeds_ran_on_different_machines() -> None:
+    slow = record("ce", 0, 0.70)
+    fast = record("ce", 1, 0.72, device="NVIDIA H200")
+    fast["wall_seconds"]["fit"] = 6.0
+    line = suite_table([slow, fast]).splitlines()[2]
+    cells = [c.strip() for c in line.split("|")]
+    # devices sorted by name: the GPU (0.1 min) first, then the CPU (2.0 min); never their mean of 1.05
+    assert cells[7] == "0.1; 2.0" and cells[9] == "NVIDIA H200; cpu"
