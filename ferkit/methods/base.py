@@ -317,8 +317,12 @@ class FERModule(L.LightningModule):
 
     # -- prediction ------------------------------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        """``{"index", "probs"[, "label"]}`` per batch (written to CSV by :class:`ferkit.callbacks.PredictionCSVWriter`)."""
-        probs = torch.softmax(self.evaluation_logits(batch["image"]), dim=1)
+        """``{"index", "probs"[, "label"]}`` per batch (written to CSV by :class:`ferkit.callbacks.PredictionCSVWriter`).
+
+        The softmax is taken in float32: under bf16 autocast on the CPU it would stay bf16, whose 8-bit mantissa can
+        round two close probabilities to one value, and the arg-max of the tie (the lower class) would then differ from
+        the arg-max of the logits that validation and test score."""
+        probs = torch.softmax(self.evaluation_logits(batch["image"]).float(), dim=1)
         out = {"index": batch["index"], "probs": probs}
         if "label" in batch:
             out["label"] = batch["label"]

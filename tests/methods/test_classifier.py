@@ -236,3 +236,19 @@ def test_channels_last_trains_the_same_network_in_the_other_memory_format(synthe
     b = _to_channels_last({"image": torch.randn(2, 3, 4, 4), "label": torch.zeros(2), "views": [torch.randn(2, 1, 4, 4)]})
     assert b["image"].is_contiguous(memory_format=torch.channels_last) and b["label"].ndim == 1
     assert b["views"][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_predictions_agree_with_the_scored_argmax_under_bf16_autocast(synthetic_dm, tiny_module):
+    """Two logits that bf16 keeps apart but whose bf16 softmax rounds to one value: the predicted class is still the
+    logits' arg-max, the class that test accuracy counts (a bf16 softmax gave the lower class of the tie)."""
+    dm = synthetic_dm()
+    module = tiny_module(FERClassifier, dm)
+    module.configure_model()
+    logits = torch.tensor([[0.1001, 0.1006, -3.0, -3.0, -3.0, -3.0, -3.0]])
+    assert torch.softmax(logits.bfloat16(), 1)[0, 0] == torch.softmax(logits.bfloat16(), 1)[0, 1]  # the tie exists
+    module.evaluation_logits = lambda x: logits.bfloat16().expand(x.shape[0], -1)
+    batch = {"image": torch.randn(2, 3, 32, 32), "index": torch.arange(2), "label": torch.zeros(2, dtype=torch.long)}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module.predict_step(batch, 0)
+    assert out["probs"].dtype == torch.float32
+    assert out["probs"].argmax(1).tolist() == [1, 1] == logits.bfloat16().argmax(1).expand(2).tolist()
