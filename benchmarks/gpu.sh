@@ -16,6 +16,9 @@
 #   --parallel     each run named after --only in its own process, all at once (runs that leave the GPU idle, e.g.
 #                  ferplus_clean's pair at batch 64, take about the time of one); records mark them as sharing
 #                  the machine (cpu_lanes)
+#   --suite NAME   run that suite's runs (named after --only) on the GPU instead of the `gpu` suite's, exactly as the
+#                  CPU queue would but for the accelerator and the loader workers (--workers N, default the cores
+#                  shared out between the parallel runs): their records are that suite's own (benchmarks/adopt.py)
 # The command used for the ARM vs average-pooling seed on a lent machine (records come back under $OUT):
 #   bash benchmarks/gpu.sh --wheels .whl --packed .gpudata --parallel --results "$OUT/res" --work-dir /tmp/runs \
 #     --budget 480 --only avg_clean_s1 arm_clean_s1
@@ -24,7 +27,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
 SMOKE=""; RESULTS=benchmarks/results; WORK=benchmarks/runs; BUDGET=540; ROOT=""; WHEELS=""; PACKED=""; PARALLEL=""
-ONLY=(); REST=()
+SUITE=gpu; WORKERS=""
+ONLY=(); REST=(); OVERRIDES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=--smoke ;;
@@ -35,8 +39,11 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift ;;
     --packed) PACKED=$2; shift ;;
     --parallel) PARALLEL=1 ;;
+    --suite) SUITE=$2; shift ;;
+    --workers) WORKERS=$2; shift ;;
     --only)
       while [ $# -gt 1 ] && [[ "$2" != --* ]]; do ONLY+=("$2"); shift; done ;;
+    --) shift; OVERRIDES+=("$@"); break ;;  # ferkit overrides for every run, as after `python -m benchmarks run ... --`
     *) REST+=("$1") ;;
   esac
   shift
@@ -61,9 +68,17 @@ else
 fi
 "$PY" -c "import albumentations, jsonargparse, lightning, timm, torchmetrics" \
   || { echo "[gpu.sh] a package ferkit needs is missing: carry its wheel (--wheels; see benchmarks/gpu_prepare.sh)" >&2; exit 3; }
+if [ "$SUITE" != gpu ]; then  # the gpu suite sets its own workers; another suite's runs get a share of the cores
+  [ ${#ONLY[@]} -gt 0 ] || { echo "[gpu.sh] --suite $SUITE needs the runs named after --only" >&2; exit 2; }
+  lanes=1; [ -n "$PARALLEL" ] && lanes=${#ONLY[@]}
+  [ -n "$WORKERS" ] || WORKERS=$(( $(nproc) / lanes - 1 )); [ "$WORKERS" -ge 0 ] || WORKERS=0
+  OVERRIDES=(--data.num_workers "$WORKERS" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
+fi
+[ ${#OVERRIDES[@]} -gt 0 ] && OVERRIDES=(-- "${OVERRIDES[@]}")
 run() {  # the harness under the time budget; extra arguments name the runs
-  timeout --signal=TERM --kill-after=60 "$BUDGET" "$PY" -m benchmarks run gpu $SMOKE --accelerator "$ACCEL" \
-    --results "$RESULTS" --work-dir "$WORK" ${ROOT:+--root "$ROOT"} ${REST[@]+"${REST[@]}"} "$@"
+  timeout --signal=TERM --kill-after=60 "$BUDGET" "$PY" -m benchmarks run "$SUITE" $SMOKE --accelerator "$ACCEL" \
+    --results "$RESULTS" --work-dir "$WORK" ${ROOT:+--root "$ROOT"} ${REST[@]+"${REST[@]}"} "$@" \
+    ${OVERRIDES[@]+"${OVERRIDES[@]}"}
 }
 rc=0
 if [ -n "$PARALLEL" ]; then
@@ -85,5 +100,5 @@ else
 fi
 if [ "$rc" = 124 ]; then echo "[gpu.sh] stopped after ${BUDGET}s; run the same command again to continue"; fi
 "$PY" -m benchmarks table --results "$RESULTS" --markdown
-"$PY" -m benchmarks plot --results "$RESULTS" --suite gpu || echo "[gpu.sh] no plots (matplotlib missing?)"
+"$PY" -m benchmarks plot --results "$RESULTS" --suite "$SUITE" || echo "[gpu.sh] no plots (matplotlib missing?)"
 exit "$rc"
