@@ -96,7 +96,7 @@ def test_markers_are_replaced_and_unknown_ones_kept(tmp_path: Path) -> None:
     assert "old numbers" not in text and "| asm | 1 (0) | 76.00 | 66.00 | +6.00 vs ce |" in text
     assert text.startswith("intro\n<!-- bench:s -->\n| method |") and "<!-- /bench:s -->\nmiddle\n" in text
     assert "<!-- bench:other -->\nkept\n<!-- /bench:other -->" in text
-    assert list(tables) == ["s"] and "## s" in (results / "TABLES.md").read_text()
+    assert list(tables) == ["summary", "s"] and "## s" in (results / "TABLES.md").read_text()
     # running it again changes nothing
     update_tables(results, markdown=[readme])
     assert readme.read_text() == text
@@ -193,3 +193,23 @@ def test_times_are_shown_per_device_when_seeds_ran_on_different_machines() -> No
     cells = [c.strip() for c in line.split("|")]
     # devices sorted by name: the GPU (0.1 min) first, then the CPU (2.0 min); never their mean of 1.05
     assert cells[7] == "0.1; 2.0" and cells[9] == "NVIDIA H200; cpu"
+
+
+def test_summary_table_states_each_goal_and_computes_whether_it_is_met() -> None:
+    from benchmarks.comparisons import Comparison
+    from benchmarks.tables import summary_table
+
+    suites = {"s": [record("ce", 0, 0.70), record("ce", 1, 0.72), record("asm", 0, 0.76, "ce"),
+                    record("asm", 1, 0.78, "ce"), record("arm", 0, 0.70, "ce"), record("arm", 1, 0.71, "ce")]}
+    comps = [Comparison("s", "asm", "ce", "ASM vs CE", 0.05, "ASM >= CE + 5"),
+             Comparison("s", "arm", "ce", "ARM vs CE", 0.0, "ARM >= CE"),
+             Comparison("s", "lanet", "ce", "LA-Net vs CE", 0.05, "LA-Net >= CE + 5"),
+             Comparison("t", "asm", "ce", "ASM vs CE elsewhere")]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in summary_table(suites, comps).splitlines()[2:6]]
+    assert rows[0] == ["ASM vs CE", "s", "0, 1", "+6.00 ± 0.00", "—", "ASM >= CE + 5", "yes"]
+    # -0.5 ± 0.71 points: below the goal, by less than the seeds' spread
+    assert rows[1][3] == "-0.50 ± 0.71" and rows[1][6] == "no (within the seed spread)"
+    assert rows[2][3] == "no records of lanet yet" and rows[2][6] == "—"
+    assert rows[3][3] == "no records of asm and ce yet" and rows[3][5] == "reported"
+    one = summary_table({"s": suites["s"][:3]}, comps[:1]).splitlines()[2]
+    assert one.endswith("| ASM >= CE + 5 | yes (one seed) |")
