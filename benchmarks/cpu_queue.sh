@@ -35,12 +35,9 @@ if [ "${1:-}" = stop ]; then
   # of a harness process. They are killed outright (SIGKILL): a fit may take minutes to honour SIGTERM, and a killed
   # run continues from its last checkpoint when the queue is started again. Costs at most the epochs in progress.
   lockfile="$PWD/benchmarks/runs/.queue.instance"
-  pids=()
-  for fd in /proc/[0-9]*/fd/*; do
-    [ "$(readlink "$fd" 2>/dev/null)" = "$lockfile" ] || continue
-    pid=${fd#/proc/}; pid=${pid%%/*}
-    [ "$pid" != "$$" ] && pids+=("$pid")
-  done
+  # one find over every process's open files (a readlink per descriptor took over 30 s on a loaded machine)
+  mapfile -t pids < <(find /proc/[0-9]*/fd -maxdepth 1 -lname "$lockfile" 2>/dev/null | cut -d/ -f3 | sort -u \
+                      | grep -vx "$$")
   all=()
   while [ ${#pids[@]} -gt 0 ]; do  # the holders and all their descendants
     all+=("${pids[@]}")
