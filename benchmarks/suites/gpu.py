@@ -32,13 +32,11 @@ SUITE = Suite(
         Run("asm_noise30_s1", "asm_ferplus", 1, RECIPE + GPU + noise(0.3) + epochs(18) + ASM_GPU, method="asm_noise30",
             baseline=["ce_noise30", "ce2_noise30"], smoke=SMOKE_ASM),
         # a second seed of ferplus_clean's ARM vs average pooling, exactly its recipe (6x6 map, batch 64, 30 epochs),
-        # run side by side on one GPU (`--only avg_clean_s1` and `--only arm_clean_s1` in two processes; seed 2 likewise):
-        # seed 0 of the pair ran on the CPU (benchmarks/results/ferplus_clean/)
+        # run side by side on one GPU (`--only avg_clean_s1` and `--only arm_clean_s1` in two processes); seed 0 of the
+        # pair ran on the CPU (benchmarks/results/ferplus_clean/). These two are adopted into ferplus_clean
+        # (benchmarks/adopt.py); other CPU runs need no entry here: `gpu.sh --suite <suite> --only <runs>` trains them
         Run("avg_clean_s1", "avg_ferplus", 1, RECIPE + GEOMETRY + GPU_SAME_BATCH, method="avg_clean"),
         Run("arm_clean_s1", "arm_ferplus", 1, RECIPE + GEOMETRY + ARM_POOL + GPU_SAME_BATCH, method="arm_clean",
-            baseline="avg_clean"),
-        Run("avg_clean_s2", "avg_ferplus", 2, RECIPE + GEOMETRY + GPU_SAME_BATCH, method="avg_clean"),
-        Run("arm_clean_s2", "arm_ferplus", 2, RECIPE + GEOMETRY + ARM_POOL + GPU_SAME_BATCH, method="arm_clean",
             baseline="avg_clean"),
     ],
     smoke=SMOKE,
