@@ -20,6 +20,7 @@ COMPARISONS = [
     Comparison("ferplus_recipe", "soft_votes_flip_epochs60", "soft_votes_flip",
                "recipe: 60 epochs vs 30, both with flip averaging"),
     Comparison("ferplus_recipe", "soft_votes_flip", "soft_votes", "recipe: flip averaging vs none, 30 epochs"),
+    Comparison("ferplus_recipe", "soft_votes", "recipe", "recipe: vote distributions vs majority labels, 30 epochs"),
     Comparison("ferplus_clean", "arm", "avg", "ARM vs average pooling (6x6 map), clean", 0.0, "ARM >= avg"),
     Comparison("ferplus_noise30", "lanet", "ce_lanet", "LA-Net vs its CE, 30 % noise", 0.05, "LA-Net >= CE + 5"),
     Comparison("ferplus_noise30", "asm", "ce", "ASM vs CE, 30 % noise", 0.05, "ASM >= CE + 5"),
