@@ -84,12 +84,12 @@ STEPS=(
   "165 ferplus_noise30 --only lanet_s1"
   "95 ferplus_noise30 --only ce_s1"                # second seeds of the 30 % comparison
   "135 ferplus_noise30 --only asm_s1"
-  "180 ferplus_noise30 --only ce2_s1"              # longer than a session in a lane
-  # the 10 % rows (one seed: the issue asks them reported)
+  # the 10 % rows (one seed: the issue asks them reported), before the last, longest second seed
   "95 ferplus_noise10 --only ce_s0"
   "135 ferplus_noise10 --only asm_s0"
   "80 ferplus_noise10 --only ce_lanet_s0"
   "165 ferplus_noise10 --only lanet_s0"
+  "180 ferplus_noise30 --only ce2_s1"              # longer than a session in a lane
   "180 ferplus_noise10 --only ce2_s0"
   "80 ferplus_recipe --only soft_votes_affine_s0"  # augmentation: affine jitter instead of flip + shift only
   "75 ferplus_recipe --only recipe_s0"             # the majority-label recipe

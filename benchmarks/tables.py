@@ -188,6 +188,16 @@ def suite_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_pairs(method: list[dict], baseline: list[dict]):
+    """(method record, :func:`benchmarks.paired.paired_gap`) for each seed both sides have, in seed order, where the
+    two records carry test predictions to pair image by image."""
+    base = {r["seed"]: r for r in baseline}
+    for rec in sorted(method, key=lambda r: r["seed"]):
+        pg = paired_gap(rec, base[rec["seed"]]) if rec["seed"] in base else None
+        if pg is not None:
+            yield rec, pg
+
+
 def paired_table(rows: list[Row]) -> str:
     """Each method against each baseline, seed by seed, image by image on the test split (records with
     ``test_predictions``; see :mod:`benchmarks.paired`): empty when no pair has them."""
@@ -195,11 +205,7 @@ def paired_table(rows: list[Row]) -> str:
     lines, sizes = [], set()
     for row in rows:
         for b in row.baselines:
-            base = {r["seed"]: r for r in by_name[b].records} if b in by_name else {}
-            for rec in sorted(row.records, key=lambda r: r["seed"]):
-                pg = paired_gap(rec, base[rec["seed"]]) if rec["seed"] in base else None
-                if pg is None:
-                    continue
+            for rec, pg in seed_pairs(row.records, by_name[b].records if b in by_name else []):
                 sizes.add(pg["n"])
                 lo, hi = pg["ci95"]
                 p = f"{pg['mcnemar_p']:.3g}" if pg["mcnemar_p"] >= 1e-4 else "< 0.0001"
@@ -345,13 +351,8 @@ def summary_table(suites: dict[str, list[dict]], comparisons=None) -> str:
             lines.append(f"| {c.what} | {c.suite} | — | no records of {missing} yet | — | {c.goal} | — |")
             continue
         g_mean, g_sd, pairs = gap(m, b)
-        by_seed = {r["seed"]: r for r in b}
-        intervals = []
-        for rec in sorted(m, key=lambda r: r["seed"]):
-            pg = paired_gap(rec, by_seed[rec["seed"]]) if rec["seed"] in by_seed else None
-            if pg is not None:
-                lo, hi = pg["ci95"]
-                intervals.append(f"{rec['seed']}: {100 * lo:+.2f} to {100 * hi:+.2f}")
+        intervals = [f"{rec['seed']}: {100 * pg['ci95'][0]:+.2f} to {100 * pg['ci95'][1]:+.2f}"
+                     for rec, pg in seed_pairs(m, b)]
         seeds = (", ".join(str(s) for s in sorted({r["seed"] for r in m} & {r["seed"] for r in b})) if pairs
                  else "unpaired")
         if c.min_gap is None:
