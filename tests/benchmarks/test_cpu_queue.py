@@ -58,6 +58,26 @@ def test_every_step_runs_once_across_the_two_workers(queue) -> None:
     assert all("[queue]" in log for log in logs)  # both workers took steps
 
 
+def test_a_finished_step_is_passed_over_without_calling_python(queue) -> None:
+    """A step whose runs all have records is not handed to the harness (nor to `benchmarks.status`), with or without
+    a deadline: only the other steps reach Python."""
+    root, env = queue
+    steps = steps_in_script()
+    done = step_args(steps[0])
+    suite, names = done.split()[0], done.split()[done.split().index("--only") + 1:]
+    (root / "benchmarks" / "results" / suite).mkdir(parents=True)
+    for name in names:
+        (root / "benchmarks" / "results" / suite / f"{name}.json").write_text("{}")
+    for extra in ([], ["--until", "1000 minutes"]):
+        (root / "calls.log").unlink(missing_ok=True)
+        subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", *extra], cwd=root, env={**env, "FAKE_SLEEP": "0.2"},
+                       check=True, timeout=120, capture_output=True)
+        calls = (root / "calls.log").read_text().splitlines()
+        runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
+        assert runs == sorted(step_args(s) for s in steps[1:])
+        assert not [c for c in calls if suite in c.split() and set(names) & set(c.split())]
+
+
 def test_until_skips_the_steps_that_would_not_end_in_time(queue) -> None:
     """With a deadline 100 minutes away, the workers run exactly the steps expected to take less, and log the rest;
     a step whose runs all have records is passed over without a word."""
