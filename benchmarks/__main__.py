@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ad = sub.add_parser("adopt", help="count a record trained in another suite (e.g. gpu) as a run of this one, after "
                         "checking it is the same run: same config, seed and overrides but where it ran")
     ad.add_argument("source", help="SUITE/RUN of the record, e.g. gpu/arm_clean_s1")
-    ad.add_argument("dest", help="SUITE/RUN it stands for, e.g. ferplus_clean/arm_s1")
+    ad.add_argument("dest", nargs="?", help="SUITE/RUN it stands for, e.g. ferplus_clean/arm_s1 (default: the source's "
+                    "name, for a record from --from)")
+    ad.add_argument("--from", dest="from_dir", help="the results folder the source record is in (default --results), "
+                    "e.g. one copied back from a lent GPU machine")
     ad.add_argument("--results", default=str(DEFAULT_RESULTS))
-    ad.add_argument("--force", action="store_true", help="replace the destination's own record")
+    ad.add_argument("--work-dir", default=str(DEFAULT_WORK), help="where the destination run would train here")
+    ad.add_argument("--force", action="store_true", help="replace the destination's own record, or adopt while the "
+                    "destination run is training here")
 
     t = sub.add_parser("table", help="build benchmarks/results/TABLES.md and fill the README markers")
     t.add_argument("--results", default=str(DEFAULT_RESULTS))
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.adopt import adopt
 
         try:
-            path = adopt(a.source, a.dest, Path(a.results), force=a.force)
+            path = adopt(a.source, a.dest, Path(a.results), force=a.force,
+                         from_dir=Path(a.from_dir) if a.from_dir else None, work_dir=Path(a.work_dir))
         except ValueError as e:
             print(f"[bench] {e}", file=sys.stderr)
             return 2

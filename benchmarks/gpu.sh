@@ -18,7 +18,8 @@
 #                  the machine (cpu_lanes)
 #   --suite NAME   run that suite's runs (named after --only) on the GPU instead of the `gpu` suite's, exactly as the
 #                  CPU queue would but for the accelerator and the loader workers (--workers N, default the cores
-#                  shared out between the parallel runs): their records are that suite's own (benchmarks/adopt.py)
+#                  shared out between the parallel runs; overrides after -- only with --smoke): their records are that
+#                  suite's own; bring them in with `python -m benchmarks adopt --from <copied-back results> NAME/RUN`
 # The command used for the ARM vs average-pooling seed on a lent machine (records come back under $OUT):
 #   bash benchmarks/gpu.sh --wheels .whl --packed .gpudata --parallel --results "$OUT/res" --work-dir /tmp/runs \
 #     --budget 480 --only avg_clean_s1 arm_clean_s1
@@ -48,6 +49,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ "$SUITE" != gpu ] && [ -z "$SMOKE" ] && [ ${#OVERRIDES[@]} -gt 0 ]; then
+  # another suite's records are that suite's own runs (the CPU queue then never trains them), so they must be trained
+  # exactly as the suite says; a variant belongs in the gpu suite (benchmarks/suites/gpu.py)
+  echo "[gpu.sh] --suite $SUITE takes no overrides after -- (its records would stand for runs trained otherwise)" >&2
+  exit 2
+fi
 if [ -n "$WHEELS" ]; then
   ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "[gpu.sh] --wheels $WHEELS: no .whl files there" >&2; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$WHEELS"/*.whl

@@ -32,7 +32,8 @@ import yaml
 
 from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS
 from benchmarks.common import cpu_name
-from benchmarks.records import select_epoch, stats_history, read_history, write_json
+from benchmarks.records import RunFailed, read_state, run_is_driven, select_epoch, stats_history, read_history, \
+    write_json  # noqa: F401  (RunFailed, run_is_driven: imported from here by other modules)
 from benchmarks.suite import Run, Step, Suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +41,6 @@ DEFAULT_WORK = REPO / "benchmarks" / "runs"
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "fer2013"
 RECORD_FORMAT = 1
-
-
-class RunFailed(RuntimeError):
-    pass
 
 
 def log(msg: str) -> None:
@@ -103,16 +100,6 @@ def resolve_config(config: str) -> str:
 
 
 # -- small file helpers ----------------------------------------------------------------------------------
-def read_state(run_dir: Path) -> dict:
-    path = run_dir / "state.json"
-    if not path.is_file():
-        return {"phase": "new", "attempts": 0, "fit_seconds": 0.0, "test_seconds": 0.0}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunFailed(f"{path} is not valid JSON ({e}); delete the run folder {run_dir} to start the run again") from e
-
-
 def file_stamps(args: list[str]) -> dict[str, list]:
     """Size and modification time (ns) of every argument that names an existing file."""
     out = {}
@@ -121,20 +108,6 @@ def file_stamps(args: list[str]) -> dict[str, list]:
             st = os.stat(a)
             out[a] = [st.st_size, st.st_mtime_ns]
     return out
-
-
-def run_is_driven(run_dir: Path) -> bool:
-    """True while some harness process (or the ferkit child it passed the lock to) holds the run's lock."""
-    path = run_dir / ".lock"
-    if not path.is_file():
-        return False
-    with open(path) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
 
 
 def checkpoint_ok(path: Path) -> bool:
@@ -355,12 +328,19 @@ class RunDriver:
         if "test_predictions" not in state:
             state = self.predict(state)
         record = self.build_record(state)
-        write_json(self.record_path, record)
+        path = self.record_path
+        if path.is_file():
+            # a record appeared while this run trained (e.g. the same run trained on a lent GPU and adopted): the
+            # first finished record stays the run's; this one is kept beside it, out of the tables (*.json only)
+            path = path.with_name(path.name + ".conflict")
+            log(f"{self.suite.name}/{self.run.name}: WARNING: {self.record_path} appeared while this run trained "
+                f"and is kept; this run's record is written to {path} instead (swap the two files to use it)")
+        write_json(path, record)
         state["phase"] = "done"
         self.save_state(state)
         t = record["test"]
         log(f"{self.suite.name}/{self.run.name}: test acc {100 * t['acc']:.2f} % (epoch {record['selection']['epoch']} "
-            f"chosen on {self.suite.monitor}) -> {self.record_path}")
+            f"chosen on {self.suite.monitor}) -> {path}")
         return record
 
     def call(self, args: list[str], stage: str, state: dict) -> tuple[int, float]:

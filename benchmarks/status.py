@@ -15,8 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.harness import read_state, run_is_driven
-from benchmarks.records import read_history, select_epoch
+from benchmarks.records import read_history, read_state, run_is_driven, select_epoch
 
 
 def max_epochs(run_dir: Path) -> int | None:

@@ -359,7 +359,9 @@ def summary_table(suites: dict[str, list[dict]], comparisons=None) -> str:
             met = "—"
         else:
             met = "yes" if g_mean >= c.min_gap else "no"
-            if pairs < 2:
+            if pairs == 0:  # no seed in common (or a seed twice on a side): a gap of means, not of pairs
+                met += " (unpaired)"
+            elif pairs < 2:
                 met += " (one seed)"
             elif g_sd is not None and abs(g_mean - c.min_gap) < g_sd:
                 met += " (within the seed spread)"

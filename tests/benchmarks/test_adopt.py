@@ -72,3 +72,66 @@ def test_a_different_run_is_refused_with_what_differs(tmp_path: Path) -> None:
 def test_cli_reports_a_refusal(tmp_path: Path, capsys) -> None:
     assert main(["adopt", "gpu/none_s1", "ferplus_clean/arm_s1", "--results", str(tmp_path)]) == 2
     assert "no record" in capsys.readouterr().err
+
+
+def test_a_record_trained_on_several_devices_is_refused(tmp_path: Path) -> None:
+    """`--trainer.devices` is a device option and not compared, but a run on two devices trains with twice the
+    global batch: the resolved config must say one device on one node."""
+    runs = {r.name: r for r in load_suite("ferplus_clean").runs}
+    path = gpu_record(tmp_path, "arm_clean_s1", runs["arm_s1"])
+    rec = json.loads(path.read_text())
+    rec["resolved_config"] = {"trainer": {"devices": 2, "num_nodes": 1}}
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="trainer.devices 2: trained on more than one device"):
+        adopt("gpu/arm_clean_s1", "ferplus_clean/arm_s1", tmp_path)
+    rec["resolved_config"] = {"trainer": {"devices": 1, "num_nodes": 1}}
+    path.write_text(json.dumps(rec))
+    adopt("gpu/arm_clean_s1", "ferplus_clean/arm_s1", tmp_path)
+
+
+def test_a_suites_own_record_from_another_folder_and_a_destination_training_here(tmp_path: Path) -> None:
+    """`gpu.sh --suite ferplus_clean` writes ferplus_clean's own records into a folder copied back from the lent
+    machine: `adopt --from` brings one in under its own name. A destination that has begun training here is refused
+    (its record would replace the adopted one, or the other way round) unless forced."""
+    import fcntl
+
+    runs = {r.name: r for r in load_suite("ferplus_clean").runs}
+    came_back, results, work = tmp_path / "back", tmp_path / "results", tmp_path / "runs"
+    src = gpu_record(came_back, "arm_s1", runs["arm_s1"])
+    rec = json.loads(src.read_text())
+    rec.update(suite="ferplus_clean", method="arm", baseline="avg")
+    (came_back / "ferplus_clean").mkdir()
+    src.rename(came_back / "ferplus_clean" / "arm_s1.json")
+    (came_back / "ferplus_clean" / "arm_s1.json").write_text(json.dumps(rec))
+
+    run_dir = work / "ferplus_clean" / "arm_s1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "state.json").write_text(json.dumps({"phase": "fitting"}))
+    with pytest.raises(ValueError, match="has begun here .*phase fitting"):
+        adopt("ferplus_clean/arm_s1", None, results, from_dir=came_back, work_dir=work)
+    (run_dir / "state.json").unlink()
+    with open(run_dir / ".lock", "w") as lock:  # a harness process drives the run
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="is training now here"):
+            adopt("ferplus_clean/arm_s1", None, results, from_dir=came_back, work_dir=work)
+    assert not (results / "ferplus_clean").exists()
+    assert main(["adopt", "--from", str(came_back), "ferplus_clean/arm_s1", "--results", str(results),
+                 "--work-dir", str(work)]) == 0
+    out = json.loads((results / "ferplus_clean" / "arm_s1.json").read_text())
+    assert out["adopted_from"] == {"suite": "ferplus_clean", "run": "arm_s1", "method": "arm",
+                                   "results": str(came_back)}
+    assert {k: v for k, v in out.items() if k != "adopted_from"} == rec
+
+
+@pytest.mark.parametrize("gpu_run, dest", [("arm_clean_s1", "arm_s1"), ("avg_clean_s1", "avg_s1")])
+def test_the_gpu_suites_clean_pair_is_still_ferplus_cleans_runs(tmp_path: Path, gpu_run: str, dest: str) -> None:
+    """The gpu suite's definition of ferplus_clean's seed-1 pair (whose records were adopted) has not drifted from
+    ferplus_clean's: a record with its overrides, as the harness writes them, is adopted."""
+    gpu = load_suite("gpu")
+    run = next(r for r in gpu.runs if r.name == gpu_run)
+    rec = {"suite": "gpu", "run": gpu_run, "method": run.method, "seed": run.seed, "config": run.config,
+           "overrides": [*run.overrides, gpu.data_root_override, "/tmp/runs/fer2013", "--trainer.accelerator", "gpu"],
+           "resolved_config": {"trainer": {"devices": 1, "num_nodes": 1}}}
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / f"{gpu_run}.json").write_text(json.dumps(rec))
+    assert adopt(f"gpu/{gpu_run}", f"ferplus_clean/{dest}", tmp_path).is_file()

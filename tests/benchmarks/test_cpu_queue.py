@@ -184,3 +184,31 @@ def test_until_counts_only_the_epochs_left_of_a_run_killed_part_way(queue) -> No
     calls = (root / "calls.log").read_text().splitlines()
     runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
     assert runs == sorted([long_step] + [step_args(s) for s in steps if int(s.split()[0]) < 100])
+
+
+def test_until_asks_the_real_status_command_for_a_killed_runs_epochs_left(queue) -> None:
+    """The same decision through the real `python -m benchmarks.status expected` (only the harness is a stand-in):
+    the queue's arguments reach it in the right order, and a long run killed 28 epochs into 30 runs before a
+    100-minute deadline."""
+    import json
+    import sys
+
+    root, env = queue
+    steps = steps_in_script()
+    long_step = max(steps, key=lambda s: int(s.split()[0]))
+    suite, name = step_args(long_step).split()[0], step_args(long_step).split()[-1]
+    run_dir = root / "benchmarks" / "runs" / suite / name
+    (run_dir / "fit" / "attempt_0").mkdir(parents=True)
+    (run_dir / "state.json").write_text(json.dumps({"phase": "fitting", "attempts": 1}))
+    (run_dir / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "time": 60.0 * e, "metrics": {}}) + "\n"
+                                                   for e in range(28)))
+    (run_dir / "fit" / "attempt_0" / "config.yaml").write_text("trainer:\n  max_epochs: 30\n")
+    fake = root / "fakepython"
+    fake.write_text(FAKE_PYTHON.replace("exit 0", f'[ "$2" = benchmarks.status ] && exec {sys.executable} "$@"\nexit 0'))
+    env = {**env, "FAKE_SLEEP": "0.5", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--until", "100 minutes"], cwd=root, env=env, check=True,
+                   timeout=180, capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
+    assert step_args(long_step) in runs  # ~2/30 of its minutes + 5, not the full estimate
+    assert runs == sorted([step_args(long_step)] + [step_args(s) for s in steps if int(s.split()[0]) < 100])

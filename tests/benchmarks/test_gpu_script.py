@@ -48,3 +48,17 @@ def test_another_suite_needs_named_runs(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "log")})
     assert res.returncode == 2 and "needs the runs named after --only" in res.stderr
+
+
+def test_another_suites_runs_default_to_a_share_of_the_cores_and_take_no_overrides(tmp_path: Path) -> None:
+    runs = calls(tmp_path, "--suite", "ferplus_noise30", "--parallel", "--only", "ce_s1", "asm_s1")
+    share = max(len(os.sched_getaffinity(0)) // 2 - 1, 0)  # nproc's cores, halved between the two runs, less the main
+    assert len(runs) == 2 and all(c.endswith(f"-- --data.num_workers {share}") for c in runs), runs
+    # without --smoke, overrides would make records that stand for runs trained otherwise: refused before anything
+    fake = tmp_path / "fakepython"
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--suite", "ferplus_noise30", "--work-dir",
+                          str(tmp_path / "w2"), "--only", "ce_s1", "--", "--trainer.max_epochs", "2"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "log2")})
+    assert res.returncode == 2 and "takes no overrides" in res.stderr
+    assert not (tmp_path / "log2").exists()

@@ -89,6 +89,27 @@ def test_predictions_that_miss_the_recorded_accuracy_are_refused(runs, tmp_path)
     assert add_predictions(suite, ["avg_s0"], base / "runs", base / "results") == []  # nothing left to add
 
 
+def test_a_record_that_appears_while_the_run_trains_is_kept(runs) -> None:
+    """The same run trained elsewhere (a lent GPU) and adopted while this one trained: the first finished record stays
+    the run's, and this run's record goes beside it as ``<run>.json.conflict``, out of the tables."""
+    from benchmarks.harness import RunDriver
+
+    _, base = runs["straight"]
+    suite = load_suite("smoke")
+    driver = RunDriver(suite, suite.select(["avg_s0"])[0], base / "runs", base / "results")
+    own = driver.record_path.read_text()
+    adopted = {**json.loads(own), "adopted_from": {"suite": "gpu", "run": "avg_s0"}}
+    driver.record_path.write_text(json.dumps(adopted))
+    conflict = driver.record_path.with_name(driver.record_path.name + ".conflict")
+    try:
+        rec = driver._execute()  # the finished run's last stage: build and write its record
+        assert json.loads(driver.record_path.read_text()) == adopted
+        assert json.loads(conflict.read_text()) == rec == json.loads(own)
+    finally:
+        driver.record_path.write_text(own)
+        conflict.unlink(missing_ok=True)
+
+
 def test_the_tested_checkpoint_is_the_best_validation_epoch(runs) -> None:
     import torch
 

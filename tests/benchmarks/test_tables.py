@@ -213,3 +213,31 @@ def test_summary_table_states_each_goal_and_computes_whether_it_is_met() -> None
     assert rows[3][3] == "no records of asm and ce yet" and rows[3][5] == "reported"
     one = summary_table({"s": suites["s"][:3]}, comps[:1]).splitlines()[2]
     assert one.endswith("| ASM >= CE + 5 | yes (one seed) |")
+
+
+def test_summary_table_intervals_per_seed_and_unpaired_seeds() -> None:
+    """With each test image's prediction in the records, every shared seed gets its interval from the test images;
+    method and baseline seeds with none in common give a gap of means, marked unpaired, not "one seed"."""
+    from benchmarks.comparisons import Comparison
+    from benchmarks.paired import paired_gap
+    from benchmarks.tables import summary_table
+
+    labels = "0101010101" * 10
+
+    def with_preds(rec: dict, wrong: int) -> dict:  # the first `wrong` of 100 images predicted wrong
+        pred = "".join(str(1 - int(t)) if i < wrong else t for i, t in enumerate(labels))
+        return {**rec, "test_predictions": {"classes": ["a", "b"], "label": labels, "pred": pred}}
+
+    suites = {"s": [with_preds(record("ce", 0, 0.70), 30), with_preds(record("ce", 1, 0.72), 28),
+                    with_preds(record("asm", 0, 0.76, "ce"), 24), with_preds(record("asm", 1, 0.78, "ce"), 22),
+                    record("arm", 2, 0.80, "ce"), record("arm", 3, 0.84, "ce")]}
+    comps = [Comparison("s", "asm", "ce", "ASM vs CE", 0.05, "ASM >= CE + 5"),
+             Comparison("s", "arm", "ce", "ARM vs CE", 0.0, "ARM >= CE")]
+    asm, arm = ([c.strip() for c in line.split("|")[1:-1]] for line in summary_table(suites, comps).splitlines()[2:4])
+    lo0, hi0 = paired_gap(suites["s"][2], suites["s"][0])["ci95"]
+    lo1, hi1 = paired_gap(suites["s"][3], suites["s"][1])["ci95"]
+    assert asm[4] == f"0: {100 * lo0:+.2f} to {100 * hi0:+.2f}; 1: {100 * lo1:+.2f} to {100 * hi1:+.2f}"
+    assert lo0 < 0.06 < hi0 and asm[6] == "yes"
+    # arm's seeds 2, 3 against ce's 0, 1: the gap of the means, (0.82 - 0.71) = +11 points, no pairs, no intervals
+    assert arm[2] == "unpaired" and arm[3].startswith("+11.00") and arm[4] == "—" and arm[6] == "yes (unpaired)"
+
