@@ -41,7 +41,8 @@ while [ $# -gt 0 ]; do
     --packed) PACKED=$2; shift ;;
     --parallel) PARALLEL=1 ;;
     --suite) SUITE=$2; shift ;;
-    --workers) WORKERS=$2; shift ;;
+    --workers) WORKERS=$2; shift
+      [[ "$WORKERS" =~ ^[0-9]+$ ]] || { echo "[gpu.sh] --workers takes a number of loader processes, got '$WORKERS'" >&2; exit 2; } ;;
     --only)
       while [ $# -gt 1 ] && [[ "$2" != --* ]]; do ONLY+=("$2"); shift; done ;;
     --) shift; OVERRIDES+=("$@"); break ;;  # ferkit overrides for every run, as after `python -m benchmarks run ... --`
@@ -49,6 +50,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ "$SUITE" = gpu ] && [ -n "$WORKERS" ]; then
+  echo "[gpu.sh] --workers is for --suite NAME; the gpu suite sets its runs' loader workers itself" >&2; exit 2
+fi
 if [ "$SUITE" != gpu ] && [ -z "$SMOKE" ] && [ ${#OVERRIDES[@]} -gt 0 ]; then
   # another suite's records are that suite's own runs (the CPU queue then never trains them), so they must be trained
   # exactly as the suite says; a variant belongs in the gpu suite (benchmarks/suites/gpu.py)

@@ -62,3 +62,16 @@ def test_another_suites_runs_default_to_a_share_of_the_cores_and_take_no_overrid
                          env={**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "log2")})
     assert res.returncode == 2 and "takes no overrides" in res.stderr
     assert not (tmp_path / "log2").exists()
+
+
+def test_workers_must_be_a_number_and_only_for_another_suite(tmp_path: Path) -> None:
+    fake = tmp_path / "fakepython"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "log")}
+    for args, message in ((["--suite", "ferplus_noise30", "--workers", "x", "--only", "ce_s1"], "takes a number"),
+                          (["--workers", "3", "--only", "recipe112_s0"], "is for --suite NAME")):
+        res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", *args], capture_output=True,
+                             text=True, timeout=60, env=env)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert not (tmp_path / "log").exists()
