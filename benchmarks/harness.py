@@ -48,6 +48,7 @@ def log(msg: str) -> None:
 
 
 # -- environment -----------------------------------------------------------------------------------------
+PROSE = ("*.md", "benchmarks/results")  # what git_commit's "dirty" leaves out
 def git_commit() -> dict:
     def git(*args: str) -> str:
         try:
@@ -58,7 +59,10 @@ def git_commit() -> dict:
     commit = git("rev-parse", "HEAD")
     if not commit and os.environ.get("FERKIT_GIT_COMMIT"):  # a copy of the tree without .git (a lent machine)
         return {"commit": os.environ["FERKIT_GIT_COMMIT"], "dirty": False, "from": "FERKIT_GIT_COMMIT"}
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    # "dirty": tracked files that can change a run differ from the commit. Prose and the generated results (the
+    # tables and plots the harness itself rewrites after each record) do not count.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in PROSE))
+    return {"commit": commit, "dirty": bool(changed)}
 
 
 def count_timed_attempt(state: dict) -> None:

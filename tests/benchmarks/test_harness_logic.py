@@ -521,3 +521,36 @@ def test_a_steps_partial_output_from_a_killed_attempt_is_not_an_input(tmp_path, 
     assert str(out) not in mark["inputs"] and list(mark["inputs"]) == [str(runs / "chain" / "a_s0" / "ckpt" / "best-epoch=1.ckpt")]
     (rec,) = harness.run_suite(chained_suite(), only=["c_s0"], work_dir=runs, results_dir=results)  # reuses the step
     assert rec["run"] == "c_s0" and len([c for c in fake.calls if c[0] == "pasm"]) == 1
+
+
+def test_git_commit_dirty_counts_code_not_prose_or_results(tmp_path, monkeypatch):
+    """A record's commit is "dirty" when code differs from it, not when the harness has rewritten the tables."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    import subprocess
+
+    def run(*args):
+        subprocess.run([git, *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "ferkit").mkdir()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "ferkit" / "model.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("table\n")
+    (tmp_path / "benchmarks" / "results" / "TABLES.md").write_text("t\n")
+    (tmp_path / "benchmarks" / "results" / "run.json").write_text("{}\n")
+    run("init", "-q")
+    run("add", "-A")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.delenv("FERKIT_GIT_COMMIT", raising=False)
+
+    clean = harness.git_commit()
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False
+    (tmp_path / "README.md").write_text("new table\n")
+    (tmp_path / "benchmarks" / "results" / "TABLES.md").write_text("t2\n")
+    (tmp_path / "benchmarks" / "results" / "run.json").write_text('{"a": 1}\n')
+    (tmp_path / "untracked.py").write_text("y = 2\n")
+    assert harness.git_commit()["dirty"] is False
+    (tmp_path / "ferkit" / "model.py").write_text("x = 2\n")
+    assert harness.git_commit()["dirty"] is True
