@@ -48,7 +48,9 @@ def log(msg: str) -> None:
 
 
 # -- environment -----------------------------------------------------------------------------------------
-PROSE = ("*.md", "benchmarks/results")  # what git_commit's "dirty" leaves out
+NOT_CODE = ("*.md", "benchmarks/results")  # what git_commit's "dirty" leaves out: prose, generated tables and plots
+
+
 def git_commit() -> dict:
     def git(*args: str) -> str:
         try:
@@ -61,7 +63,7 @@ def git_commit() -> dict:
         return {"commit": os.environ["FERKIT_GIT_COMMIT"], "dirty": False, "from": "FERKIT_GIT_COMMIT"}
     # "dirty": tracked files that can change a run differ from the commit. Prose and the generated results (the
     # tables and plots the harness itself rewrites after each record) do not count.
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in PROSE))
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in NOT_CODE))
     return {"commit": commit, "dirty": bool(changed)}
 
 
