@@ -22,6 +22,10 @@
 # otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, by
 # `python -m benchmarks.status expected`), and take the next one that fits:
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
+# `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, in list order,
+# instead of idling to the end of the session. Such a run is stopped with the session and continues from its last
+# checkpoint (saved every epoch) at the next start, so it costs at most the epoch in progress; where the next session
+# may start on a new machine, its progress is lost with the run folder, as an idle lane's would be.
 # Steps longer than a session (over ~165 lane minutes) finish only where the machine is kept between sessions or
 # alone with every thread (`one`, about 0.65x the lane minutes).
 set -uo pipefail
@@ -110,6 +114,14 @@ STEPS=(
   "280 ferplus_noise10 --only asm_fixed_s0"
 )
 
+skipped() {  # remember step index $1 for --fill (one shared file under the counter's lock)
+  flock benchmarks/runs/.queue.lock sh -c 'echo "$1" >> benchmarks/runs/.queue_skipped' _ "$1"
+}
+
+take_skipped() {  # the first remembered step's index, removed from the file; fails when none is left
+  flock benchmarks/runs/.queue.lock sh -c 'f=benchmarks/runs/.queue_skipped; [ -s "$f" ] || exit 1; head -n 1 "$f"; sed -i 1d "$f"'
+}
+
 claim() {  # the index of the next unclaimed step (a counter file under a lock)
   flock benchmarks/runs/.queue.lock sh -c 'n=$(cat benchmarks/runs/.queue_next 2>/dev/null); n=${n:-0}; echo $((n + 1)) > benchmarks/runs/.queue_next; echo $n'
 }
@@ -141,15 +153,25 @@ worker() {
     [ "$mode" = one ] && minutes=$(( minutes * 65 / 100 ))  # every thread on one run: ~0.65x the lane minutes
     if ! fits "$minutes"; then
       echo "[queue] $(date -u +%FT%TZ) skip $args: needs ~$minutes min, $(( (UNTIL - $(date +%s)) / 60 )) min left"
+      [ "$fill" = 1 ] && skipped "$i"
       continue
     fi
     # shellcheck disable=SC2086  # a step is a suite name and its options, split on spaces on purpose
+    step $args
+  done
+  # --fill: nothing left that ends in time, so keep the core busy with the skipped steps (stopped at the session's end)
+  while [ "$fill" = 1 ] && i=$(take_skipped); do
+    args=${STEPS[$i]#* }
+    [[ "$args" == *" --only "* ]] && recorded "$args" && continue
+    echo "[queue] $(date -u +%FT%TZ) fill $args: nothing else fits before the deadline; it continues from its last checkpoint at the next start"
+    # shellcheck disable=SC2086
     step $args
   done
 }
 
 mode=two
 UNTIL=
+fill=0
 while [ $# -gt 0 ]; do
   case "$1" in
     two|one) mode=$1 ;;
@@ -163,11 +185,16 @@ while [ $# -gt 0 ]; do
         echo "--until $2 is $(date -u -d "@$UNTIL" +%FT%TZ), already past" >&2; exit 2
       fi
       shift ;;
-    *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN]" >&2; exit 2 ;;
+    --fill) fill=1 ;;
+    *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN [--fill]]" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$fill" = 1 ] && [ -z "$UNTIL" ]; then
+  echo "--fill needs --until: without a deadline every step runs in turn anyway" >&2; exit 2
+fi
 [ -n "$UNTIL" ] && echo "[queue] $(date -u +%FT%TZ) steps must end by $(date -u -d "@$UNTIL" +%FT%TZ)"
+: > benchmarks/runs/.queue_skipped   # the skipped steps of this start only
 
 case "$mode" in
   two)

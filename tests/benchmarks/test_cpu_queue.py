@@ -212,3 +212,31 @@ def test_until_asks_the_real_status_command_for_a_killed_runs_epochs_left(queue)
     runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
     assert step_args(long_step) in runs  # ~2/30 of its minutes + 5, not the full estimate
     assert runs == sorted([step_args(long_step)] + [step_args(s) for s in steps if int(s.split()[0]) < 100])
+
+
+def test_fill_runs_the_skipped_steps_once_nothing_else_fits(queue) -> None:
+    """``--until 100 minutes --fill``: the steps that end in time run first; a worker left with none then takes the
+    skipped ones (each once across the two workers, with a log line) instead of idling; ``--fill`` alone is refused."""
+    root, env = queue
+    steps = steps_in_script()
+    long_steps = [step_args(s) for s in steps if int(s.split()[0]) >= 100]
+    assert long_steps and len(long_steps) < len(steps)  # the list has steps on both sides of the deadline
+    env = {**env, "FAKE_SLEEP": "0.5"}
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--until", "100 minutes", "--fill"], cwd=root, env=env,
+                   check=True, timeout=180, capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = [c.split(" ", 3)[3] for c in calls if c.split()[2] == "run"]
+    assert sorted(runs) == sorted(map(step_args, steps))  # every step, each once
+    filled = []
+    for w in "ab":
+        log = (root / "benchmarks" / "runs" / f"cpu_queue_{w}.log").read_text()
+        events = [ln.split("Z ", 1)[1] for ln in log.splitlines() if ln.startswith("[queue]") and "Z " in ln]
+        fills = [i for i, e in enumerate(events) if e.startswith("fill ")]
+        filled += [events[i][len("fill "):].split(":")[0] for i in fills]
+        if fills:  # in each worker, no step that ends in time starts after its first fill step
+            later = [e for e in events[fills[0]:] if e in runs]
+            assert later and all(e in long_steps for e in later)
+    assert sorted(filled) == sorted(long_steps)  # each skipped step was filled in once, by one of the workers
+    alone = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--fill"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=30)
+    assert alone.returncode == 2 and "--fill needs --until" in alone.stderr
