@@ -351,10 +351,12 @@ def summary_table(suites: dict[str, list[dict]], comparisons=None) -> str:
             lines.append(f"| {c.what} | {c.suite} | — | no records of {missing} yet | — | {c.goal} | — |")
             continue
         g_mean, g_sd, pairs = gap(m, b)
-        intervals = [f"{rec['seed']}: {100 * pg['ci95'][0]:+.2f} to {100 * pg['ci95'][1]:+.2f}"
-                     for rec, pg in seed_pairs(m, b)]
-        seeds = (", ".join(str(s) for s in sorted({r["seed"] for r in m} & {r["seed"] for r in b})) if pairs
-                 else "unpaired")
+        shared = sorted({r["seed"] for r in m} & {r["seed"] for r in b})
+        ci = {rec["seed"]: pg["ci95"] for rec, pg in seed_pairs(m, b)}
+        # a seed whose records predate the kept test predictions has no interval: said, where another seed has one
+        intervals = ([f"{s}: {100 * ci[s][0]:+.2f} to {100 * ci[s][1]:+.2f}" if s in ci else f"{s}: not kept"
+                      for s in shared] if ci else [])
+        seeds = ", ".join(str(s) for s in shared) if pairs else "unpaired"
         if c.min_gap is None:
             met = "—"
         else:
@@ -369,7 +371,7 @@ def summary_table(suites: dict[str, list[dict]], comparisons=None) -> str:
                      f"{'; '.join(intervals) or '—'} | {c.goal} | {met} |")
     lines += ["", "Gap: method minus its own baseline in test accuracy, paired by seed (mean ± standard deviation over "
               "seeds where there are two or more); the intervals hold only the test split's own chance, not the seed "
-              "spread. Built by `python -m benchmarks table` from the records and `benchmarks/comparisons.py`."]
+              "spread (\"not kept\": records written before the harness kept each test image's prediction). Built by `python -m benchmarks table` from the records and `benchmarks/comparisons.py`."]
     return "\n".join(lines)
 
 

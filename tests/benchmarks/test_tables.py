@@ -240,4 +240,9 @@ def test_summary_table_intervals_per_seed_and_unpaired_seeds() -> None:
     assert lo0 < 0.06 < hi0 and asm[6] == "yes"
     # arm's seeds 2, 3 against ce's 0, 1: the gap of the means, (0.82 - 0.71) = +11 points, no pairs, no intervals
     assert arm[2] == "unpaired" and arm[3].startswith("+11.00") and arm[4] == "—" and arm[6] == "yes (unpaired)"
+    # an older record of seed 0 without predictions: its seed still counts in the gap, and its interval is "not kept"
+    older = {"s": [record("ce", 0, 0.70)] + suites["s"][1:2] + [record("asm", 0, 0.76, "ce")] + suites["s"][3:4]}
+    row = [c.strip() for c in summary_table(older, comps[:1]).splitlines()[2].split("|")[1:-1]]
+    assert row[2] == "0, 1" and row[3] == "+6.00 ± 0.00"
+    assert row[4] == f"0: not kept; 1: {100 * lo1:+.2f} to {100 * hi1:+.2f}"
 
