@@ -371,7 +371,8 @@ def summary_table(suites: dict[str, list[dict]], comparisons=None) -> str:
                      f"{'; '.join(intervals) or '—'} | {c.goal} | {met} |")
     lines += ["", "Gap: method minus its own baseline in test accuracy, paired by seed (mean ± standard deviation over "
               "seeds where there are two or more); the intervals hold only the test split's own chance, not the seed "
-              "spread (\"not kept\": records written before the harness kept each test image's prediction). Built by `python -m benchmarks table` from the records and `benchmarks/comparisons.py`."]
+              "spread (\"not kept\": records written before the harness kept each test image's prediction). Built "
+              "by `python -m benchmarks table` from the records and `benchmarks/comparisons.py`."]
     return "\n".join(lines)
 
 
