@@ -18,9 +18,11 @@
 # A session on this machine lasts 3 hours, and the next session may get a new machine without the run folders (this
 # happened on 2026-11-27: two runs 7 and 10 epochs in were lost). `--until WHEN` (any time `date -d` reads: 19:20,
 # "150 minutes"; a clock time already past means that time tomorrow) makes each worker skip the steps that would not finish by then, from the minutes each step is
-# expected to take in a lane (the number before each step below: measured where a run of that kind has finished,
-# otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, by
-# `python -m benchmarks.status expected`), and take the next one that fits:
+# expected to take in a lane (the number before each step below: measured on the AMD EPYC machine where a run of that
+# kind has finished, otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, at
+# the run's own pace where that is slower, by `python -m benchmarks.status expected`), and take the next one that fits.
+# The Intel Xeon 2-core machine of 2026-11-28 took 2.5-2.7x as long per step (benchmarks/results/recipe_speed_xeon.json):
+# there a step not yet begun takes about 2.6x its number below.
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
 # `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, in list order,
 # instead of idling to the end of the session. Such a run is stopped with the session and continues from its last
@@ -82,7 +84,7 @@ STEPS=(
   "150 ferplus_clean --only avg_s0"                #   side by side in the two lanes, so both pay the same sharing
   "165 fer2013_realnoise --only lanet_s0"          # LA-Net on real noise, against its own CE (2.2x CE_lanet's step)
   # LA-Net needs the landmark cache: ferkit landmarks extract --dataset fer2013 --root ../shared/data/fer2013 \
-  #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (2 minutes; see ferkit/methods/lanet/README.md)
+  #   --split all --backend dlib --out ~/.cache/ferkit/landmarks/   (about 5 minutes; see ferkit/methods/lanet/README.md)
   "165 ferplus_noise30 --only lanet_align_s0"      # LA-Net with class-prior alignment: the rare classes the memory lost
   "165 ferplus_noise30 --only lanet_m097_s0"       # LA-Net with a slower label memory (0.97): rare classes' labels kept
   "80 ferplus_recipe --only soft_votes_flip_s0"    # the recipe at 30 epochs: what its second 30 epochs buy

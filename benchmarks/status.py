@@ -9,6 +9,7 @@ latest attempt's ``config.yaml`` and the step marks; it never writes anything.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -110,7 +111,12 @@ def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
 def expected_minutes(run_dir: Path, full: int) -> int:
     """The minutes a queue step still needs, from its full estimate ``full`` (a run from scratch): the epochs left at
     that rate plus 5 minutes for the resume and the test when the run has finished epochs; 10 for a fitted run
-    awaiting its test; ``full`` for a run not begun (or whose progress cannot be read)."""
+    awaiting its test; ``full`` for a run not begun (or whose progress cannot be read).
+
+    The queue's estimates were measured on one machine; the next may be slower (an Intel Xeon 2-core machine took
+    2.5-2.7x as long per step as the AMD EPYC one). A run folder lives on the machine that trained it, so where the
+    run's own pace (median minutes per epoch over its last epochs) says its epochs left take longer, that pace is
+    used, even past ``full``."""
     if not (run_dir / "state.json").is_file():
         return full
     try:
@@ -123,7 +129,15 @@ def expected_minutes(run_dir: Path, full: int) -> int:
     total = max_epochs(run_dir)
     if state.get("phase") != "fitting" or not total or done <= 0:
         return full
-    return min(full, -(-full * max(total - done, 0) // total) + 5)
+    left = max(total - done, 0)
+    estimate = min(full, -(-full * left // total) + 5)
+    try:
+        pace = minutes_per_epoch(read_history(run_dir / "history.jsonl"))
+    except (OSError, ValueError, KeyError):
+        pace = None
+    if pace is not None and left > 0:
+        estimate = max(estimate, math.ceil(pace * left) + 5)
+    return estimate
 
 
 if __name__ == "__main__":  # `python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES` (for cpu_queue.sh)

@@ -371,7 +371,7 @@ def test_a_suite_must_list_the_runs_it_reads_first() -> None:
 def test_a_run_that_shared_the_cpu_says_so_in_its_record_and_table(tmp_path, fake, monkeypatch) -> None:
     """cpu_queue.sh runs two lanes side by side: a run resumed in a shared attempt keeps the most lanes it saw, and
     the suite table marks its minutes as shared."""
-    from benchmarks.tables import suite_table
+    from benchmarks.tables import short_cpu, suite_table
 
     fake.kill_after = 1
     with pytest.raises(SystemExit):
@@ -380,7 +380,7 @@ def test_a_run_that_shared_the_cpu_says_so_in_its_record_and_table(tmp_path, fak
     monkeypatch.setenv("FERKIT_BENCH_LANES", "2")
     (rec,) = run(tmp_path)
     assert rec["cpu_lanes"] == 2 and isinstance(rec["machine"]["threads"], int)
-    assert "cpu (2 runs at once)" in suite_table([rec])
+    assert f"cpu, {short_cpu(rec['machine']['cpu'])} (2 runs at once)" in suite_table([rec])
     assert "runs at once" not in suite_table([{**rec, "cpu_lanes": 1}])
     monkeypatch.setenv("FERKIT_BENCH_LANES", "two")
     shutil.rmtree(tmp_path / "results")

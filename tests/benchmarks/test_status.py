@@ -85,4 +85,14 @@ def test_expected_minutes_of_a_queue_step_count_only_the_epochs_left(tmp_path) -
     assert expected_minutes(tmp_path / "s" / "fresh", 100) == 100
     assert expected_minutes(tmp_path / "s" / "absent", 100) == 100
     make_run(tmp_path / "s" / "last", "fitting", [0.5] * 10, [60.0 * i for i in range(10)], max_epochs=10)
-    assert expected_minutes(tmp_path / "s" / "last", 3) == 3  # never more than the full estimate
+    assert expected_minutes(tmp_path / "s" / "last", 3) == 3  # nothing left: never more than the full estimate
+
+
+def test_expected_minutes_use_the_runs_own_pace_where_this_machine_is_slower(tmp_path) -> None:
+    """A step estimated at 30 minutes for 10 epochs (3 per epoch) whose run took 6 minutes per epoch here (a slower
+    machine) needs its 6 epochs left at 6 minutes, plus 5: 41, not 23. A faster pace keeps the step's estimate."""
+    make_run(tmp_path / "s" / "slow", "fitting", [0.5] * 4, [0.0, 360.0, 720.0, 1080.0], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "slow", 30) == 41
+    assert expected_minutes(tmp_path / "s" / "slow", 30) > 30  # past the full estimate: it was made elsewhere
+    make_run(tmp_path / "s" / "fast", "fitting", [0.5] * 4, [0.0, 60.0, 120.0, 180.0], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "fast", 30) == 23

@@ -195,6 +195,22 @@ def test_times_are_shown_per_device_when_seeds_ran_on_different_machines() -> No
     assert cells[7] == "0.1; 2.0" and cells[9] == "NVIDIA H200; cpu"
 
 
+def test_cpu_times_are_shown_per_cpu_model() -> None:
+    """Two 2-core machines of different makes are not one device: their minutes per epoch are never averaged."""
+    from benchmarks.tables import short_cpu
+
+    assert short_cpu("Intel(R) Xeon(R) Processor") == "Intel Xeon"
+    assert short_cpu("AMD EPYC 7B13 64-Core Processor") == "AMD EPYC 7B13 64-Core"
+    assert short_cpu("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz") == "Intel Core i7-8700"
+    amd, intel = record("ce", 0, 0.70), record("ce", 1, 0.72)
+    amd["machine"]["cpu"], intel["machine"]["cpu"] = "AMD EPYC", "Intel(R) Xeon(R) Processor"
+    intel["wall_seconds"]["fit"] = 360.0
+    cells = [c.strip() for c in suite_table([amd, intel]).splitlines()[2].split("|")]
+    assert cells[7] == "2.0; 6.0" and cells[9] == "cpu, AMD EPYC; cpu, Intel Xeon"
+    del amd["machine"]["cpu"]  # a record without the model keeps the plain "cpu"
+    assert [c.strip() for c in suite_table([amd]).splitlines()[2].split("|")][9] == "cpu"
+
+
 def test_summary_table_states_each_goal_and_computes_whether_it_is_met() -> None:
     from benchmarks.comparisons import Comparison
     from benchmarks.tables import summary_table
