@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """The same run (seed 0) twice: once uninterrupted, once killed after its second epoch and resumed."""
+    """The same run (seed 0) twice: once uninterrupted, once killed after its second epoch and resumed. The two are
+    independent (own folders, own ``ferkit`` processes) and run side by side: most of their time is each process's
+    single-threaded start-up, which two cores overlap."""
     suite = load_suite("smoke")
-    out = {}
-    for kind in ("straight", "resumed"):
-        base = tmp_path_factory.mktemp(kind)
+
+    kinds = ("straight", "resumed")
+    bases = {kind: tmp_path_factory.mktemp(kind) for kind in kinds}
+
+    def one(kind: str):
+        base = bases[kind]
         kw = dict(only=["avg_s0"], work_dir=base / "runs", results_dir=base / "results")
         if kind == "resumed":
             with pytest.raises(SystemExit, match="give the same command again"):
@@ -33,8 +39,11 @@ def runs(tmp_path_factory) -> dict:
             state = json.loads((base / "runs" / "smoke" / "avg_s0" / "state.json").read_text())
             assert state["phase"] == "fitting" and (base / "runs" / "smoke" / "avg_s0" / "ckpt" / LAST).is_file()
         (rec,) = run_suite(suite, **kw)
-        out[kind] = (rec, base)
-    return out
+        return rec, base
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {kind: pool.submit(one, kind) for kind in kinds}
+        return {kind: futures[kind].result() for kind in kinds}  # re-raises a failure of either
 
 
 def test_record_has_every_field(runs) -> None:

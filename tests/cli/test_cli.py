@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -171,14 +172,18 @@ def test_ddp_two_processes_matches_one_process(tmp_path, synthetic_data_args):
     run("fit", *common, "--trainer.max_epochs=1", "--trainer.devices=2", "--trainer.strategy=ddp")
     ckpt = tmp_path / "runs/arm_synthetic/version_0/checkpoints/last.ckpt"
     assert ckpt.exists()
-    results = {}
-    for devices in (1, 2):
+
+    def evaluate(devices: int) -> dict:
         out = tmp_path / f"eval{devices}"
         args = ["test", *common, f"--ckpt_path={ckpt}", f"--trainer.devices={devices}", f"--model.init_args.output_dir={out}"]
         if devices == 2:
             args.append("--trainer.strategy=ddp")
         run(*args)
-        results[devices] = json.loads((out / "metrics_test.json").read_text())
+        return json.loads((out / "metrics_test.json").read_text())
+
+    # the two evaluations are independent: side by side, their processes' start-up overlaps
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip((1, 2), pool.map(evaluate, (1, 2))))
     # 40 test images over 2 ranks with batch 16: padding duplicates must not be counted
     assert results[2]["num_samples"] == results[1]["num_samples"] == 40
     assert results[2]["confusion_matrix"] == results[1]["confusion_matrix"]
@@ -219,15 +224,19 @@ def _fit_record(run_dir: Path) -> tuple[list[dict], float]:
 
 def test_two_identical_fits_log_identical_metrics_and_weights(tmp_path, synthetic_data_args):
     """Issue 'what a new user hits' #1: the same config and seed give bit-identical runs on the CPU, with 2 workers."""
-    runs = []
-    for name in ("a", "b"):
-        args = ["fit", "--config", "asm_synthetic", *synthetic_data_args(), *QUIET, "--trainer.max_epochs=3",
+    data_args = synthetic_data_args()
+
+    def fit(name: str):
+        args = ["fit", "--config", "asm_synthetic", *data_args, *QUIET, "--trainer.max_epochs=3",
                 "--model.init_args.warmup_epochs=1", "--data.num_workers=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
                 f"--trainer.logger.init_args.name={name}"]
         proc = _ferkit(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(_fit_record(tmp_path / name / "version_0"))
-    (rows_a, sum_a), (rows_b, sum_b) = runs
+        return _fit_record(tmp_path / name / "version_0")
+
+    # side by side (their start-up overlaps): the two fits share the CPU, and must still agree bit for bit
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        (rows_a, sum_a), (rows_b, sum_b) = pool.map(fit, ("a", "b"))
     assert len(rows_a) > 3 and any(r.get("val/acc") for r in rows_a)
     assert rows_a == rows_b
     assert sum_a == sum_b
