@@ -24,8 +24,9 @@
 # The Intel Xeon 2-core machine of 2026-11-28 took 2.5-2.7x as long per step (benchmarks/results/recipe_speed_xeon.json):
 # there a step not yet begun takes about 2.6x its number below.
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
-# `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, in list order,
-# instead of idling to the end of the session. Such a run is stopped with the session and continues from its last
+# `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, the one
+# expected to end soonest first (a run killed part-way before a step not begun; list order among equals), instead of
+# idling to the end of the session. Such a run is stopped with the session and continues from its last
 # checkpoint (saved every epoch) at the next start, so it costs at most the epoch in progress; where the next session
 # may start on a new machine, its progress is lost with the run folder, as an idle lane's would be.
 # Steps longer than a session (over ~165 lane minutes) finish only where the machine is kept between sessions or
@@ -118,12 +119,15 @@ STEPS=(
   "280 ferplus_noise10 --only asm_fixed_s0"
 )
 
-skipped() {  # remember step index $1 for --fill (one shared file under the counter's lock)
-  flock benchmarks/runs/.queue.lock sh -c 'echo "$1" >> benchmarks/runs/.queue_skipped' _ "$1"
+skipped() {  # remember step index $2, expected to need $1 minutes, for --fill (one shared file under the counter's lock)
+  flock benchmarks/runs/.queue.lock sh -c 'echo "$1 $2" >> benchmarks/runs/.queue_skipped' _ "$1" "$2"
 }
 
-take_skipped() {  # the first remembered step's index, removed from the file; fails when none is left
-  flock benchmarks/runs/.queue.lock sh -c 'f=benchmarks/runs/.queue_skipped; [ -s "$f" ] || exit 1; head -n 1 "$f"; sed -i 1d "$f"'
+take_skipped() {  # the remembered step expected to end soonest (list order among equals): its index, removed from
+  # the file; fails when none is left. A run killed part-way needs only its epochs left, so it is continued before a
+  # step not yet begun, and the next start finishes it sooner.
+  flock benchmarks/runs/.queue.lock sh -c 'f=benchmarks/runs/.queue_skipped; [ -s "$f" ] || exit 1
+    line=$(sort -n -k1,1 -k2,2 "$f" | head -n 1); grep -v -x -F "$line" "$f" > "$f.tmp"; mv "$f.tmp" "$f"; echo "${line#* }"'
 }
 
 claim() {  # the index of the next unclaimed step (a counter file under a lock)
@@ -157,7 +161,7 @@ worker() {
     [ "$mode" = one ] && minutes=$(( minutes * 65 / 100 ))  # every thread on one run: ~0.65x the lane minutes
     if ! fits "$minutes"; then
       echo "[queue] $(date -u +%FT%TZ) skip $args: needs ~$minutes min, $(( (UNTIL - $(date +%s)) / 60 )) min left"
-      [ "$fill" = 1 ] && skipped "$i"
+      [ "$fill" = 1 ] && skipped "$minutes" "$i"
       continue
     fi
     # shellcheck disable=SC2086  # a step is a suite name and its options, split on spaces on purpose

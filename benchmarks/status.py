@@ -115,7 +115,7 @@ def expected_minutes(run_dir: Path, full: int) -> int:
 
     The queue's estimates were measured on one machine; the next may be slower (an Intel Xeon 2-core machine took
     2.5-2.7x as long per step as the AMD EPYC one). A run folder lives on the machine that trained it, so where the
-    run's own pace (median minutes per epoch over its last epochs) says its epochs left take longer, that pace is
+    run's own pace (median minutes per epoch over all its epochs) says its epochs left take longer, that pace is
     used, even past ``full``."""
     if not (run_dir / "state.json").is_file():
         return full
@@ -132,7 +132,8 @@ def expected_minutes(run_dir: Path, full: int) -> int:
     left = max(total - done, 0)
     estimate = min(full, -(-full * left // total) + 5)
     try:
-        pace = minutes_per_epoch(read_history(run_dir / "history.jsonl"))
+        history = read_history(run_dir / "history.jsonl")
+        pace = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
     except (OSError, ValueError, KeyError):
         pace = None
     if pace is not None and left > 0:

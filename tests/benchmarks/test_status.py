@@ -96,3 +96,8 @@ def test_expected_minutes_use_the_runs_own_pace_where_this_machine_is_slower(tmp
     assert expected_minutes(tmp_path / "s" / "slow", 30) > 30  # past the full estimate: it was made elsewhere
     make_run(tmp_path / "s" / "fast", "fitting", [0.5] * 4, [0.0, 60.0, 120.0, 180.0], max_epochs=10)
     assert expected_minutes(tmp_path / "s" / "fast", 30) == 23
+    # 7 epochs at 6 minutes, then 4 that each waited out a 24-minute pause: the pace over all epochs is still 6,
+    # so 20 epochs left need 125 minutes (the last 5 epochs alone would say 30 per epoch: 605)
+    times = [360.0 * e for e in range(7)] + [2160.0 + 1800.0 * e for e in range(1, 5)]
+    make_run(tmp_path / "s" / "paused", "fitting", [0.5] * 11, times, max_epochs=31)
+    assert expected_minutes(tmp_path / "s" / "paused", 100) == 125
