@@ -121,9 +121,10 @@ def expected_minutes(run_dir: Path, full: int) -> int:
         return full
     try:
         state = read_state(run_dir)
-        done = len(read_history(run_dir / "history.jsonl"))
+        history = read_history(run_dir / "history.jsonl")
     except (OSError, ValueError, KeyError):
         return full
+    done = len(history)
     if state.get("phase") in ("fitted", "tested"):
         return 10
     total = max_epochs(run_dir)
@@ -131,11 +132,7 @@ def expected_minutes(run_dir: Path, full: int) -> int:
         return full
     left = max(total - done, 0)
     estimate = min(full, -(-full * left // total) + 5)
-    try:
-        history = read_history(run_dir / "history.jsonl")
-        pace = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
-    except (OSError, ValueError, KeyError):
-        pace = None
+    pace = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
     if pace is not None and left > 0:
         estimate = max(estimate, math.ceil(pace * left) + 5)
     return estimate

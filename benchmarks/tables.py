@@ -127,11 +127,13 @@ def short_cpu(name: str) -> str:
 
 def device_cell(record: dict) -> str:
     """The device (a GPU's name; on the CPU its model, since the 2-core machines this project runs on differ, and so
-    do their minutes: ``benchmarks/recipe_speed.py``'s results), and on a CPU shared by several runs at once (``cpu_queue.sh``'s lanes) how many: such a run's minutes measure the queue's
-    throughput, not the run's speed alone. Times are never averaged across two cells (see ``suite_table``)."""
+    do their minutes: ``benchmarks/recipe_speed.py``'s results), and on a CPU shared by several runs at once
+    (``cpu_queue.sh``'s lanes) how many: such a run's minutes measure the queue's throughput, not the run's speed
+    alone. Times are never averaged across two cells (see ``suite_table``)."""
     device = record["machine"].get("device", "?")
-    if device == "cpu" and short_cpu(record["machine"].get("cpu") or ""):
-        device = f"cpu, {short_cpu(record['machine']['cpu'])}"
+    cpu = short_cpu(record["machine"].get("cpu") or "")
+    if device == "cpu" and cpu:
+        device = f"cpu, {cpu}"
     lanes = record.get("cpu_lanes", 1)
     return f"{device} ({lanes} runs at once)" if lanes > 1 else device
 
