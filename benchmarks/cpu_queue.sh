@@ -22,8 +22,11 @@
 # kind has finished, otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, at
 # the run's own pace where that is slower, by `python -m benchmarks.status expected`), and take the next one that fits.
 # The Intel Xeon 2-core machine of 2026-11-28 took 2.5-2.7x as long per step (benchmarks/results/recipe_speed_xeon.json):
-# there a step not yet begun takes about 2.6x its number below.
+# there a step not yet begun takes about 2.6x its number below, so give `--pace 2.6` (every estimate this machine has
+# not measured is scaled by it; a run killed part-way is timed at its own pace instead). Without it, a 165-minute
+# step was started with 167 minutes left on that machine, where it needs about 7 hours.
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
+#   nohup bash benchmarks/cpu_queue.sh two --until 22:28 --pace 2.6 --fill >> benchmarks/runs/cpu_queue.log 2>&1 &
 # `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, the one
 # expected to end soonest first (a run killed part-way before a step not begun; list order among equals), instead of
 # idling to the end of the session. Such a run is stopped with the session and continues from its last
@@ -147,16 +150,20 @@ recorded() {  # "suite --only names...": does every named run have its record (f
 }
 
 worker() {
-  local i minutes args left
+  local i minutes full args left
   while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
     minutes=${STEPS[$i]%% *}; args=${STEPS[$i]#* }
     # a finished step is passed over here: the harness would skip it too, but only after ~25 s of imports, and a
     # start walks a dozen finished steps per worker
     [[ "$args" == *" --only "* ]] && recorded "$args" && continue
-    if [ -n "$UNTIL" ] && [[ "$args" =~ ^([a-z0-9_]+)\ --only\ ([A-Za-z0-9_]+)$ ]]; then
-      # a run killed part-way needs only its epochs left (at the step's rate), plus its resume and test
-      left=$("$PY" -m benchmarks.status expected benchmarks/runs "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$minutes" \
-             2>/dev/null) && [[ "$left" =~ ^[0-9]+$ ]] && minutes=$left
+    if [ -n "$UNTIL" ]; then
+      full=$minutes
+      minutes=$(awk -v m="$full" -v p="$PACE" 'BEGIN { printf "%d", int(m * p + 0.999) }')
+      if [[ "$args" =~ ^([a-z0-9_]+)\ --only\ ([A-Za-z0-9_]+)$ ]]; then
+        # a run killed part-way needs only its epochs left (at its own pace where it has one), plus resume and test
+        left=$("$PY" -m benchmarks.status expected benchmarks/runs "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$full" \
+               "$PACE" 2>/dev/null) && [[ "$left" =~ ^[0-9]+$ ]] && minutes=$left
+      fi
     fi
     [ "$mode" = one ] && minutes=$(( minutes * 65 / 100 ))  # every thread on one run: ~0.65x the lane minutes
     if ! fits "$minutes"; then
@@ -180,6 +187,7 @@ worker() {
 mode=two
 UNTIL=
 fill=0
+PACE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     two|one) mode=$1 ;;
@@ -194,14 +202,25 @@ while [ $# -gt 0 ]; do
       fi
       shift ;;
     --fill) fill=1 ;;
-    *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN [--fill]]" >&2; exit 2 ;;
+    --pace)
+      PACE=${2:?--pace needs a factor}
+      if ! [[ "$PACE" =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v p="$PACE" 'BEGIN { exit !(p > 0) }'; then
+        echo "--pace $PACE: give how many times slower this machine is than the estimates' (a number above 0, e.g. 2.6)" >&2
+        exit 2
+      fi
+      shift ;;
+    *) echo "usage: bash benchmarks/cpu_queue.sh [two|one|stop] [--until WHEN [--fill] [--pace FACTOR]]" >&2; exit 2 ;;
   esac
   shift
 done
 if [ "$fill" = 1 ] && [ -z "$UNTIL" ]; then
   echo "--fill needs --until: without a deadline every step runs in turn anyway" >&2; exit 2
 fi
+if [ "$PACE" != 1 ] && [ -z "$UNTIL" ]; then
+  echo "--pace needs --until: it only scales the estimates that decide what fits before the deadline" >&2; exit 2
+fi
 [ -n "$UNTIL" ] && echo "[queue] $(date -u +%FT%TZ) steps must end by $(date -u -d "@$UNTIL" +%FT%TZ)"
+[ "$PACE" != 1 ] && echo "[queue] $(date -u +%FT%TZ) estimates x$PACE where this machine has not timed the run itself"
 : > benchmarks/runs/.queue_skipped   # the skipped steps of this start only
 
 case "$mode" in

@@ -108,39 +108,44 @@ def status_lines(work_dir: Path, suites: list[str] | None = None) -> list[str]:
     return lines
 
 
-def expected_minutes(run_dir: Path, full: int) -> int:
+def expected_minutes(run_dir: Path, full: int, pace: float = 1.0) -> int:
     """The minutes a queue step still needs, from its full estimate ``full`` (a run from scratch): the epochs left at
     that rate plus 5 minutes for the resume and the test when the run has finished epochs; 10 for a fitted run
     awaiting its test; ``full`` for a run not begun (or whose progress cannot be read).
 
-    The queue's estimates were measured on one machine; the next may be slower (an Intel Xeon 2-core machine took
-    2.5-2.7x as long per step as the AMD EPYC one). A run folder lives on the machine that trained it, so where the
-    run's own pace (median minutes per epoch over all its epochs) says its epochs left take longer, that pace is
-    used, even past ``full``."""
+    The queue's estimates were measured on one machine (an AMD EPYC); the next may be slower (an Intel Xeon 2-core
+    machine took 2.5-2.7x as long per step). ``pace`` is how many times slower this machine is, given by whoever
+    starts the queue: it scales every estimate that this machine has not measured itself. A run folder lives on the
+    machine that trained it, so where the run has its own pace (median minutes per epoch over all its epochs), that
+    pace replaces ``pace`` for its epochs left, and is used where it says they take longer than the step's own rate,
+    even past ``full``."""
+    scaled = math.ceil(full * pace - 1e-9)
     if not (run_dir / "state.json").is_file():
-        return full
+        return scaled
     try:
         state = read_state(run_dir)
         history = read_history(run_dir / "history.jsonl")
     except (OSError, ValueError, KeyError):
-        return full
+        return scaled
     done = len(history)
     if state.get("phase") in ("fitted", "tested"):
-        return 10
+        return math.ceil(10 * pace - 1e-9)
     total = max_epochs(run_dir)
     if state.get("phase") != "fitting" or not total or done <= 0:
-        return full
+        return scaled
     left = max(total - done, 0)
-    estimate = min(full, -(-full * left // total) + 5)
-    pace = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
-    if pace is not None and left > 0:
-        estimate = max(estimate, math.ceil(pace * left) + 5)
-    return estimate
+    own = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
+    if own is None or left == 0:  # one epoch, no pace measured yet: the step's rate on this machine
+        return min(scaled, -(-scaled * left // total) + 5)
+    return max(min(full, -(-full * left // total) + 5), math.ceil(own * left) + 5)
 
 
-if __name__ == "__main__":  # `python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES` (for cpu_queue.sh)
+if __name__ == "__main__":  # `python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES [PACE]` (cpu_queue.sh)
     import sys
 
-    if len(sys.argv) != 6 or sys.argv[1] != "expected":
-        sys.exit("usage: python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES")
-    print(expected_minutes(Path(sys.argv[2]) / sys.argv[3] / sys.argv[4], int(sys.argv[5])))
+    if len(sys.argv) not in (6, 7) or sys.argv[1] != "expected":
+        sys.exit("usage: python -m benchmarks.status expected WORK_DIR SUITE RUN MINUTES [PACE]")
+    pace = float(sys.argv[6]) if len(sys.argv) == 7 else 1.0
+    if not pace > 0:
+        sys.exit(f"PACE must be a positive number, not {sys.argv[6]!r}")
+    print(expected_minutes(Path(sys.argv[2]) / sys.argv[3] / sys.argv[4], int(sys.argv[5]), pace))

@@ -261,3 +261,27 @@ def test_fill_runs_the_skipped_steps_once_nothing_else_fits(queue) -> None:
     alone = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--fill"], cwd=root, env=env,
                            capture_output=True, text=True, timeout=30)
     assert alone.returncode == 2 and "--fill needs --until" in alone.stderr
+
+
+def test_pace_scales_the_estimates_and_reaches_the_status_command(queue) -> None:
+    """``--until 100 minutes --pace 2``: only the steps under 50 minutes run (each needs twice its number here), the
+    skip lines give the scaled minutes, and `benchmarks.status expected` gets the step's own minutes and the factor
+    (it scales them itself, except for a run with its own pace). A bad factor, or one without a deadline, is refused."""
+    root, env = queue
+    steps = steps_in_script()
+    assert any(int(s.split()[0]) < 50 for s in steps) and any(50 <= int(s.split()[0]) < 100 for s in steps)
+    subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", "--until", "100 minutes", "--pace", "2"], cwd=root,
+                   env={**env, "FAKE_SLEEP": "0.5"}, check=True, timeout=180, capture_output=True)
+    calls = (root / "calls.log").read_text().splitlines()
+    runs = sorted(c.split(" ", 3)[3] for c in calls if c.split()[2] == "run")
+    assert runs == sorted(step_args(s) for s in steps if int(s.split()[0]) < 50)
+    logs = "".join((root / "benchmarks" / "runs" / f"cpu_queue_{w}.log").read_text() for w in "ab")
+    middle = next(s for s in steps if 50 <= int(s.split()[0]) < 100)
+    assert f"skip {step_args(middle)}: needs ~{2 * int(middle.split()[0])} min" in logs
+    suite, name = step_args(middle).split()[0], step_args(middle).split()[-1]
+    assert f"-m benchmarks.status expected benchmarks/runs {suite} {name} {middle.split()[0]} 2" in calls
+    for bad in (["--until", "100 minutes", "--pace", "0"], ["--until", "100 minutes", "--pace", "fast"],
+                ["--pace", "2"]):
+        res = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "two", *bad], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 2 and "--pace" in res.stderr, (bad, res.stderr)

@@ -101,3 +101,18 @@ def test_expected_minutes_use_the_runs_own_pace_where_this_machine_is_slower(tmp
     times = [360.0 * e for e in range(7)] + [2160.0 + 1800.0 * e for e in range(1, 5)]
     make_run(tmp_path / "s" / "paused", "fitting", [0.5] * 11, times, max_epochs=31)
     assert expected_minutes(tmp_path / "s" / "paused", 100) == 125
+
+
+def test_pace_scales_only_the_estimates_this_machine_has_not_timed(tmp_path) -> None:
+    """``--pace 2.6`` (a machine 2.6x slower than the one the estimates were made on): a run not begun, or with no
+    folder, needs 2.6x its step's minutes, a fitted one 2.6x the 10 of its test; a run with one epoch (no pace of its
+    own yet) its epochs left at the scaled rate; a run with its own pace is timed by that pace, not by the factor."""
+    make_run(tmp_path / "s" / "fresh", "fitting", [], [], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "fresh", 100, 2.6) == 260
+    assert expected_minutes(tmp_path / "s" / "absent", 80, 2.6) == 208  # 207.99999... rounds to 208, not 209
+    make_run(tmp_path / "s" / "fitted", "fitted", [0.5] * 10, [60.0 * i for i in range(10)], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "fitted", 100, 2.6) == 26
+    make_run(tmp_path / "s" / "one", "fitting", [0.5], [0.0], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "one", 100, 2.0) == 185  # 9/10 of 200, plus 5
+    make_run(tmp_path / "s" / "part", "fitting", [0.5] * 4, [0.0, 360.0, 720.0, 1080.0], max_epochs=10)
+    assert expected_minutes(tmp_path / "s" / "part", 30, 2.6) == expected_minutes(tmp_path / "s" / "part", 30) == 41
