@@ -64,6 +64,7 @@ def make_step(img: int, small_input: bool, output_stride: int | None, pool: str,
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = result_path(args.output, "arm_geometry", args.smoke)  # refused before the measurement, not after
     settings, steps, shapes = [], {}, {}
     for name, img, small, stride in GEOMETRIES:
         for pool in ("avg", "arm"):
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
               "smoke": args.smoke, "network": "timm resnet18 via FERNet, 1 channel, 8 classes, bf16 autocast, AdamW",
               "arm_kwargs": ARM_KWARGS, "batch_size": args.batch_size, "threads": args.threads, "steps": args.steps,
               "repeats": args.repeats, "warmup": args.warmup, "results": rows, "environment": environment()}
-    write_results(result_path(args.output, "arm_geometry", args.smoke), record)
+    write_results(out, record)
     return record
 
 

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker is not None:
         worker(args)
         return {}
+    out = result_path(args.output, "cpu_lanes", args.smoke)  # refused before the measurement, not after
     modes = {"one process, %d threads" % args.lanes: (1, args.lanes),
              "%d processes, 1 thread each" % args.lanes: (args.lanes, 1)}
     ips: dict[str, list[float]] = {m: [] for m in modes}
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
               "lanes": args.lanes, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
               "images_per_second": ips, "median_images_per_second": dict(zip(modes, (single, lanes))),
               "lanes_over_single": lanes / single, "environment": environment()}
-    write_results(result_path(args.output, "cpu_lanes", args.smoke), record)
+    write_results(out, record)
     return record
 
 

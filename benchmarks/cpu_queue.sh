@@ -228,7 +228,7 @@ case "$mode" in
     echo 0 > benchmarks/runs/.queue_next   # finished steps are skipped in seconds, so every start walks the list again
     echo "[queue] $(date -u +%FT%TZ) two workers, 1 thread each; logs benchmarks/runs/cpu_queue_{a,b}.log"
     ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; worker >> benchmarks/runs/cpu_queue_a.log 2>&1 ) &
-    sleep 5  # the second worker starts after the first has claimed its step
+    sleep "${FERKIT_QUEUE_STAGGER:-5}"  # the second worker starts after the first has claimed its step (tests: 1 s)
     ( export FERKIT_BENCH_LANES=2 OMP_NUM_THREADS=1; worker >> benchmarks/runs/cpu_queue_b.log 2>&1 ) &
     wait
     ;;

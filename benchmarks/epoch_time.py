@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = next((r for r in suite.runs if r.name == args.run), None)
     if run is None:
         raise SystemExit(f"suite {suite.name} has no run {args.run!r}; runs: {', '.join(r.name for r in suite.runs)}")
+    out_path = result_path(args.output, f"timing/{suite.name}__{run.name}", args.smoke)  # refused before the timing
     busy = other_fits()
     if busy and not args.force:
         raise SystemExit("other ferkit fits are running, and their load would be counted:\n  " + "\n  ".join(busy)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
               "timed_fit_seconds": rec["wall_seconds"]["fit"], "test_seconds": rec["wall_seconds"]["test"],
               **project(ends, rec["wall_seconds"]["fit"], rec["wall_seconds"]["test"], epochs),
               "other_fits_running": busy, "environment": environment()}
-    out = write_results(result_path(args.output, f"timing/{suite.name}__{run.name}", args.smoke), result)
+    out = write_results(out_path, result)
     print(f"{suite.name}/{run.name}: {result['median_epoch_seconds'] / 60:.2f} min per epoch alone; "
           f"{epochs} epochs projected to {result['projected_fit_seconds'] / 60:.1f} fit minutes "
           f"(+ {result['test_seconds'] / 60:.1f} min test) -> {out}")

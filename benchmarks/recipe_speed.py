@@ -56,6 +56,7 @@ def make_step(precision: str, memory: str, small_input: bool, batch: int, img: i
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = result_path(args.output, "recipe_speed", args.smoke)  # refused before the measurement, not after
     stems = [False, True] if args.small_input else [False]
     settings = list(itertools.product(["32-true", "bf16-mixed"], ["contiguous", "channels_last"], stems,
                                       args.batch_sizes))
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
               "smoke": args.smoke, "network": "timm resnet18 via FERNet, avg pool, 1 x %d px, 8 classes" % args.img_size,
               "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
               "results": rows, "environment": environment()}
-    write_results(result_path(args.output, "recipe_speed", args.smoke), record)
+    write_results(out, record)
     return record
 
 

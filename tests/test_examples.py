@@ -33,26 +33,61 @@ def test_arm_train_script_ferplus_tiny(tmp_path, monkeypatch, shared_data_dir):
 NOTEBOOK_SKIP = "the notebook tests need the notebooks extra: pip install -e .[notebooks] (the dev extra includes it)"
 
 
-def run_notebook(name: str, cwd: Path, monkeypatch) -> str:
-    """Execute ``examples/<name>`` with FERKIT_TINY=1 in ``cwd``; return the text of its outputs."""
+NOTEBOOKS = {"arm": "arm_quickstart.ipynb", "asm": "asm_noisy_labels.ipynb", "lanet": "lanet_landmarks.ipynb",
+             "pasm": "pasm_generations.ipynb", "omni": "omni_distilled.ipynb"}
+
+
+@pytest.fixture(scope="module")
+def notebooks(request, tmp_path_factory) -> dict:
+    """``key -> (text of its outputs, folder it ran in)`` for each selected notebook, executed with FERKIT_TINY=1.
+
+    The notebooks are independent (each its own kernel process and folder) and run side by side in one event loop,
+    one thread each: most of a tiny notebook's time is its kernel's single-threaded start-up, which the two cores
+    overlap."""
     nbformat = pytest.importorskip("nbformat", reason=NOTEBOOK_SKIP)
     nbclient = pytest.importorskip("nbclient", reason=NOTEBOOK_SKIP)
     pytest.importorskip("ipykernel", reason=NOTEBOOK_SKIP)
     pytest.importorskip("matplotlib", reason=NOTEBOOK_SKIP)
-    nb = nbformat.read(REPO / "examples" / name, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} is committed with outputs"
-    monkeypatch.setenv("FERKIT_TINY", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("FERKIT_DATA", raising=False)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
-    client.execute()
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    import asyncio
+
+    selected = {item.name for item in request.session.items}
+    keys = [k for k in NOTEBOOKS if f"test_{k}_notebook_tiny" in selected]
+    books, clients = {}, {}
+    for key in keys:
+        nb = nbformat.read(REPO / "examples" / NOTEBOOKS[key], as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{NOTEBOOKS[key]} is committed with outputs"
+        cwd = tmp_path_factory.mktemp(f"notebook_{key}")
+        books[key] = (nb, cwd)
+        clients[key] = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                               resources={"metadata": {"path": str(cwd)}})
+
+    async def run_all():
+        return await asyncio.gather(*(c.async_execute() for c in clients.values()), return_exceptions=True)
+
+    with pytest.MonkeyPatch.context() as mp:  # the kernels inherit this environment
+        mp.setenv("FERKIT_TINY", "1")
+        mp.setenv("MPLBACKEND", "Agg")
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.delenv("FERKIT_DATA", raising=False)
+        outcomes = dict(zip(clients, asyncio.run(run_all())))
+    out = {}
+    for key, (nb, cwd) in books.items():
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        out[key] = (outcomes[key], text, cwd)
+    return out
+
+
+def run_notebook(key: str, notebooks: dict) -> tuple[str, Path]:
+    """The outputs' text of notebook ``key`` and the folder it ran in; its failure, if it failed."""
+    error, text, cwd = notebooks[key]
+    if isinstance(error, BaseException):
+        raise error
     assert "IProgress not found" not in text and "RecursionError" not in text
-    return text
+    return text, cwd
 
 
-def test_arm_notebook_tiny(tmp_path, monkeypatch):
-    text = run_notebook("arm_quickstart.ipynb", tmp_path, monkeypatch)
+def test_arm_notebook_tiny(notebooks):
+    text, tmp_path = run_notebook("arm", notebooks)
     assert "out_features: 121" in text and "on 32 test images" in text
     assert "overall" in text and "mean-class" in text
     assert (tmp_path / "runs/notebook/confusion_matrix_test.png").exists()
@@ -70,8 +105,8 @@ def test_arm_notebook_tiny(tmp_path, monkeypatch):
     assert s["ema_batches"] == 1 and torch.tensor(s["affinity"]).shape == (5, 5) and torch.tensor(s["affinity"]).abs().sum() > 0
 
 
-def test_asm_notebook_tiny(tmp_path, monkeypatch):
-    text = run_notebook("asm_noisy_labels.ipynb", tmp_path, monkeypatch)
+def test_asm_notebook_tiny(notebooks):
+    text, tmp_path = run_notebook("asm", notebooks)
     out = tmp_path / "runs/asm_notebook"
     s = json.loads((out / "summary.json").read_text())
     assert s["num_train"] == 96 and s["test_samples"] == 32
@@ -96,8 +131,8 @@ def test_asm_notebook_tiny(tmp_path, monkeypatch):
         assert (out / png).stat().st_size > 1000
 
 
-def test_lanet_notebook_tiny(tmp_path, monkeypatch):
-    run_notebook("lanet_landmarks.ipynb", tmp_path, monkeypatch)
+def test_lanet_notebook_tiny(notebooks):
+    _, tmp_path = run_notebook("lanet", notebooks)
     out = tmp_path / "runs/lanet_notebook"
     s = json.loads((out / "summary.json").read_text())
     assert s["num_train"] == 64 and s["test_samples"] == 16 and 0 < s["num_flipped"] < 64
@@ -131,8 +166,8 @@ def test_extend_method_example_runs_and_matches_the_guide():
     assert float(out["metrics"]["train/entropy"]) > 0 and "val/mean_class_acc" in out["metrics"]
 
 
-def test_pasm_notebook_tiny(tmp_path, monkeypatch):
-    text = run_notebook("pasm_generations.ipynb", tmp_path, monkeypatch)
+def test_pasm_notebook_tiny(notebooks):
+    text, tmp_path = run_notebook("pasm", notebooks)
     out = tmp_path / "runs/pasm_notebook"
     s = json.loads((out / "summary.json").read_text())
     # generation 0 is the CE baseline (no teacher); generation 1 is taught by generation 0's last checkpoint
@@ -155,8 +190,8 @@ def test_pasm_notebook_tiny(tmp_path, monkeypatch):
         assert (out / png).stat().st_size > 1000
 
 
-def test_omni_notebook_tiny(tmp_path, monkeypatch):
-    text = run_notebook("omni_distilled.ipynb", tmp_path, monkeypatch)
+def test_omni_notebook_tiny(notebooks):
+    text, tmp_path = run_notebook("omni", notebooks)
     out = tmp_path / "runs/omni_notebook"
     s = json.loads((out / "summary.json").read_text())
     # a quarter of the 128 training faces keep their labels (stratified, at least one per class); the rest is the pool

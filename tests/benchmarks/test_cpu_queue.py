@@ -28,7 +28,8 @@ def queue(tmp_path):
     fake = tmp_path / "fakepython"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "calls.log")}
+    # the second worker starts 1 s after the first (5 s in real use): enough for the first to claim its step
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "calls.log"), "FERKIT_QUEUE_STAGGER": "1"}
     return tmp_path, env
 
 
@@ -47,7 +48,7 @@ def step_args(step: str) -> str:
 
 def test_every_step_runs_once_across_the_two_workers(queue) -> None:
     root, env = queue
-    env = {**env, "FAKE_SLEEP": "0.5"}  # long enough for the second worker (started 5 s after the first) to join
+    env = {**env, "FAKE_SLEEP": "0.5"}  # long enough for the second worker (started 1 s after the first) to join
     subprocess.run(["bash", "benchmarks/cpu_queue.sh"], cwd=root, env=env, check=True, timeout=120,
                    capture_output=True)
     calls = (root / "calls.log").read_text().splitlines()

@@ -17,12 +17,37 @@ TINY = ["--images", "8", "--batch-size", "8", "--max-points", "8", "--points-per
 pytestmark = pytest.mark.slow
 
 
-def _run(args: list[str], cwd: Path) -> dict:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """``name -> (returncode, output, output file)`` of the script's three runs: a fresh teacher, a trained one from
+    a checkpoint, and a teacher file that does not exist. They are independent and start side by side (most of each
+    one's time is its single-threaded start-up)."""
+    from conftest import write_network_checkpoint
+
+    base = tmp_path_factory.mktemp("pasm_locator_cost")
+    ckpt = write_network_checkpoint(base / "teacher.ckpt", backbone="resnet18")
+    cases = {"fresh": [], "trained": ["--teacher", str(ckpt)], "missing": ["--teacher", str(base / "none.ckpt")]}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, str(SCRIPT), *TINY, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(Path(args[args.index("--output") + 1]).read_text())
+    procs = {}
+    for name, extra in cases.items():
+        out = base / f"{name}.json"
+        procs[name] = (subprocess.Popen([sys.executable, str(SCRIPT), *TINY, *extra, "--output", str(out)], cwd=base,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
+    result = {}
+    for name, (proc, out) in procs.items():
+        try:
+            text, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        result[name] = (proc.returncode, text, out)
+    return result
+
+
+def _result(runs: dict, name: str) -> dict:
+    rc, text, out = runs[name]
+    assert rc == 0, text[-4000:]
+    return json.loads(out.read_text())
 
 
 def _check(result: dict) -> None:
@@ -37,26 +62,21 @@ def _check(result: dict) -> None:
     assert result["attacks"]["saliency"]["gradient_passes_worst_case"] == 1
 
 
-def test_fresh_teacher_on_synthetic_faces(tmp_path) -> None:
-    result = _run(["--output", str(tmp_path / "fresh.json")], tmp_path)
+def test_fresh_teacher_on_synthetic_faces(runs) -> None:
+    result = _result(runs, "fresh")
     _check(result)
     assert "teacher" not in result
 
 
-def test_trained_teacher_from_a_checkpoint(tmp_path) -> None:
+def test_trained_teacher_from_a_checkpoint(runs) -> None:
     """A checkpoint in ferkit's layout (``net`` hyper-parameters, ``model.*`` weights) is attacked as it is: the result
     names it and the teacher's accuracy on the images it was timed on."""
-    from conftest import write_network_checkpoint
-
-    ckpt = write_network_checkpoint(tmp_path / "teacher.ckpt", backbone="resnet18")
-    result = _run(["--teacher", str(ckpt), "--output", str(tmp_path / "trained.json")], tmp_path)
+    result = _result(runs, "trained")
     _check(result)
     assert result["teacher"]["checkpoint"] == "teacher.ckpt"
     assert 0.0 <= result["teacher"]["accuracy_on_these_images"] <= 1.0
 
 
-def test_a_missing_teacher_is_named(tmp_path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, str(SCRIPT), *TINY, "--teacher", str(tmp_path / "none.ckpt"), "--output",
-                          str(tmp_path / "x.json")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "none.ckpt" in out.stderr and not (tmp_path / "x.json").exists()
+def test_a_missing_teacher_is_named(runs) -> None:
+    rc, text, out = runs["missing"]
+    assert rc != 0 and "none.ckpt" in text and not out.exists()

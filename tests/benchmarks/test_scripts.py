@@ -1,8 +1,11 @@
 """The stand-alone benchmark scripts (``benchmarks/*.py``) run on the current API: each one's ``--smoke`` mode runs in a
 subprocess and writes a result file with the keys and the consistent contents of a real run.
 
-The selected scripts start together (one session fixture) so that their start-up costs overlap; no test looks at a
-time. No smoke mode reads real data (the landmark script uses the synthetic faces' own landmarks), so nothing skips.
+The selected scripts run in two worker processes (one session fixture), each taking the next script not yet taken
+and running it as ``__main__`` with its command line, as ``python benchmarks/<name>.py --smoke ...`` would, its output
+going to its own log: most of a smoke run's time is importing torch, Lightning and timm, which each worker then pays
+once instead of once per script. No test looks at a time. No smoke mode reads real data (the landmark script uses the
+synthetic faces' own landmarks), so nothing skips.
 """
 from __future__ import annotations
 
@@ -34,6 +37,43 @@ def _script(name: str) -> dict:
         sys.path.remove(str(BENCH))
 
 
+# One worker: claims each script by creating ``<work>/.claimed`` (the other worker then passes it over), runs it as
+# ``__main__`` in its own folder with its argv, stdout and stderr sent (at the file-descriptor level, so C extensions'
+# and logging handlers' output too) to ``<work>/output.log``, and writes its exit status to ``<work>/exit_status``.
+WORKER = r"""
+import json, os, runpy, sys, traceback
+bench, base, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, bench)  # as for `python benchmarks/<name>.py`: the script's folder comes first
+for name in names:
+    work = os.path.join(base, name)
+    try:
+        os.close(os.open(os.path.join(work, ".claimed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        continue
+    os.chdir(work)
+    sys.argv = json.load(open(os.path.join(work, "argv.json")))
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(os.path.join(work, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 1); os.dup2(log, 2)
+    status = 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush(); sys.stderr.flush()
+    os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(log)
+    with open(os.path.join(work, "exit_status"), "w") as f:
+        f.write(str(status))
+"""
+
+
 @pytest.fixture(scope="session")
 def smoke(request, tmp_path_factory) -> dict:
     """``name -> (returncode, output, result dict or None, work folder)`` of each selected script's ``--smoke`` run."""
@@ -42,24 +82,33 @@ def smoke(request, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("bench_smoke")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": str(base)}  # TMPDIR: the smoke caches stay here
-    procs = {}
     for n in names:
         work = base / n
         work.mkdir()
-        cmd = [sys.executable, str(BENCH / f"{n}.py"), "--smoke", "--output", str(work / f"{n}.json")]
+        argv = [str(BENCH / f"{n}.py"), "--smoke", "--output", str(work / f"{n}.json")]
         if n == "lanet_landmarks":
-            cmd += ["--png", str(work / "landmarks.png")]
-        procs[n] = (subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-                    work)
-    out = {}
-    for n, (proc, work) in procs.items():
+            argv += ["--png", str(work / "landmarks.png")]
+        (work / "argv.json").write_text(json.dumps(argv))
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(BENCH), str(base), *names], cwd=base, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(min(2, len(names)))]
+    crashes = []
+    for proc in workers:
         try:
-            text, _ = proc.communicate(timeout=600)
+            text, _ = proc.communicate(timeout=900)
         except subprocess.TimeoutExpired:
             proc.kill()
             text, _ = proc.communicate()
+        if proc.returncode != 0:
+            crashes.append(f"a smoke worker exited with {proc.returncode}:\n{text[-3000:]}")
+    out = {}
+    for n in names:
+        work = base / n
+        status = work / "exit_status"
+        rc = int(status.read_text()) if status.is_file() else None
+        text = (work / "output.log").read_text() if (work / "output.log").is_file() else "\n".join(crashes)
         path = work / f"{n}.json"
-        out[n] = (proc.returncode, text, json.loads(path.read_text()) if path.is_file() else None, work)
+        out[n] = (rc, text, json.loads(path.read_text()) if path.is_file() else None, work)
     return out
 
 
@@ -191,6 +240,7 @@ def test_smoke_never_writes_over_the_committed_results(name: str, capsys) -> Non
         main(["--smoke", "--output", str(target)])
     assert "committed" in str(err.value.code) and "--output" in str(err.value.code)
     assert (target.read_bytes() if target.is_file() else None) == before
+    assert capsys.readouterr().out == ""  # refused at once, before any measurement printed a line
 
 
 def test_missing_real_data_is_named(tmp_path) -> None:
