@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = full_epochs(run, resolve_config(run.config))
     with tempfile.TemporaryDirectory(prefix="ferkit_epoch_time_") as tmp:
         (rec,) = run_suite(suite, only=[run.name], work_dir=Path(tmp) / "runs", results_dir=Path(tmp) / "results",
-                           data_root=args.root, smoke=args.smoke, extra=["--trainer.max_epochs", str(args.epochs)])
+                           data_root=args.root, smoke=args.smoke, extra=["--trainer.max_epochs", str(args.epochs)],
+                           predictions=False)  # only its times are kept
     ends = [h["time"] for h in rec["history"] if h.get("time") is not None]
     result = {"benchmark": "one suite run's cost alone, projected from a few epochs",
               "command": "python benchmarks/epoch_time.py " + " ".join(sys.argv[1:] if argv is None else argv),

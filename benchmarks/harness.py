@@ -186,9 +186,11 @@ class RunDriver:
     """Drives one run through fit -> test -> record; every step can be interrupted and repeated."""
 
     def __init__(self, suite: Suite, run: Run, work_dir: Path, results_dir: Path, extra: list[str] | None = None,
-                 env: dict | None = None, accelerator: str | None = None, tag: str = "", wait: float = 0.0) -> None:
+                 env: dict | None = None, accelerator: str | None = None, tag: str = "", wait: float = 0.0,
+                 predictions: bool = True) -> None:
         self.suite, self.run, self.extra, self.env, self.accelerator = suite, run, list(extra or []), env, accelerator
         self.wait = wait
+        self.predictions = predictions  # False: no per-image test predictions (a throw-away timing run)
         self.lock_fds: tuple[int, ...] = ()
         self.smoke = tag == SMOKE_TAG
         folder = suite.name + tag
@@ -331,7 +333,7 @@ class RunDriver:
             state = self.fit(state)
         if state["phase"] == "fitted":
             state = self.test(state)
-        if "test_predictions" not in state:
+        if "test_predictions" not in state and self.predictions:
             state = self.predict(state)
         record = self.build_record(state)
         path = self.record_path
@@ -634,9 +636,11 @@ SMOKE_TAG = ".smoke"
 def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFAULT_WORK,
               results_dir: Path = DEFAULT_RESULTS, data_root: str | None = None, smoke: bool = False,
               accelerator: str | None = None, extra: list[str] | None = None, env: dict | None = None,
-              keep_going: bool = True, wait: float = 0.0) -> list[dict]:
+              keep_going: bool = True, wait: float = 0.0, predictions: bool = True) -> list[dict]:
     """Run (or continue) the selected runs of ``suite`` in order; return the records written now. ``wait`` > 0: a run
-    whose teacher (``{best:RUN}``) another process is still training waits for it, polling every ``wait`` seconds."""
+    whose teacher (``{best:RUN}``) another process is still training waits for it, polling every ``wait`` seconds.
+    ``predictions=False`` leaves out the per-image test predictions (one ``ferkit predict`` process per run), for a
+    run whose record is thrown away (``benchmarks/epoch_time.py``)."""
     if suite.pending:
         raise SystemExit(f"suite {suite.name} cannot run yet: {suite.pending}")
     common: list[str] = []
@@ -655,7 +659,7 @@ def run_suite(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFA
     written, failed = [], []
     for run in suite.select(only):
         driver = RunDriver(suite, run, work_dir, results_dir, extra=common + (run.smoke if smoke else []), env=env,
-                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "", wait=wait)
+                           accelerator=accelerator, tag=SMOKE_TAG if smoke else "", wait=wait, predictions=predictions)
         try:
             rec = driver.execute()
         except (RunFailed, OSError, ValueError) as e:  # one run's failure (a bad file, an unreadable report) is

@@ -159,6 +159,15 @@ def test_predictions_that_miss_the_tested_accuracy_are_refused_and_the_record_wr
     assert [c[0] for c in fake.calls] == ["fit", "test", "predict"]
     assert run(tmp_path) == [] and len(fake.calls) == 3  # finished: not predicted again
 
+
+def test_a_run_without_predictions_skips_ferkit_predict(tmp_path, fake) -> None:
+    """``predictions=False`` (benchmarks/epoch_time.py's throw-away timing run): fit and test only, no ``ferkit
+    predict`` process, and a record whose predictions are absent rather than refused."""
+    (rec,) = harness.run_suite(suite(), work_dir=tmp_path / "runs", results_dir=tmp_path / "results", predictions=False)
+    assert [c[0] for c in fake.calls] == ["fit", "test"]
+    assert rec["test"]["acc"] == TEST[1] and rec["test_predictions"] is None and "test_predictions_refused" not in rec
+
+
 def test_record_fields(tmp_path, fake) -> None:
     (rec,) = run(tmp_path)
     path = tmp_path / "results" / "fake" / "a_s0.json"
