@@ -77,8 +77,14 @@ else
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run with --smoke on a CPU')"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 fi
-"$PY" -c "import albumentations, jsonargparse, lightning, timm, torchmetrics" \
-  || { echo "[gpu.sh] a package ferkit needs is missing: carry its wheel (--wheels; see benchmarks/gpu_prepare.sh)" >&2; exit 3; }
+# found, not imported (importing them takes ~10 s of the lent machine's time; the runs import them anyway)
+missing=$("$PY" -c "import importlib.util as u
+print(' '.join(m for m in ('albumentations', 'jsonargparse', 'lightning', 'timm', 'torchmetrics') if u.find_spec(m) is None))") \
+  || missing="(python failed)"
+if [ -n "$missing" ]; then
+  echo "[gpu.sh] packages ferkit needs are missing: $missing; carry their wheels (--wheels; see benchmarks/gpu_prepare.sh)" >&2
+  exit 3
+fi
 if [ "$SUITE" != gpu ]; then  # the gpu suite sets its own workers; another suite's runs get a share of the cores
   [ ${#ONLY[@]} -gt 0 ] || { echo "[gpu.sh] --suite $SUITE needs the runs named after --only" >&2; exit 2; }
   lanes=1; [ -n "$PARALLEL" ] && lanes=${#ONLY[@]}

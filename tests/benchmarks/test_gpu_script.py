@@ -75,3 +75,20 @@ def test_workers_must_be_a_number_and_only_for_another_suite(tmp_path: Path) -> 
                              text=True, timeout=60, env=env)
         assert res.returncode == 2 and message in res.stderr, res.stderr
     assert not (tmp_path / "log").exists()
+
+
+def test_missing_packages_are_named_before_any_run(tmp_path: Path) -> None:
+    """A lent machine without ferkit's packages (here: Python started without its site-packages) is told which ones
+    to carry, and exits 3 before the harness starts."""
+    import sys
+
+    fake = tmp_path / "barepython"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> "$FAKE_LOG"\nexec {sys.executable} -S "$@"\n')
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(log), "PYTHONPATH": ""}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", "--work-dir", str(tmp_path / "w"),
+                          "--only", "recipe112_s0"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "missing: albumentations jsonargparse lightning timm torchmetrics" in res.stderr
+    assert not [c for c in log.read_text().splitlines() if "benchmarks run" in c]
