@@ -22,11 +22,7 @@ import time
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-#: test hook: after this (0-based) epoch's checkpoints are written, the process exits at once, as if it were killed
-EXIT_AFTER_EPOCH_ENV = "FERKIT_BENCH_EXIT_AFTER_EPOCH"
-LAST = "last.ckpt"
-HISTORY = "history.jsonl"
-PREVIOUS = "last.prev.ckpt"
+from benchmarks.run_files import EXIT_AFTER_EPOCH_ENV, HISTORY, LAST, PREVIOUS  # noqa: F401 (re-exported)
 
 
 def append_line(path: str, line: str) -> None:

@@ -153,7 +153,7 @@ worker() {
   local i minutes full args left
   while i=$(claim) && [ "$i" -lt "${#STEPS[@]}" ]; do
     minutes=${STEPS[$i]%% *}; args=${STEPS[$i]#* }
-    # a finished step is passed over here: the harness would skip it too, but only after ~25 s of imports, and a
+    # a finished step is passed over here: the harness would skip it too, but only after starting Python (seconds), and a
     # start walks a dozen finished steps per worker
     [[ "$args" == *" --only "* ]] && recorded "$args" && continue
     if [ -n "$UNTIL" ]; then

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.checkpoint import HISTORY, LAST, PREVIOUS
+from benchmarks.run_files import HISTORY, LAST, PREVIOUS
 from benchmarks.common import cpu_name
 from benchmarks.records import RunFailed, read_state, run_is_driven, select_epoch, stats_history, read_history, \
     write_json  # noqa: F401  (RunFailed, run_is_driven: imported from here by other modules)

@@ -563,3 +563,17 @@ def test_git_commit_dirty_counts_code_not_prose_or_results(tmp_path, monkeypatch
     assert harness.git_commit()["dirty"] is False
     (tmp_path / "ferkit" / "model.py").write_text("x = 2\n")
     assert harness.git_commit()["dirty"] is True
+
+
+def test_the_harness_command_starts_without_lightning_or_torch() -> None:
+    """``python -m benchmarks`` (the queue starts one per step; `status`, `table`) only reads and writes run folders
+    and launches ``ferkit``: importing it must not import Lightning or torch (about 10 s per process on a 2-core
+    CPU). The checkpoint callback, which needs Lightning, is imported by the ``ferkit fit`` process alone."""
+    import subprocess
+
+    code = ("import sys, benchmarks.__main__, benchmarks.harness, benchmarks.status; "
+            "print(sorted(m for m in ('lightning', 'torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
