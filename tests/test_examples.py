@@ -39,7 +39,7 @@ NOTEBOOKS = {"arm": "arm_quickstart.ipynb", "asm": "asm_noisy_labels.ipynb", "la
 
 @pytest.fixture(scope="module")
 def notebooks(request, tmp_path_factory) -> dict:
-    """``key -> (None or the error it raised, text of its outputs, folder it ran in)`` for each selected notebook,
+    """``key -> (the executed notebook or the error it raised, its outputs' text, the folder it ran in)`` for each notebook
     executed with FERKIT_TINY=1.
 
     The notebooks are independent (each its own kernel process and folder) and run side by side in one event loop,
