@@ -39,8 +39,8 @@ NOTEBOOKS = {"arm": "arm_quickstart.ipynb", "asm": "asm_noisy_labels.ipynb", "la
 
 @pytest.fixture(scope="module")
 def notebooks(request, tmp_path_factory) -> dict:
-    """``key -> (the executed notebook or the error it raised, its outputs' text, the folder it ran in)`` for each notebook
-    executed with FERKIT_TINY=1.
+    """``key -> (the executed notebook or the error it raised, its outputs' text, the folder it ran in)`` for each
+    selected notebook, executed with FERKIT_TINY=1.
 
     The notebooks are independent (each its own kernel process and folder) and run side by side in one event loop,
     one thread each: most of a tiny notebook's time is its kernel's single-threaded start-up, which the two cores
