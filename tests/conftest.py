@@ -194,3 +194,22 @@ def _restore_threads_and_random_state():
     torch.set_rng_state(states[0])
     np.random.set_state(states[1])
     random.setstate(states[2])
+
+
+def run_side_by_side(commands: dict[str, list[str]], timeout: float = 600, **popen_kw: Any) -> dict[str, tuple[int, str]]:
+    """Start independent commands at once and wait for all: ``name -> (exit status, stdout and stderr together)``.
+    Most of a small test process's time is its single-threaded start-up (importing torch and Lightning), which
+    two cores overlap. A command past ``timeout`` seconds is killed (its status is then negative)."""
+    import subprocess
+
+    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kw)
+             for name, cmd in commands.items()}
+    out = {}
+    for name, proc in procs.items():
+        try:
+            text, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        out[name] = (proc.returncode, text)
+    return out

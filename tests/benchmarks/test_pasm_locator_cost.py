@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,26 +21,16 @@ def runs(tmp_path_factory) -> dict:
     """``name -> (returncode, output, output file)`` of the script's three runs: a fresh teacher, a trained one from
     a checkpoint, and a teacher file that does not exist. They are independent and start side by side (most of each
     one's time is its single-threaded start-up)."""
-    from conftest import write_network_checkpoint
+    from conftest import run_side_by_side, write_network_checkpoint
 
     base = tmp_path_factory.mktemp("pasm_locator_cost")
     ckpt = write_network_checkpoint(base / "teacher.ckpt", backbone="resnet18")
     cases = {"fresh": [], "trained": ["--teacher", str(ckpt)], "missing": ["--teacher", str(base / "none.ckpt")]}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    procs = {}
-    for name, extra in cases.items():
-        out = base / f"{name}.json"
-        procs[name] = (subprocess.Popen([sys.executable, str(SCRIPT), *TINY, *extra, "--output", str(out)], cwd=base,
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
-    result = {}
-    for name, (proc, out) in procs.items():
-        try:
-            text, _ = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            text, _ = proc.communicate()
-        result[name] = (proc.returncode, text, out)
-    return result
+    outputs = {name: base / f"{name}.json" for name in cases}
+    done = run_side_by_side({name: [sys.executable, str(SCRIPT), *TINY, *extra, "--output", str(outputs[name])]
+                             for name, extra in cases.items()}, cwd=base, env=env)
+    return {name: (*done[name], outputs[name]) for name in cases}
 
 
 def _result(runs: dict, name: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -89,18 +88,11 @@ def smoke(request, tmp_path_factory) -> dict:
         if n == "lanet_landmarks":
             argv += ["--png", str(work / "landmarks.png")]
         (work / "argv.json").write_text(json.dumps(argv))
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(BENCH), str(base), *names], cwd=base, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(min(2, len(names)))]
-    crashes = []
-    for proc in workers:
-        try:
-            text, _ = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            text, _ = proc.communicate()
-        if proc.returncode != 0:
-            crashes.append(f"a smoke worker exited with {proc.returncode}:\n{text[-3000:]}")
+    from conftest import run_side_by_side
+
+    worker = [sys.executable, "-c", WORKER, str(BENCH), str(base), *names]
+    done = run_side_by_side({w: worker for w in range(min(2, len(names)))}, timeout=900, cwd=base, env=env)
+    crashes = [f"a smoke worker exited with {rc}:\n{text[-3000:]}" for rc, text in done.values() if rc != 0]
     out = {}
     for n in names:
         work = base / n
