@@ -5,6 +5,7 @@ It depends on Lightning only, never on ferkit, so that it keeps working whatever
 * ``best-epoch=N.ckpt``: the epoch with the best validation metric (the only checkpoint the test split ever sees);
 * ``history.jsonl`` (beside the checkpoint folder): one line per epoch with every metric the run logged, written and
   flushed before that epoch's checkpoints, so no epoch is lost when the process is killed (a CSV logger buffers);
+  ``val/*`` only in the epochs that were validated;
 * ``last.ckpt``: written every epoch, atomically (to a temporary file, then renamed), and the one before it is kept as
   ``last.prev.ckpt``, so a run killed while saving still has a checkpoint to resume from.
 * the previous best checkpoint is deleted only after the epoch's ``last.ckpt`` is written: a run killed between the new
@@ -23,6 +24,8 @@ import time
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.run_files import EXIT_AFTER_EPOCH_ENV, HISTORY, LAST, PREVIOUS  # noqa: F401 (re-exported)
+
+VALIDATION_PREFIX = "val/"  # the metrics only a validation pass logs
 
 
 def append_line(path: str, line: str) -> None:
@@ -56,12 +59,24 @@ class BenchmarkCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._cpu_at_start = time.process_time()
+        self._validated = False
         super().on_train_epoch_start(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+        super().on_validation_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             metrics = {}
-            for k, v in trainer.callback_metrics.items():
+            logged = trainer.callback_metrics
+            # Lightning never clears callback_metrics between epochs: in an epoch without validation (e.g.
+            # check_val_every_n_epoch > 1) the val/* values are the last validation's, and are not written again
+            validated = getattr(self, "_validated", True)
+            for k, v in logged.items():
+                if _is_fork(k, logged) or (not validated and k.startswith(VALIDATION_PREFIX)):
+                    continue
                 try:
                     x = float(v)
                 except (TypeError, ValueError):
@@ -119,3 +134,12 @@ class BenchmarkCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(self)
+
+
+def _is_fork(name: str, logged) -> bool:
+    """A statistic logged per step and per epoch appears three times: ``<name>`` (at the epoch's end, the epoch mean),
+    ``<name>_epoch`` (the same) and ``<name>_step`` (the last batch's). The history keeps ``<name>`` only."""
+    for suffix in ("_step", "_epoch"):
+        if name.endswith(suffix) and name[: -len(suffix)] in logged:
+            return True
+    return False

@@ -483,11 +483,14 @@ class RunDriver:
         acc = sum(a == b for a, b in zip(preds["pred"], preds["label"])) / max(n, 1)
         expected_n = state["test"].get("num_samples")
         # accuracies are whole images over n: a quarter of one image tells a float rounding from a real difference
-        if abs(acc - state["test"]["acc"]) > 0.25 / max(n, 1) or (expected_n and expected_n != n):
+        expected_cm = state["test"].get("confusion_matrix")
+        moved = confusion_difference(preds, expected_cm) if expected_cm else 0
+        if abs(acc - state["test"]["acc"]) > 0.25 / max(n, 1) or (expected_n and expected_n != n) or moved:
             # refused, and the run still gets its record (without them). Seen once, by one image: predict's softmax
             # in bf16 made ties that the scored logits did not have (fixed in FERModule.predict_step)
             msg = (f"{self.suite.name}/{self.run.name}: the test predictions ({n} images, accuracy {100 * acc:.3f} %) "
-                   f"do not reproduce the recorded test ({expected_n} images, {100 * state['test']['acc']:.3f} %); "
+                   f"do not reproduce the recorded test ({expected_n} images, {100 * state['test']['acc']:.3f} %"
+                   f"{f'; {moved} image(s) in other cells of its confusion matrix' if moved else ''}); "
                    f"not kept (see {out})")
             log(msg)
             preds = None
@@ -564,6 +567,20 @@ def read_predictions(path: Path, class_names: list[str] | None) -> dict:
 
 
 CLASS_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def confusion_difference(preds: dict, confusion: list[list[int]]) -> int:
+    """How many images the predictions (:func:`read_predictions`, classes in the test's order) put in another cell of
+    the recorded test confusion matrix (rows: true class, columns: predicted) than the test did; 0 when they agree
+    cell by cell. Equal accuracies can hide a wrong prediction moved from one wrong class to another."""
+    k = len(confusion)
+    counts = [[0] * k for _ in range(k)]
+    for t, p in zip(preds["label"], preds["pred"]):
+        i, j = CLASS_CHARS.index(t), CLASS_CHARS.index(p)
+        if i >= k or j >= k:
+            return len(preds["pred"])  # a class the test did not have: nothing agrees
+        counts[i][j] += 1
+    return sum(abs(a - b) for row, exp in zip(counts, confusion) for a, b in zip(row, exp)) // 2
 
 
 def add_predictions(suite: Suite, only: list[str] | None = None, work_dir: Path = DEFAULT_WORK,

@@ -2,9 +2,12 @@
 
 * ``<suite>_val_acc.png``: validation accuracy per epoch of every method of the suite on one figure (mean over seeds,
   band from the lowest to the highest seed); a method and its baseline share the colour family of the suite's order.
-* ``<suite>_memorisation.png``: training accuracy on the samples whose labels were flipped, when the runs logged it
-  (any history key containing ``flipped``, e.g. ``train/acc_flipped``, or ``memorisation/...`` statistics) -- the
-  curve that shows cross-entropy learning wrong labels by heart.
+* ``<suite>_memorisation.png``: how the *network* treats the training samples whose labels were flipped, when the runs
+  logged it (``memorisation/flipped_fit``: predicted as the wrong given label; ``memorisation/flipped_clean``: as the
+  true one) -- the curve that shows cross-entropy learning wrong labels by heart.
+* ``<suite>_label_memory.png``: LA-Net's *label memory* against the true labels (``memory/...`` statistics other than
+  the per-class recalls: its arg-max accuracy, the shares of flipped samples whose memory ranks the given or the true
+  label first, ...), apart from the network's curves above.
 * ``<suite>_recall.png``: test recall per class of each method (mean over seeds), grouped bars.
 """
 from __future__ import annotations
@@ -37,12 +40,13 @@ def curves(records: list[dict], key: str, section: str = "history") -> tuple[lis
             [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs])
 
 
-def memorisation_keys(records: list[dict]) -> list[tuple[str, str]]:
+def memorisation_keys(records: list[dict], prefix: str = "memorisation/") -> list[tuple[str, str]]:
+    """``(section, key)`` of the per-epoch statistics under ``prefix`` (``memory/``: without the per-class recalls)."""
     keys = set()
     for r in records:
         for section in ("history", "stats"):
             for h in r.get(section, []):
-                keys |= {(section, k) for k in h if "flipped" in k or k.startswith("memorisation/")}
+                keys |= {(section, k) for k in h if k.startswith(prefix) and not k.startswith("memory/recall_")}
     return sorted(keys)
 
 
@@ -96,16 +100,23 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
     written.append(_finish(plt, fig, ax, out_dir / f"{name}_val_acc.png", ylabel=f"{monitor} (%)",
                            title=f"{name}: validation per epoch (mean over seeds, band min-max; * chosen epoch)"))
 
-    mem = memorisation_keys(records)
-    if mem:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+    for prefix, file, title in (("memorisation/", "memorisation", "the network on the flipped training samples"),
+                                ("memory/", "label_memory", "the label memory against the true labels")):
+        mem = memorisation_keys(records, prefix)
+        if not mem:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]  # one line style per statistic ...
         for row in rows:
-            for section, key in mem:
+            colour = None  # ... and one colour per method
+            for k, (section, key) in enumerate(mem):
                 x, mean, lo, hi = curves(row.records, key, section)
                 if x:
-                    ax.plot(x, [100 * v for v in mean], marker="o", ms=3, label=f"{row.method}: {key}")
-        written.append(_finish(plt, fig, ax, out_dir / f"{name}_memorisation.png", ylabel="%",
-                               title=f"{name}: fit to the flipped labels", legend_size=7))
+                    line, = ax.plot(x, [100 * v for v in mean], linestyle=styles[k % len(styles)], marker="o", ms=2,
+                                    color=colour, label=f"{row.method}: {key.split('/', 1)[1]}")
+                    colour = line.get_color()
+        written.append(_finish(plt, fig, ax, out_dir / f"{name}_{file}.png", ylabel=f"{prefix}* (%)",
+                               title=f"{name}: {title} (mean over seeds)", legend_size=6))
 
     mining = mining_keys(records)
     if mining:  # how well a method's split of the training set matches the true labels, epoch by epoch

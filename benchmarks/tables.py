@@ -155,7 +155,7 @@ def suite_table(records: list[dict]) -> str:
                 base = by_name[b].records
                 g_mean, g_sd, pairs = gap(recs, base)
                 if pairs == 0:
-                    note = "" if len(recs) == len(base) == 1 else " (unpaired)"
+                    note = " (unpaired)"  # no seed in common (or one recorded twice)
                 elif pairs < max(len(recs), len(base)):
                     note = f" (seed{'s' if pairs > 1 else ''} {', '.join(map(str, sorted({r['seed'] for r in recs} & {r['seed'] for r in base})))} only)"
                 else:

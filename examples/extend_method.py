@@ -39,7 +39,8 @@ class ConfidentARM(ARMClassifier):
         loss = ce + self.entropy_weight * entropy
         if not self.check_finite(loss, batch):  # the module's non-finite-loss policy
             return None
-        self.log_dict({"train/loss": loss, "train/ce": ce, "train/entropy": entropy}, batch_size=logits.shape[0])
+        for name, value in {"train/loss": loss, "train/ce": ce, "train/entropy": entropy}.items():
+            self.log_train(name, value, batch_size=logits.shape[0])  # per step, and the epoch's mean as `name`
         return loss
 
 

@@ -14,8 +14,8 @@ interrupted run (only PENDING rows are processed). :func:`attach_landmarks` load
 
 What training does with failed faces (LA-Net): their landmark heatmaps get loss weight 0
 (:class:`ferkit.landmarks.HeatmapTargets`), so they contribute no landmark loss; every other loss (CE, LDE, EL)
-uses them as usual (the landmark *feature* comes from the image, not from the points). ``LANet`` logs the number of
-such samples per step as ``train/lmk_missing``.
+uses them as usual (the landmark *feature* comes from the image, not from the points). ``LANet`` logs the share of
+such samples as ``train/lmk_missing``.
 """
 from __future__ import annotations
 

@@ -231,18 +231,28 @@ class FERModule(L.LightningModule):
         loss = self.classification_loss(logits, batch)
         if not self.check_finite(loss, batch):
             return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        self.log_train("train/loss", loss, batch_size=logits.shape[0], prog_bar=True)
         self.log_train_accuracy(logits, batch)
         return loss
 
+    def log_train(self, name: str, value: torch.Tensor | float, batch_size: int, prog_bar: bool = False,
+                  **kw: Any) -> None:
+        """Log a training statistic per step and as its mean over the epoch's samples.
+
+        Lightning shows the two as ``<name>_step`` and ``<name>_epoch``; at the epoch's end ``<name>`` in
+        ``trainer.callback_metrics`` is the epoch mean, so a per-epoch history (the benchmark harness's, a callback's)
+        holds the whole epoch and not its last batch. Under DDP the epoch mean is this rank's unless ``sync_dist=True``.
+        """
+        self.log(name, value, batch_size=batch_size, prog_bar=prog_bar, on_step=True, on_epoch=True, **kw)
+
     def log_train_accuracy(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        """Log ``train/acc`` against the given labels and, when the batch carries ``clean_label`` (synthetic or real
+        """Log ``train/acc`` against the given labels (per step and as the epoch mean, :meth:`log_train`) and, when the batch carries ``clean_label`` (synthetic or real
         noise with a known truth), how far the network has memorised the wrong labels, as epoch means over the
         flipped samples: ``memorisation/flipped_fit`` (predicted as the wrong given label) and
         ``memorisation/flipped_clean`` (predicted as the true one). Rising ``flipped_fit`` is CE over-fitting noise."""
         pred = logits.detach().argmax(1)
         y = batch["label"]
-        self.log("train/acc", (pred == y).float().mean(), prog_bar=True, batch_size=logits.shape[0])
+        self.log_train("train/acc", (pred == y).float().mean(), batch_size=logits.shape[0], prog_bar=True)
         clean = batch.get("clean_label")
         if clean is None:
             return

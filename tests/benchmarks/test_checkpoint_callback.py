@@ -87,3 +87,61 @@ def test_history_keeps_each_epochs_cpu_seconds(tmp_path) -> None:
     assert len(cpu) == len(VAL) and all(c >= 0 for c in cpu)
     assert cpu[2] >= 0.5 and cpu[2] > max(cpu[:2] + cpu[3:]) + 0.3
     assert [h["cpu_s"] for h in read_history(tmp_path / "history.jsonl")] == cpu
+
+
+def test_an_epoch_without_validation_has_no_validation_metrics_in_the_history(tmp_path) -> None:
+    """With ``check_val_every_n_epoch=2`` only epochs 1 and 3 are validated; Lightning keeps the last validation's values
+    in ``callback_metrics`` meanwhile, and those must not be written as epoch 2's (or epoch 0's: the sanity check)."""
+    import json
+
+    ckpt = tmp_path / "ckpt"
+    trainer = pl.Trainer(max_epochs=len(VAL), callbacks=[BenchmarkCheckpoint(str(ckpt))], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         check_val_every_n_epoch=2, num_sanity_val_steps=1)
+    trainer.fit(Scripted(), loader(), loader())
+    lines = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1, 2, 3]
+    val = [x["metrics"].get("val/acc") for x in lines]
+    assert [None if v is None else round(v, 6) for v in val] == [None, VAL[1], None, VAL[3]]
+
+
+def test_the_history_holds_the_epoch_means_of_training_statistics(tmp_path, synthetic_dm, tiny_module,
+                                                                  tiny_trainer) -> None:
+    """``train/acc`` and ``train/loss`` in a run's history are means over the epoch's samples, not the last batch's
+    value, and the ``_step`` / ``_epoch`` copies Lightning makes of them are not kept."""
+    import json
+
+    import lightning.pytorch as lp
+
+    from ferkit.methods import FERClassifier
+
+    dm = synthetic_dm(num_train=40)  # batches of 16, 16 and 8: a last batch unlike the mean
+    model = tiny_module(FERClassifier, dm)
+    steps: dict[int, list[tuple[float, float, int]]] = {}
+    original = model.log_train_accuracy
+
+    def spy(logits, batch):
+        acc = float((logits.argmax(1) == batch["label"]).float().mean())
+        steps.setdefault(model.current_epoch, []).append([acc, None, len(batch["label"])])
+        original(logits, batch)
+
+    model.log_train_accuracy = spy
+
+    class Loss(lp.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps[trainer.current_epoch][-1][1] = float(outputs["loss"])
+
+    ckpt = tmp_path / "run" / "ckpt"
+    trainer = tiny_trainer(max_epochs=2, enable_checkpointing=True, callbacks=[BenchmarkCheckpoint(str(ckpt)), Loss()])
+    trainer.fit(model, dm)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    for h in history:
+        rows = steps[h["epoch"]]
+        assert [n for *_, n in rows] == [16, 16, 8]
+        n = sum(r[2] for r in rows)
+        acc = sum(a * k for a, _, k in rows) / n
+        loss = sum(x * k for _, x, k in rows) / n
+        assert abs(h["metrics"]["train/acc"] - acc) < 1e-6
+        assert abs(h["metrics"]["train/loss"] - loss) < 1e-4
+        assert not [k for k in h["metrics"] if k.endswith(("_step", "_epoch"))]

@@ -38,6 +38,20 @@ def ckpt_epoch(path: Path) -> int:
         return int(z.read("epoch"))
 
 
+def predicted(acc: float) -> list[tuple[int, int]]:
+    """(true, predicted) class of 10 test images, ``round(10 * acc)`` of them right; classes a, b and (never true) c."""
+    right = round(10 * acc)
+    return [(i % 2, i % 2 if i < right else 1 - i % 2) for i in range(10)]
+
+
+def confusion(acc: float) -> list[list[int]]:
+    """The test's confusion matrix of :func:`predicted` (rows: true class)."""
+    cm = [[0] * 3 for _ in range(3)]
+    for t, p in predicted(acc):
+        cm[t][p] += 1
+    return cm
+
+
 class FakeFerkit:
     """Stands in for ``python -m ferkit.cli``; records every call."""
 
@@ -50,6 +64,7 @@ class FakeFerkit:
         self.quiet_stop_after: int | None = None  # exit 0 after this epoch, as a gracefully stopped trainer does
         self.resumed_from_epoch: list[int] = []  # the epoch held by --ckpt_path at each resumed fit
         self.epoch_seconds: float | None = None  # write a wall-clock "time" this long after the fit's start per epoch
+        self.predict_swaps_a_wrong_one = False   # predict: one wrong image in another (wrong) class than the test had
 
     @staticmethod
     def arg(args: list[str], name: str) -> str | None:
@@ -59,9 +74,12 @@ class FakeFerkit:
         self.pass_fds.append(tuple(pass_fds))
         self.calls.append(list(args))
         if args[0] == "predict":  # the tested checkpoint's predictions: as many right of 10 as its test accuracy says
-            right = round(10 * TEST[ckpt_epoch(Path(self.arg(args, "--ckpt_path")))])
-            rows = [f"{i},img{i},{'ab'[i % 2]},{'ab'[i % 2] if i < right else 'ba'[i % 2]},0.5,0.5\n" for i in range(10)]
-            Path(self.arg(args, "--prediction_writer.output")).write_text("index,id,label,pred,prob_a,prob_b\n"
+            pairs = predicted(TEST[ckpt_epoch(Path(self.arg(args, "--ckpt_path")))])
+            if self.predict_swaps_a_wrong_one:
+                wrong = next(i for i, (t, p) in enumerate(pairs) if t != p)
+                pairs[wrong] = (pairs[wrong][0], 3 - pairs[wrong][0] - pairs[wrong][1])  # the third class, still wrong
+            rows = [f"{i},img{i},{'abc'[t]},{'abc'[p]},0.3,0.3,0.4\n" for i, (t, p) in enumerate(pairs)]
+            Path(self.arg(args, "--prediction_writer.output")).write_text("index,id,label,pred,prob_a,prob_b,prob_c\n"
                                                                          + "".join(rows))
             return 0, 0.5
         if args[0] not in ("fit", "test"):  # a step: writes its output and a report beside it
@@ -78,8 +96,8 @@ class FakeFerkit:
             return 1, 0.5
         epoch = ckpt_epoch(Path(self.arg(args, "--ckpt_path")))
         (log_dir / "metrics_test.json").write_text(json.dumps({
-            "acc": TEST[epoch], "mean_class_acc": TEST[epoch] - 0.1, "num_samples": 10, "class_names": ["a", "b"],
-            "per_class_recall": [TEST[epoch], TEST[epoch] - 0.2], "confusion_matrix": [[1, 0], [0, 1]]}))
+            "acc": TEST[epoch], "mean_class_acc": TEST[epoch] - 0.1, "num_samples": 10, "class_names": ["a", "b", "c"],
+            "per_class_recall": [TEST[epoch], TEST[epoch] - 0.2, 0.0], "confusion_matrix": confusion(TEST[epoch])}))
         return 0, 0.5
 
     def fit(self, args: list[str], log_dir: Path) -> int:
@@ -146,7 +164,15 @@ def test_the_test_split_sees_only_the_checkpoint_chosen_on_validation(tmp_path, 
     (predict,) = [c for c in fake.calls if c[0] == "predict"]
     assert FakeFerkit.arg(predict, "--ckpt_path") == FakeFerkit.arg(tests[0], "--ckpt_path")
     assert FakeFerkit.arg(predict, "--data.predict_split") == "test" and "--data.x" in predict
-    assert rec["test_predictions"] == {"classes": ["a", "b"], "label": "0101010101", "pred": "0101011010"}
+    assert rec["test_predictions"] == {"classes": ["a", "b", "c"], "label": "0101010101", "pred": "0101011010"}
+
+
+def test_predictions_with_the_tested_accuracy_but_another_confusion_matrix_are_refused(tmp_path, fake) -> None:
+    """One wrong image predicted as another wrong class: the accuracy agrees, the test evaluation's cells do not."""
+    fake.predict_swaps_a_wrong_one = True
+    (rec,) = run(tmp_path)
+    assert rec["test"]["acc"] == TEST[1] and rec["test_predictions"] is None
+    assert "1 image(s) in other cells of its confusion matrix" in rec["test_predictions_refused"]
 
 
 def test_predictions_that_miss_the_tested_accuracy_are_refused_and_the_record_written(tmp_path, fake,
@@ -180,8 +206,8 @@ def test_record_fields(tmp_path, fake) -> None:
     assert [h["val/acc"] for h in rec["history"]] == VAL and rec["epochs"] == 4
     assert "asm/frac_noisy" not in rec["history"][0]
     assert [s["asm/frac_noisy"] for s in rec["stats"]] == pytest.approx([0.0, 0.05, 0.10, 0.15])
-    assert rec["test"]["per_class_recall"] == {"a": TEST[1], "b": pytest.approx(TEST[1] - 0.2)}
-    assert rec["test"]["confusion_matrix"] == [[1, 0], [0, 1]]
+    assert rec["test"]["per_class_recall"] == {"a": TEST[1], "b": pytest.approx(TEST[1] - 0.2), "c": 0.0}
+    assert rec["test"]["confusion_matrix"] == [[3, 2, 0], [2, 3, 0], [0, 0, 0]]
     assert rec["wall_seconds"] == {"fit": 1.0, "test": 0.5} and rec["fit_attempts"] == 1
     # the config and seed reach ferkit, with the harness's own options after the suite's
     fit = fake.calls[0]

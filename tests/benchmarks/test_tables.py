@@ -167,6 +167,8 @@ def test_gap_with_some_seeds_in_common_pairs_those_and_says_so() -> None:
     mean, _, pairs = gap(twice, base)
     assert pairs == 0 and mean == pytest.approx(0.76 - 0.75)
     assert "(unpaired)" in suite_table(base + twice)
+    # one seed each, not the same one: nothing to pair, and the table says so
+    assert "+5.00 vs ce (unpaired)" in suite_table([record("ce", 1, 0.70), record("asm", 0, 0.75, "ce")])
 
 
 def test_mining_plot_draws_the_overall_scores_per_epoch(tmp_path) -> None:
@@ -183,6 +185,28 @@ def test_mining_plot_draws_the_overall_scores_per_epoch(tmp_path) -> None:
     names = sorted(p.name for p in plot_suite("s", [ce, asm], tmp_path))
     assert names == ["s_mining.png", "s_recall.png", "s_val_acc.png"]
     assert sorted(p.name for p in plot_suite("t", [ce], tmp_path / "t")) == ["t_recall.png", "t_val_acc.png"]
+
+
+def test_the_label_memory_is_plotted_apart_from_the_networks_memorisation(tmp_path) -> None:
+    """``memorisation/*`` (the network on the flipped samples) and LA-Net's ``memory/*`` (its label memory, whose
+    ``flipped_ranks_given_first`` also names flipped samples) go to two figures; per-class memory recalls to neither."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.plots import memorisation_keys, plot_suite
+
+    ce, lanet = record("ce", 0, 0.70), record("lanet", 0, 0.75, "ce")
+    for r in (ce, lanet):
+        r["history"] = [{"epoch": e, "val/acc": 0.6 + 0.01 * e} for e in range(3)]
+        r["stats"] = [{"epoch": e, "memorisation/flipped_fit": 0.1 * e, "memorisation/flipped_clean": 0.5}
+                      for e in range(3)]
+    for e, s in enumerate(lanet["stats"]):
+        s.update({"memory/flipped_ranks_given_first": 1.0, "memory/memory_label_accuracy": 0.6 + 0.1 * e,
+                  "memory/recall_angry": 0.4})
+    assert memorisation_keys([ce, lanet]) == [("stats", "memorisation/flipped_clean"),
+                                              ("stats", "memorisation/flipped_fit")]
+    assert memorisation_keys([ce, lanet], "memory/") == [("stats", "memory/flipped_ranks_given_first"),
+                                                         ("stats", "memory/memory_label_accuracy")]
+    names = sorted(p.name for p in plot_suite("s", [ce, lanet], tmp_path))
+    assert names == ["s_label_memory.png", "s_memorisation.png", "s_recall.png", "s_val_acc.png"]
 
 
 def test_times_are_shown_per_device_when_seeds_ran_on_different_machines() -> None:

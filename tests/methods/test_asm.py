@@ -82,11 +82,14 @@ def fitted(tmp_path_factory):
     model = _model(dm)
     ckpt = ModelCheckpoint(dirpath=tmp / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}", save_last=True)
     trainer = _trainer(tmp, 3, [ckpt])
+    parts: list[tuple[int, dict[str, float], tuple[int, int, int]]] = []  # each step's Tri-Regularization terms
+    model.tri.register_forward_hook(lambda mod, args, out: parts.append(
+        (trainer.current_epoch, {k: float(v) for k, v in out.terms.items()}, out.counts)))
     try:
         trainer.fit(model, dm)
     finally:
         torch.set_num_threads(threads)
-    return {"tmp": tmp, "dm": dm, "model": model, "trainer": trainer}
+    return {"tmp": tmp, "dm": dm, "model": model, "trainer": trainer, "parts": parts}
 
 
 def test_fit_mines_after_warmup_and_logs(fitted) -> None:
@@ -116,8 +119,45 @@ def test_fit_mines_after_warmup_and_logs(fitted) -> None:
         if (flipped & mine).any():
             assert float(m[f"asm/noisy_recall/{cls}"]) == pytest.approx(noisy[flipped & mine].mean())
             assert float(m[f"asm/flip_rate/{cls}"]) == pytest.approx(flipped[mine].mean())
+    # a class without a clean sample has an undefined purity: logged as NaN, never a former epoch's value
+    clean = model.miner.split.clean.numpy()
+    empty = [cls for k, cls in enumerate(model.class_names) if not (clean & (labels == k)).any()]
+    assert empty and all(np.isnan(float(m[f"asm/clean_purity/{cls}"])) for cls in empty)
     # labels seen by the miner are the (noisy) training labels, keyed by dataset index
     assert np.array_equal(model.miner.labels.values.numpy(), np.asarray(ds.labels))
+
+
+def test_loss_terms_are_epoch_means_over_their_subsets(fitted) -> None:
+    """``train/loss_<subset>``: each step's subset mean weighted by that subset's size in the step (a step without
+    the subset does not pull the epoch value toward 0)."""
+    m, last = fitted["trainer"].callback_metrics, fitted["trainer"].current_epoch - 1
+    steps = [(terms, counts) for epoch, terms, counts in fitted["parts"] if epoch == last]
+    assert steps
+    for i, name in enumerate(("clean", "ambiguous", "noisy")):
+        n = sum(c[i] for _, c in steps)
+        expected = sum(t[name] * c[i] for t, c in steps) / n if n else float("nan")
+        assert float(m[f"train/loss_{name}"]) == pytest.approx(expected, rel=1e-5, nan_ok=True), name
+
+
+def test_mining_scores_leave_out_samples_without_a_known_truth(fitted) -> None:
+    """A ``clean_label`` of -1 (no truth known) is neither a flipped nor a correct sample in the mining scores."""
+    model, ds = fitted["model"], fitted["dm"].train_set
+    original = ds.clean_labels
+    logged: dict[str, float] = {}
+    try:
+        unknown = np.arange(len(ds)) % 3 == 0
+        ds.clean_labels = np.where(unknown, -1, original)
+        model.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+        model._log_mining()
+    finally:
+        ds.clean_labels = original
+        del model.log
+    flipped = np.asarray(ds.labels) != np.asarray(original)
+    noisy, known = model.miner.split.noisy.numpy(), ~unknown
+    assert (noisy & known).any() and (flipped & known).any()
+    assert logged["asm/noisy_precision"] == pytest.approx(flipped[noisy & known].mean())
+    assert logged["asm/noisy_recall"] == pytest.approx(noisy[flipped & known].mean())
+    assert logged["asm/flip_rate"] == pytest.approx(flipped[known].mean())
 
 
 def test_judge_a_loaded_checkpoint_outside_fit(fitted) -> None:

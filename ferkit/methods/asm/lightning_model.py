@@ -209,16 +209,20 @@ class ASMClassifier(FERModule):
         ds = self._train_set()
         if getattr(ds, "clean_labels", None) is not None and len(ds) == self.miner.num_samples:  # synthetic noise
             given = torch.as_tensor(np.asarray(ds.labels))
-            flipped = given != torch.as_tensor(np.asarray(ds.clean_labels))
-            split = self.miner.split.to("cpu")
-            scores = {"": detection_scores(split, flipped)}
+            clean = torch.as_tensor(np.asarray(ds.clean_labels))
+            known = clean >= 0  # clean_label -1: no known truth, scored neither as flipped nor as correct
+            flipped, split = known & (given != clean), self.miner.split.to("cpu")
+            scores = {"": detection_scores(split, flipped, within=known)}
             # per given class: where the class-wise thresholds find the wrong labels and where they do not
             scores.update({f"/{name}": s for name, s in
-                           detection_scores_per_class(split, flipped, given, self.class_names).items()})
+                           detection_scores_per_class(split, flipped, torch.where(known, given, -1),
+                                                      self.class_names).items()})
             for suffix, per in scores.items():
                 for key, value in per.items():
-                    if key in ("noisy_precision", "noisy_recall", "noisy_f1", "clean_purity", "flip_rate") and value == value:
-                        self.log(f"asm/{key}{suffix}", value, sync_dist=True)
+                    # NaN (e.g. no sample of a class in the noisy subset this epoch) is logged too, so that an epoch
+                    # never shows the previous epoch's value (Lightning keeps the last logged one)
+                    if key in ("noisy_precision", "noisy_recall", "noisy_f1", "clean_purity", "flip_rate"):
+                        self.log(f"asm/{key}{suffix}", float(value), sync_dist=True)
         if c["clean"] == 0 and self.trainer.is_global_zero:
             if c["ambiguous"] == 0:
                 what = "every sample is noisy, so no label supervises this epoch (only the networks' consistency does)"
@@ -269,10 +273,12 @@ class ASMClassifier(FERModule):
         if not self.check_finite(loss, batch):
             return None
         # under DDP a rank's Tri-Regularization value is its share times the world size: the mean is the global loss
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=is_distributed())
+        self.log_train("train/loss", loss, batch_size=bs, prog_bar=True, sync_dist=is_distributed())
         self.log_train_accuracy((z1 + z2) * 0.5, batch)
         if parts is not None:
-            for name, value in parts.terms.items():
-                self.log(f"train/loss_{name}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+            # each term is a mean over its subset: the epoch's value weights each batch by that subset's size there
+            # (0 where the subset is empty; NaN for an epoch in which it always was)
+            for (name, value), n in zip(parts.terms.items(), parts.counts):
+                self.log(f"train/loss_{name}", value, batch_size=n, on_step=False, on_epoch=True, sync_dist=True)
             self.log("asm/lambda", parts.lambda_, on_step=False, on_epoch=True, sync_dist=True)
         return loss

@@ -4,7 +4,7 @@
 
 * ``CE``: cross-entropy with the given (possibly noisy) label;
 * ``L_lmk``: Adaptive Wing loss between the predicted and the target Gaussian heatmaps of the 19 points
-  (:class:`ferkit.landmarks.HeatmapTargets`; faces without landmarks get weight 0, counted as ``train/lmk_missing``);
+  (:class:`ferkit.landmarks.HeatmapTargets`; faces without landmarks get weight 0, their share logged as ``train/lmk_missing``);
 * ``L_KL``: ``KL(q_tilde || softmax(z))`` with ``q_tilde`` from the label-distribution estimator and its per-sample
   memory (:class:`ferkit.losses.LabelDistributionEstimator`, :class:`ferkit.state.LabelDistributionBank`);
 * ``L_EL``: the expression-landmark contrastive loss (:class:`ferkit.losses.ExpressionLandmarkContrastiveLoss`)
@@ -220,7 +220,7 @@ class LANetClassifier(FERModule):
             loss = h.ce_weight * self.classification_loss(logits, batch)
             if not self.check_finite(loss, batch):
                 return None
-            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            self.log_train("train/loss", loss, batch_size=bs, prog_bar=True)
             self.log_train_accuracy(logits, batch)
             return loss
         if self.key_model is not None:  # MoCo: advance the key encoder before computing this step's keys
@@ -234,7 +234,7 @@ class LANetClassifier(FERModule):
             lmk, missing = self.landmark_loss(heatmaps, batch)
             loss = loss + h.landmark_weight * lmk
             logs["train/lmk"] = lmk.detach()
-            logs["train/lmk_missing"] = missing.float()
+            logs["train/lmk_missing"] = missing.float() / bs  # share of the faces, so the epoch value is one too
         lde = None
         if h.kl_weight > 0 or h.el_weight > 0:  # the EL pseudo-labels come from the LDE target
             lde = self.lde(h_expr, h_lmk, logits, index, self.lde_bank)
@@ -255,6 +255,7 @@ class LANetClassifier(FERModule):
         self.log_train_accuracy(logits, batch)
         if lde is not None and "clean_label" in batch:  # synthetic noise: does the memory's argmax recover the clean label?
             logs["train/target_clean_acc"] = (lde.target.detach().argmax(1) == batch["clean_label"]).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log_dict(logs, batch_size=bs)
+        self.log_train("train/loss", loss, batch_size=bs, prog_bar=True)
+        for name, value in logs.items():
+            self.log_train(name, value, batch_size=bs)
         return loss

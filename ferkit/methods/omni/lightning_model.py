@@ -144,7 +144,7 @@ class OmniClassifier(FERModule):
         if "source" in batch:
             mined = batch["source"] == 1
             w = torch.where(mined, torch.full_like(ce, h.mined_weight), torch.ones_like(ce))
-            self.log("train/mined_fraction", mined.float().mean(), batch_size=bs)
+            self.log_train("train/mined_fraction", mined.float().mean(), batch_size=bs)
         else:
             w = torch.ones_like(ce)
         loss = (w * ce).sum() / bs
@@ -155,8 +155,8 @@ class OmniClassifier(FERModule):
             terms["distilled"] = d.detach()
         if not self.check_finite(loss, batch):
             return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_train("train/loss", loss, batch_size=bs, prog_bar=True)
         for k, v in terms.items():
-            self.log(f"train/{k}", v, batch_size=bs)
-        self.log("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), prog_bar=True, batch_size=bs)
+            self.log_train(f"train/{k}", v, batch_size=bs)
+        self.log_train("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), batch_size=bs, prog_bar=True)
         return loss

@@ -133,9 +133,10 @@ class PASMClassifier(FERModule):
         if not self.check_finite(out.total, batch):
             return None
         bs = logits.shape[0]
-        self.log("train/loss", out.total, prog_bar=True, batch_size=bs)
-        self.log_dict(out.log_dict("train/"), batch_size=bs)
-        self.log("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), prog_bar=True, batch_size=bs)
+        self.log_train("train/loss", out.total, batch_size=bs, prog_bar=True)
+        for name, value in out.log_dict("train/").items():
+            self.log_train(name, value, batch_size=bs)
+        self.log_train("train/acc", (logits.argmax(1) == batch["label"]).float().mean(), batch_size=bs, prog_bar=True)
         return out.total
 
     def make_locator(self, network: nn.Module | None = None) -> PointAttackLocator:
