@@ -246,10 +246,11 @@ class FERModule(L.LightningModule):
         self.log(name, value, batch_size=batch_size, prog_bar=prog_bar, on_step=True, on_epoch=True, **kw)
 
     def log_train_accuracy(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        """Log ``train/acc`` against the given labels (per step and as the epoch mean, :meth:`log_train`) and, when the batch carries ``clean_label`` (synthetic or real
-        noise with a known truth), how far the network has memorised the wrong labels, as epoch means over the
-        flipped samples: ``memorisation/flipped_fit`` (predicted as the wrong given label) and
-        ``memorisation/flipped_clean`` (predicted as the true one). Rising ``flipped_fit`` is CE over-fitting noise."""
+        """Log ``train/acc`` against the given labels (per step and as the epoch mean, :meth:`log_train`) and, when
+        the batch carries ``clean_label`` (synthetic or real noise with a known truth), how far the network has
+        memorised the wrong labels, as epoch means over the flipped samples: ``memorisation/flipped_fit`` (predicted
+        as the wrong given label) and ``memorisation/flipped_clean`` (predicted as the true one). Rising
+        ``flipped_fit`` is CE over-fitting noise."""
         pred = logits.detach().argmax(1)
         y = batch["label"]
         self.log_train("train/acc", (pred == y).float().mean(), batch_size=logits.shape[0], prog_bar=True)
