@@ -76,11 +76,15 @@ def count_timed_attempt(state: dict) -> None:
 def machine(accelerator: str | None = None) -> dict:
     import torch
 
+    from ferkit.backbones.small_map_conv import cpu_has_amx_bf16, small_map_gemm_policy
+
     cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     device = gpu if gpu and accelerator not in ("cpu",) else "cpu"
+    # which kernels tiny-map convolutions used (ferkit.backbones.SmallMapConv2d), for records made after it existed
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "gpu": gpu, "device": device}
+            "python": platform.python_version(), "platform": platform.platform(), "gpu": gpu, "device": device,
+            "small_map_gemm": {"policy": small_map_gemm_policy(), "amx_bf16": cpu_has_amx_bf16()}}
 
 
 def cpu_lanes() -> int:

@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from ferkit.backbones.small_map_conv import convert_small_map_convs
 from ferkit.backbones.weights import load_pretrained, resolve_weights
 
 __all__ = ["Backbone", "create_backbone"]
@@ -128,4 +129,5 @@ def create_backbone(
         _drop_stem_pool(model, name)
     if path is not None:
         load_pretrained(model, path, in_chans=in_chans)
+    convert_small_map_convs(model)  # same parameters and sums; faster on tiny maps where the CPU has AMX
     return Backbone(model, name=name, in_chans=in_chans, small_input=small_input)

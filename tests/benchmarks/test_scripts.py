@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study")
+           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study", "small_map_gemm")
 
 pytestmark = pytest.mark.slow
 
@@ -258,6 +258,23 @@ def test_recipe_speed_smoke(smoke) -> None:
             twin = next(t for t in rows if t["memory_format"] == "contiguous" and t["precision"] == x["precision"])
             assert x["channels_last_speedup_paired_median"] == pytest.approx(
                 twin["step_seconds"][0] / x["step_seconds"][0])
+
+
+def test_small_map_gemm_smoke(smoke) -> None:
+    r, _ = _result(smoke, "small_map_gemm")
+    rows = {(x["precision"], x["small_map_gemm"]): x for x in r["results"]}
+    assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")}
+    for (precision, policy), x in rows.items():  # each setting against the same precision without the path
+        assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
+        off = rows[(precision, "off")]
+        assert x["speedup_vs_off_paired_median"] == pytest.approx(off["step_seconds"][0] / x["step_seconds"][0])
+    # at 48 px with the standard stem, layer 4 (2 x 2 map) is what takes the matrix-product path: its convolutions,
+    # and the first block's 1 x 1 downsample
+    assert r["convolutions_on_the_gemm_path"] and all(".layer4." in f".{n}" for n in r["convolutions_on_the_gemm_path"])
+    assert len(r["convolutions_on_the_gemm_path"]) == 5
+    a = r["agreement"]
+    assert a["fp32_logits_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_logits_max_abs"])
+    assert a["fp32_grads_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_grads_max_abs"])
 
 
 def test_cpu_lanes_smoke(smoke) -> None:

@@ -1,0 +1,142 @@
+"""What computing the convolutions of tiny maps as one matrix product (:class:`ferkit.backbones.SmallMapConv2d`) buys
+on this CPU: the FER+ recipe's training step with that path forced on and off, in fp32 and under bf16 autocast.
+
+The recipe's network (timm ResNet-18 through :class:`ferkit.models.FERNet`, 1 channel, 48 px, 8 classes, standard
+stem, channels-last; layer 4 ends on a 2 x 2 map) takes full training steps (forward, cross-entropy, backward, AdamW)
+on random tensors. All settings are timed in ONE process, interleaved over the repetitions after a warm-up, so that
+load from other processes affects them alike; each setting's speed-up is the median over repetitions of its paired
+ratio to the same precision without the matrix-product path. The record also says what ``auto`` (ferkit's default)
+chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
+
+    python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
+
+``--smoke`` (batch 2, one repetition) checks the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, result_path, training_step, write_results  # noqa: E402
+
+from ferkit.backbones import SmallMapConv2d, set_small_map_gemm  # noqa: E402
+from ferkit.backbones.small_map_conv import cpu_has_amx_bf16  # noqa: E402
+from ferkit.models import FERNetConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--img-size", type=int, default=48)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per setting and repetition")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per setting before timing")
+    p.add_argument("--threads", type=int, default=1, help="1: as each of cpu_queue.sh's lanes")
+    p.add_argument("--output", default=None)
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batch_size, args.steps, args.repeats, args.warmup = 2, 1, 1, 0
+    return args
+
+
+def gemm_layers(net: torch.nn.Module, img: int) -> list[str]:
+    """The convolutions that take the matrix-product path when it is on (output maps of at most 4 positions)."""
+    names: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args, n=n: names.append(n) if m.uses_gemm(args[0]) else None)
+             for n, m in net.named_modules() if isinstance(m, SmallMapConv2d)]
+    try:
+        with set_small_map_gemm("on"), torch.no_grad():
+            net.eval()(torch.zeros(1, 1, img, img))
+    finally:
+        for h in hooks:
+            h.remove()
+    return names
+
+
+def agreement(net: torch.nn.Module, batch: int, img: int) -> dict[str, float]:
+    """Largest absolute difference between the two paths, same weights and batch: fp32 logits and weight gradients,
+    and bf16-autocast logits (next to the logits' own scale)."""
+    torch.manual_seed(1)
+    x, y = torch.randn(max(batch, 2), 1, img, img), torch.randint(0, 8, (max(batch, 2),))
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for policy in ("off", "on"):
+        m = copy.deepcopy(net).train()
+        with set_small_map_gemm(policy):
+            logits = m(x)
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = m(x).float()
+        grads = torch.cat([p.grad.reshape(-1) for p in m.parameters() if p.grad is not None])
+        out[policy] = {"logits": logits.detach(), "grads": grads, "bf16": bf16.detach()}
+    a, b = out["off"], out["on"]
+    return {"fp32_logits_max_abs_diff": float((a["logits"] - b["logits"]).abs().max()),
+            "fp32_logits_max_abs": float(a["logits"].abs().max()),
+            "fp32_grads_max_abs_diff": float((a["grads"] - b["grads"]).abs().max()),
+            "fp32_grads_max_abs": float(a["grads"].abs().max()),
+            "bf16_logits_max_abs_diff": float((a["bf16"] - b["bf16"]).abs().max())}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = result_path(args.output, "small_map_gemm", args.smoke)  # refused before the measurement, not after
+    torch.manual_seed(0)
+    net = FERNetConfig(backbone="resnet18").build(num_classes=8, in_chans=1, img_size=args.img_size)
+    small = gemm_layers(net, args.img_size)
+    settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"]))
+    steps = {s: training_step(copy.deepcopy(net), args.batch_size, args.img_size, bf16=s[0] == "bf16-mixed",
+                              channels_last=True) for s in settings}
+
+    def run(s: tuple[str, str]) -> None:
+        with set_small_map_gemm(s[1]):
+            steps[s]()
+
+    for s in settings:
+        for _ in range(args.warmup):
+            run(s)
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    for rep in range(args.repeats):
+        for s in settings if rep % 2 == 0 else settings[::-1]:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                run(s)
+            times[s].append((time.perf_counter() - t0) / args.steps)
+    rows = []
+    for precision, policy in settings:
+        per_step = statistics.median(times[(precision, policy)])
+        ratios = [a / b for a, b in zip(times[(precision, "off")], times[(precision, policy)])]
+        rows.append({"precision": precision, "small_map_gemm": policy, "median_step_seconds": per_step,
+                     "images_per_second": args.batch_size / per_step, "step_seconds": times[(precision, policy)],
+                     "speedup_vs_off_paired_median": statistics.median(ratios)})
+        print(f"{precision:10s} small-map GEMM {policy:3s}: {1000 * per_step:7.1f} ms / step, "
+              f"{args.batch_size / per_step:6.1f} images/s, x{statistics.median(ratios):.2f} against off")
+    with set_small_map_gemm("auto"):
+        auto = {"amx_bf16": cpu_has_amx_bf16(), "takes_the_gemm_path_in_bf16": cpu_has_amx_bf16(),
+                "takes_the_gemm_path_in_fp32": False}
+    diff = agreement(net, args.batch_size, args.img_size)
+    print(f"auto on this CPU: {'on' if auto['amx_bf16'] else 'off'} in bf16 (AMX bf16: {auto['amx_bf16']}), off in "
+          f"fp32; fp32 logits differ by at most {diff['fp32_logits_max_abs_diff']:.2e} "
+          f"(scale {diff['fp32_logits_max_abs']:.2f}), gradients by {diff['fp32_grads_max_abs_diff']:.2e}")
+    record = {"benchmark": "tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
+              "command": "python benchmarks/small_map_gemm.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "smoke": args.smoke,
+              "network": f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
+                         f"channels-last, batch {args.batch_size}",
+              "convolutions_on_the_gemm_path": small,
+              "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+              "auto": auto, "agreement": diff, "results": rows, "environment": environment()}
+    write_results(out, record)
+    return record
+
+
+if __name__ == "__main__":
+    main()

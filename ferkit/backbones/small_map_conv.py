@@ -1,0 +1,130 @@
+"""Convolutions on very small feature maps computed as one matrix product, where the CPU's matrix units pay for it.
+
+At FER+'s native 48 px a ResNet-18 with the standard stem ends on a 2 x 2 map: each of layer 4's convolutions is a
+product of a ``64*4 x 4608`` patch matrix with a ``4608 x 512`` weight matrix. oneDNN's convolution kernels are built
+for larger maps: measured on an Intel Xeon with AMX (bf16 matrix tiles), layer 4's bf16 convolutions, forward and
+backward, took as long as in fp32, and a whole training step spent most of its time there. The same convolution as
+``unfold`` (the patch matrix) and ``matmul`` runs on the AMX tiles: the recipe's training step, one thread, went from
+588 to 331 ms (``benchmarks/small_map_gemm.py``, results in ``benchmarks/results/``).
+
+:class:`SmallMapConv2d` is an ``nn.Conv2d`` with the same parameters (the same ``state_dict``, so checkpoints move
+freely between the two) whose forward takes the matrix-product path when
+
+* the output map has at most :data:`MAX_PIXELS` positions (2 x 2), and
+* the policy says so: ``FERKIT_SMALL_MAP_GEMM=auto`` (the default) takes it on a CPU with AMX bf16 (``amx_bf16`` in
+  ``/proc/cpuinfo``) when the convolution runs in bf16 (under CPU bf16 autocast, or on bf16 tensors), where it was
+  measured to be faster; ``on`` always (on the CPU), ``off`` never. :func:`set_small_map_gemm` sets it in-process.
+
+Both paths compute the same sums (fp32: equal to ~1e-7); in bf16 they round the same products in another order, as
+two oneDNN kernels would. :func:`convert_small_map_convs` turns a model's plain convolutions into this class in place;
+ferkit's backbones are converted when built.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MAX_PIXELS", "SmallMapConv2d", "convert_small_map_convs", "set_small_map_gemm", "small_map_gemm_policy",
+           "cpu_has_amx_bf16"]
+
+#: the largest output map (positions, h * w) computed as a matrix product; 3 x 3 maps were measured slower that way
+MAX_PIXELS = 4
+ENV = "FERKIT_SMALL_MAP_GEMM"
+POLICIES = ("auto", "on", "off")
+_override: str | None = None
+
+
+def small_map_gemm_policy() -> str:
+    """``auto``, ``on`` or ``off``: :func:`set_small_map_gemm`'s value, else ``$FERKIT_SMALL_MAP_GEMM``, else auto."""
+    policy = _override if _override is not None else os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if policy not in POLICIES:
+        raise ValueError(f"{ENV}={policy!r}: expected one of {', '.join(POLICIES)}")
+    return policy
+
+
+@contextlib.contextmanager
+def set_small_map_gemm(policy: str | None) -> Iterator[None]:
+    """Use ``policy`` (``auto`` / ``on`` / ``off``; None: the environment's) inside the ``with`` block."""
+    global _override
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"set_small_map_gemm: expected one of {', '.join(POLICIES)} or None, got {policy!r}")
+    before, _override = _override, policy
+    try:
+        yield
+    finally:
+        _override = before
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU advertises AMX bf16 tiles (Linux ``/proc/cpuinfo``; False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _runs_in_bf16(x: torch.Tensor) -> bool:
+    if x.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+class SmallMapConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes outputs of at most :data:`MAX_PIXELS` positions as ``unfold`` + ``matmul`` where the
+    policy (:func:`small_map_gemm_policy`) says so; otherwise, and for every other map, exactly ``nn.Conv2d``."""
+
+    def _output_size(self, x: torch.Tensor) -> tuple[int, int]:
+        h, w = x.shape[-2:]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+    def uses_gemm(self, x: torch.Tensor) -> bool:
+        """Whether this input takes the matrix-product path."""
+        if x.device.type != "cpu" or x.dim() != 4:
+            return False
+        oh, ow = self._output_size(x)
+        if oh * ow > MAX_PIXELS:
+            return False
+        policy = small_map_gemm_policy()
+        if policy == "auto":
+            return _runs_in_bf16(x) and cpu_has_amx_bf16()
+        return policy == "on"
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if not self.uses_gemm(x):
+            return super()._conv_forward(x, weight, bias)
+        if torch.is_autocast_enabled("cpu"):  # what autocast does to a convolution's operands
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        oh, ow = self._output_size(x)
+        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        out = weight.reshape(self.out_channels, -1) @ cols  # B x out_channels x (oh * ow)
+        if bias is not None:
+            out = out + bias.reshape(1, -1, 1)
+        return out.reshape(x.shape[0], self.out_channels, oh, ow)
+
+
+def convert_small_map_convs(module: nn.Module) -> int:
+    """Turn every plain ``nn.Conv2d`` in ``module`` (one group, zero padding given as numbers) into a
+    :class:`SmallMapConv2d`, in place (parameters, buffers and hooks are kept). Returns how many were converted.
+    A bad ``$FERKIT_SMALL_MAP_GEMM`` is refused here, when the model is built, rather than at its first tiny map."""
+    small_map_gemm_policy()
+    n = 0
+    for m in module.modules():
+        if (type(m) is nn.Conv2d and m.groups == 1 and m.padding_mode == "zeros"
+                and not isinstance(m.padding, str)):
+            m.__class__ = SmallMapConv2d
+            n += 1
+    return n

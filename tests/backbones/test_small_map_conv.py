@@ -1,0 +1,97 @@
+"""``SmallMapConv2d``: the same convolution as ``nn.Conv2d`` on tiny maps, through unfold + matmul when the policy
+says so; the policy's choices; backbones converted with unchanged parameters."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ferkit.backbones import SmallMapConv2d, convert_small_map_convs, create_backbone, set_small_map_gemm
+from ferkit.backbones import small_map_conv as smc
+
+
+def _pair(**kw) -> tuple[nn.Conv2d, SmallMapConv2d]:
+    torch.manual_seed(0)
+    ref = nn.Conv2d(**kw)
+    conv = nn.Conv2d(**kw)
+    conv.load_state_dict(ref.state_dict())
+    assert convert_small_map_convs(conv) == 1 and type(conv) is SmallMapConv2d
+    return ref, conv
+
+
+@pytest.mark.parametrize("kw,size", [
+    (dict(in_channels=8, out_channels=6, kernel_size=3, padding=1), 2),               # layer 4's 3 x 3 at 2 x 2
+    (dict(in_channels=8, out_channels=6, kernel_size=3, stride=2, padding=1), 3),     # strided, 3 x 3 -> 2 x 2
+    (dict(in_channels=8, out_channels=6, kernel_size=1, stride=2, bias=False), 4),    # the 1 x 1 downsample
+    (dict(in_channels=4, out_channels=5, kernel_size=(3, 1), padding=(1, 0), dilation=(1, 1)), 1),
+])
+def test_the_matrix_product_path_computes_the_convolution_and_its_gradients(kw, size) -> None:
+    ref, conv = _pair(**kw)
+    x = torch.randn(3, kw["in_channels"], size, size)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with set_small_map_gemm("on"):
+        assert conv.uses_gemm(xb)  # the path under test is taken
+        out = conv(xb)
+    expected = ref(xa)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(expected)
+    expected.backward(g)
+    out.backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+    if ref.bias is not None:
+        torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_under_bf16_autocast_it_gives_what_the_convolution_gives() -> None:
+    ref, conv = _pair(in_channels=16, out_channels=8, kernel_size=3, padding=1)
+    x = torch.randn(4, 16, 2, 2).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = ref(x)
+        with set_small_map_gemm("on"):
+            out = conv(x)
+    assert out.dtype == expected.dtype == torch.bfloat16 and out.shape == expected.shape
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_the_policy_decides_and_larger_maps_are_never_touched(monkeypatch) -> None:
+    _, conv = _pair(in_channels=4, out_channels=4, kernel_size=3, padding=1)
+    tiny, small = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 3, 3)  # 4 and 9 output positions
+    monkeypatch.setattr(smc, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.delenv(smc.ENV, raising=False)
+    assert smc.small_map_gemm_policy() == "auto"
+    assert not conv.uses_gemm(tiny)  # auto: fp32 stays on the convolution
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv.uses_gemm(tiny) and not conv.uses_gemm(small)
+        monkeypatch.setattr(smc, "cpu_has_amx_bf16", lambda: False)
+        assert not conv.uses_gemm(tiny)  # auto: only where AMX bf16 tiles are there
+        with set_small_map_gemm("on"):
+            assert conv.uses_gemm(tiny) and not conv.uses_gemm(small)
+    monkeypatch.setenv(smc.ENV, "on")
+    assert conv.uses_gemm(tiny)
+    with set_small_map_gemm("off"):  # in-process beats the environment
+        assert not conv.uses_gemm(tiny)
+    monkeypatch.setenv(smc.ENV, "sometimes")
+    with pytest.raises(ValueError, match="FERKIT_SMALL_MAP_GEMM='sometimes'"):
+        conv(tiny)
+    with pytest.raises(ValueError, match="expected one of"):
+        with set_small_map_gemm("always"):
+            pass
+
+
+def test_backbones_are_converted_with_the_same_parameters_and_outputs() -> None:
+    torch.manual_seed(0)
+    bb = create_backbone("resnet18", in_chans=1)
+    convs = [m for m in bb.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is SmallMapConv2d for m in convs)
+    plain = {k for k in __import__("timm").create_model("resnet18", num_classes=0, global_pool="", in_chans=1)
+             .state_dict()}
+    assert {k.removeprefix("model.") for k in bb.state_dict()} == plain  # checkpoints load either way
+    bb.eval()
+    x = torch.randn(2, 1, 48, 48)  # layer 4 ends on 2 x 2: its convolutions can take the path
+    with torch.no_grad():
+        with set_small_map_gemm("off"):
+            a = bb(x)
+        with set_small_map_gemm("on"):
+            b = bb(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
