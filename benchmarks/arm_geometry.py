@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, training_step, write_results  # noqa: E402
+from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
+                    write_results)
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -41,15 +42,10 @@ ARM_KWARGS = {"shuffle": 16, "kernel_size": 32, "stride": 8, "affinity": "ema"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per setting and repetition")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--output", default=None)
-    p.add_argument("--smoke", action="store_true")
-    args = p.parse_args(argv)
+    timing_options(p, steps=5, repeats=5, warmup=2, threads=2)
+    args = smoke_timing(p.parse_args(argv))
     if args.smoke:
-        args.batch_size, args.steps, args.repeats, args.warmup = 2, 1, 1, 0
+        args.batch_size = 2
     return args
 
 

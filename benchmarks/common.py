@@ -85,6 +85,25 @@ def write_results(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def timing_options(p, steps: int, repeats: int, warmup: int, threads: int) -> None:
+    """The options of the interleaved step-timing scripts (``recipe_speed``, ``arm_geometry``, ``small_map_gemm``):
+    timed steps per setting and repetition, repetitions, untimed warm-up steps, torch threads, ``--output``,
+    ``--smoke``. :func:`smoke_timing` shrinks them for a smoke run."""
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per setting and repetition")
+    p.add_argument("--repeats", type=int, default=repeats, help="interleaved repetitions")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed steps per setting before timing")
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--output", default=None)
+    p.add_argument("--smoke", action="store_true")
+
+
+def smoke_timing(args):
+    """With ``--smoke``: one timed step, one repetition, no warm-up (the script sets its own tiny batch)."""
+    if args.smoke:
+        args.steps, args.repeats, args.warmup = 1, 1, 0
+    return args
+
+
 def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = True, channels_last: bool = False):
     """A closure taking one full training step of ``net`` (forward, cross-entropy, backward, AdamW) on a fixed random
     grayscale batch ``batch x 1 x img x img``: the model's cost alone, for the speed scripts. ``bf16`` runs the forward

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, training_step, write_results  # noqa: E402
+from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
+                    write_results)
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -34,16 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     p.add_argument("--img-size", type=int, default=48)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per setting and repetition")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per setting before timing")
-    p.add_argument("--threads", type=int, default=2)
+    timing_options(p, steps=6, repeats=3, warmup=2, threads=2)
     p.add_argument("--small-input", action="store_true", help="also time the stem without max-pool")
-    p.add_argument("--output", default=None)
-    p.add_argument("--smoke", action="store_true")
-    args = p.parse_args(argv)
+    args = smoke_timing(p.parse_args(argv))
     if args.smoke:
-        args.batch_sizes, args.steps, args.repeats, args.warmup = [2], 1, 1, 0
+        args.batch_sizes = [2]
     return args
 
 

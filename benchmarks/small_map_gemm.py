@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, training_step, write_results  # noqa: E402
+from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
+                    write_results)
 
 from ferkit.backbones import SmallMapConv2d, set_small_map_gemm  # noqa: E402
 from ferkit.backbones.small_map_conv import cpu_has_amx_bf16  # noqa: E402
@@ -36,15 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--img-size", type=int, default=48)
-    p.add_argument("--steps", type=int, default=4, help="timed steps per setting and repetition")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per setting before timing")
-    p.add_argument("--threads", type=int, default=1, help="1: as each of cpu_queue.sh's lanes")
-    p.add_argument("--output", default=None)
-    p.add_argument("--smoke", action="store_true")
-    args = p.parse_args(argv)
+    timing_options(p, steps=4, repeats=5, warmup=2, threads=1)  # 1 thread: as each of cpu_queue.sh's lanes
+    args = smoke_timing(p.parse_args(argv))
     if args.smoke:
-        args.batch_size, args.steps, args.repeats, args.warmup = 2, 1, 1, 0
+        args.batch_size = 2
     return args
 
 
