@@ -21,12 +21,13 @@
 # expected to take in a lane (the number before each step below: measured on the AMD EPYC machine where a run of that
 # kind has finished, otherwise scaled from its measured step cost; for a run killed part-way, only its epochs left, at
 # the run's own pace where that is slower, by `python -m benchmarks.status expected`), and take the next one that fits.
-# The Intel Xeon 2-core machine of 2026-11-28 took 2.5-2.7x as long per step (benchmarks/results/recipe_speed_xeon.json):
-# there a step not yet begun takes about 2.6x its number below, so give `--pace 2.6` (every estimate this machine has
-# not measured is scaled by it; a run killed part-way is timed at its own pace instead). Without it, a 165-minute
-# step was started with 167 minutes left on that machine, where it needs about 7 hours.
+# The Intel Xeon 2-core machine of 2026-11-28 took 2.5-2.7x as long per step (benchmarks/results/recipe_speed_xeon.json),
+# and since ferkit computes its tiny-map convolutions on the AMX tiles (SmallMapConv2d) about 2.1x (the majority-label
+# recipe's epochs beside another run: median 4.45 minutes there, 2.13 on the AMD EPYC): give `--pace 2.1` there (every
+# estimate this machine has not measured is scaled by it; a run killed part-way is timed at its own pace instead).
+# Without a pace, a 165-minute step was started with 167 minutes left on that machine, where it needed about 7 hours.
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
-#   nohup bash benchmarks/cpu_queue.sh two --until 22:28 --pace 2.6 --fill >> benchmarks/runs/cpu_queue.log 2>&1 &
+#   nohup bash benchmarks/cpu_queue.sh two --until 22:28 --pace 2.1 --fill >> benchmarks/runs/cpu_queue.log 2>&1 &
 # `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, the one
 # expected to end soonest first (a run killed part-way before a step not begun; list order among equals), instead of
 # idling to the end of the session. Such a run is stopped with the session and continues from its last
@@ -81,7 +82,7 @@ step() {  # suite, run names...
 # (84.52 %) soft_votes_affine_s0 (83.06 %) recipe_s0 (83.41 %); ferplus_noise30 ce_lanet_s1 (75.45 %) lanet_m097_s0
 # (77.64 %) lanet_s1 (78.02 %) ce_s1 (73.71 %); ferplus_noise10 ce_s0 (78.56 %); ferplus_recipe epochs15_s0 (81.16 %);
 # ferplus_noise30 asm_s1 (75.71 %); ferplus_noise10 ce_lanet_s0 (78.88 %); ferplus_recipe no_smoothing_s0 (82.68 %);
-# fer2013_realnoise ce_s1 (66.88 %); ferplus_recipe fp32_s0 (82.59 %)
+# fer2013_realnoise ce_s1 (66.88 %); ferplus_recipe fp32_s0 (82.59 %), epochs45_s0 (82.94 %)
 # Each step: expected lane minutes, then the harness's arguments.
 STEPS=(
   "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step);
