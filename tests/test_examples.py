@@ -59,7 +59,9 @@ def notebooks(request, tmp_path_factory) -> dict:
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{NOTEBOOKS[key]} is committed with outputs"
         cwd = tmp_path_factory.mktemp(f"notebook_{key}")
         books[key] = (nb, cwd)
-        clients[key] = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+        # startup_timeout: five kernels start at once on two cores; nbclient's 60 s was once too short in a fresh
+        # clone (the pasm kernel did not answer in time), so a kernel gets as long to start as a cell to run
+        clients[key] = nbclient.NotebookClient(nb, timeout=300, startup_timeout=300, kernel_name="python3",
                                                resources={"metadata": {"path": str(cwd)}})
 
     async def run_all():
