@@ -17,14 +17,14 @@ freely between the two) whose forward takes the matrix-product path when
 
 Both paths compute the same sums (fp32: equal to ~1e-7); in bf16 they round the same products in another order, as
 two oneDNN kernels would. :func:`convert_small_map_convs` turns a model's plain convolutions into this class in place;
-ferkit's backbones are converted when built.
+ferkit's backbones are converted when built. ``torch.jit.script`` compiles the plain convolution; tracing records the
+path its example input takes.
 """
-from __future__ import annotations
-
 import contextlib
 import functools
 import os
 from collections.abc import Iterator
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +84,13 @@ class SmallMapConv2d(nn.Conv2d):
     """``nn.Conv2d`` that computes outputs of at most :data:`MAX_PIXELS` positions as ``unfold`` + ``matmul`` where the
     policy (:func:`small_map_gemm_policy`) says so; otherwise, and for every other map, exactly ``nn.Conv2d``."""
 
+    @torch.jit.unused
     def _output_size(self, x: torch.Tensor) -> tuple[int, int]:
         h, w = x.shape[-2:]
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
+    @torch.jit.unused
     def uses_gemm(self, x: torch.Tensor) -> bool:
         """Whether this input takes the matrix-product path."""
         if x.device.type != "cpu" or x.dim() != 4:
@@ -101,9 +103,15 @@ class SmallMapConv2d(nn.Conv2d):
             return _runs_in_bf16(x) and cpu_has_amx_bf16()
         return policy == "on"
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if not self.uses_gemm(x):
-            return super()._conv_forward(x, weight, bias)
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        # TorchScript compiles only the plain convolution (torch.jit.script of a converted model keeps working; this
+        # module has no `from __future__ import annotations`, whose string annotations TorchScript cannot read)
+        if not torch.jit.is_scripting() and self.uses_gemm(x):
+            return self._gemm_forward(x, weight, bias)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)  # zero padding only
+
+    @torch.jit.unused
+    def _gemm_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if torch.is_autocast_enabled("cpu"):  # what autocast does to a convolution's operands
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)

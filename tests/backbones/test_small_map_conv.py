@@ -95,3 +95,15 @@ def test_backbones_are_converted_with_the_same_parameters_and_outputs() -> None:
         with set_small_map_gemm("on"):
             b = bb(x)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_torchscript_compiles_the_plain_convolution() -> None:
+    """``torch.jit.script`` of a converted model keeps working (it scripts the ``nn.Conv2d`` path); tracing, what
+    ``ferkit.export`` uses, records whichever path the example input takes."""
+    ref, conv = _pair(in_channels=4, out_channels=3, kernel_size=3, padding=1)
+    x = torch.randn(2, 4, 2, 2)
+    scripted = torch.jit.script(conv)
+    torch.testing.assert_close(scripted(x), ref(x))
+    with set_small_map_gemm("on"):
+        traced = torch.jit.trace(conv, x)
+    torch.testing.assert_close(traced(x), ref(x), rtol=1e-5, atol=1e-5)
