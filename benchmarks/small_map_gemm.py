@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
                     write_results)
 
-from ferkit.backbones import SmallMapConv2d, set_small_map_gemm  # noqa: E402
+from ferkit.backbones import SmallMapConv2d, convert_small_map_convs, set_small_map_gemm  # noqa: E402
 from ferkit.backbones.small_map_conv import cpu_has_amx_bf16  # noqa: E402
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -56,6 +56,18 @@ def gemm_layers(net: torch.nn.Module, img: int) -> list[str]:
         for h in hooks:
             h.remove()
     return names
+
+
+def auto_choices() -> dict[str, bool]:
+    """What the default policy (``auto``) does here with a tiny map, asked of the layer itself: in fp32 and in bf16."""
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    convert_small_map_convs(conv)
+    x = torch.zeros(1, 8, 2, 2)
+    with set_small_map_gemm("auto"):
+        fp32 = conv.uses_gemm(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = conv.uses_gemm(x)
+    return {"takes_the_gemm_path_in_bf16": bf16, "takes_the_gemm_path_in_fp32": fp32}
 
 
 def agreement(net: torch.nn.Module, batch: int, img: int) -> dict[str, float]:
@@ -115,12 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
                      "speedup_vs_off_paired_median": statistics.median(ratios)})
         print(f"{precision:10s} small-map GEMM {policy:3s}: {1000 * per_step:7.1f} ms / step, "
               f"{args.batch_size / per_step:6.1f} images/s, x{statistics.median(ratios):.2f} against off")
-    with set_small_map_gemm("auto"):
-        auto = {"amx_bf16": cpu_has_amx_bf16(), "takes_the_gemm_path_in_bf16": cpu_has_amx_bf16(),
-                "takes_the_gemm_path_in_fp32": False}
+    auto = {"amx_bf16": cpu_has_amx_bf16(), **auto_choices()}
     diff = agreement(net, args.batch_size, args.img_size)
-    print(f"auto on this CPU: {'on' if auto['amx_bf16'] else 'off'} in bf16 (AMX bf16: {auto['amx_bf16']}), off in "
-          f"fp32; fp32 logits differ by at most {diff['fp32_logits_max_abs_diff']:.2e} "
+    print(f"auto on this CPU: {'on' if auto['takes_the_gemm_path_in_bf16'] else 'off'} in bf16, "
+          f"{'on' if auto['takes_the_gemm_path_in_fp32'] else 'off'} in fp32 (AMX bf16: {auto['amx_bf16']}); fp32 logits differ by at most {diff['fp32_logits_max_abs_diff']:.2e} "
           f"(scale {diff['fp32_logits_max_abs']:.2f}), gradients by {diff['fp32_grads_max_abs_diff']:.2e}")
     record = {"benchmark": "tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
               "command": "python benchmarks/small_map_gemm.py " + " ".join(sys.argv[1:] if argv is None else argv),

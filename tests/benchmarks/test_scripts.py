@@ -272,6 +272,9 @@ def test_small_map_gemm_smoke(smoke) -> None:
     # and the first block's 1 x 1 downsample
     assert r["convolutions_on_the_gemm_path"] and all(".layer4." in f".{n}" for n in r["convolutions_on_the_gemm_path"])
     assert len(r["convolutions_on_the_gemm_path"]) == 5
+    # auto, as the layer decides it: never in fp32; in bf16 exactly where the CPU has AMX bf16
+    assert r["auto"]["takes_the_gemm_path_in_fp32"] is False
+    assert r["auto"]["takes_the_gemm_path_in_bf16"] is r["auto"]["amx_bf16"]
     a = r["agreement"]
     assert a["fp32_logits_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_logits_max_abs"])
     assert a["fp32_grads_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_grads_max_abs"])
