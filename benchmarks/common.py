@@ -86,7 +86,8 @@ def write_results(path: str | Path, payload: dict) -> Path:
 
 
 def timing_options(p, steps: int, repeats: int, warmup: int, threads: int) -> None:
-    """The options of the interleaved step-timing scripts (``recipe_speed``, ``arm_geometry``, ``small_map_gemm``):
+    """The options of the interleaved step-timing scripts (``recipe_speed``, ``arm_geometry``, ``small_map_gemm``,
+    ``fused_optimizer``):
     timed steps per setting and repetition, repetitions, untimed warm-up steps, torch threads, ``--output``,
     ``--smoke``. :func:`smoke_timing` shrinks them for a smoke run."""
     p.add_argument("--steps", type=int, default=steps, help="timed steps per setting and repetition")
@@ -104,16 +105,19 @@ def smoke_timing(args):
     return args
 
 
-def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = True, channels_last: bool = False):
-    """A closure taking one full training step of ``net`` (forward, cross-entropy, backward, AdamW) on a fixed random
-    grayscale batch ``batch x 1 x img x img``: the model's cost alone, for the speed scripts. ``bf16`` runs the forward
-    under CPU bf16 autocast; ``channels_last`` puts weights and batch in that memory format."""
+def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = True, channels_last: bool = False,
+                  optimizer=None):
+    """A closure taking one full training step of ``net`` (forward, cross-entropy, backward, optimiser step) on a
+    fixed random grayscale batch ``batch x 1 x img x img``: the model's cost alone, for the speed scripts. ``bf16``
+    runs the forward under CPU bf16 autocast; ``channels_last`` puts weights and batch in that memory format;
+    ``optimizer`` builds the optimiser from the parameters (default: AdamW lr 1e-3 with PyTorch's default kernel,
+    the per-parameter loop on the CPU)."""
     import torch
     import torch.nn.functional as F
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    opt = (optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3)))(net.parameters())
     x = torch.randn(batch, 1, img, img).to(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,))
 

@@ -5,7 +5,9 @@ The recipe's network (timm ResNet-18 through :class:`ferkit.models.FERNet`, 1 ch
 stem, channels-last; layer 4 ends on a 2 x 2 map) takes full training steps (forward, cross-entropy, backward, AdamW)
 on random tensors. All settings are timed in ONE process, interleaved over the repetitions after a warm-up, so that
 load from other processes affects them alike; each setting's speed-up is the median over repetitions of its paired
-ratio to the same precision without the matrix-product path. The record also says what ``auto`` (ferkit's default)
+ratio to the same precision without the matrix-product path. One more setting, ``on_unfold_order`` (bf16), multiplies
+the channels-last weights in ``unfold``'s ``(C, kh, kw)`` order instead of their memory order, as the layer first
+did: what reading them in place buys. The record also says what ``auto`` (ferkit's default)
 chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
 
     python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
@@ -29,6 +31,7 @@ from common import (environment, result_path, smoke_timing, timing_options, trai
                     write_results)
 
 from ferkit.backbones import SmallMapConv2d, convert_small_map_convs, set_small_map_gemm  # noqa: E402
+from ferkit.backbones import small_map_conv as smc  # noqa: E402
 from ferkit.backbones.small_map_conv import cpu_has_amx_bf16  # noqa: E402
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -100,13 +103,19 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     net = FERNetConfig(backbone="resnet18").build(num_classes=8, in_chans=1, img_size=args.img_size)
     small = gemm_layers(net, args.img_size)
-    settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"]))
+    # "on_unfold_order": the path with channels-last weights multiplied in unfold's (C, kh, kw) order, as before the
+    # layer read them in their memory order (a copy of each weight, and of its gradient back, per step)
+    settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"])) + [("bf16-mixed", "on_unfold_order")]
     steps = {s: training_step(copy.deepcopy(net), args.batch_size, args.img_size, bf16=s[0] == "bf16-mixed",
                               channels_last=True) for s in settings}
 
     def run(s: tuple[str, str]) -> None:
-        with set_small_map_gemm(s[1]):
-            steps[s]()
+        smc._MEMORY_ORDER = s[1] != "on_unfold_order"
+        try:
+            with set_small_map_gemm("on" if s[1].startswith("on") else s[1]):
+                steps[s]()
+        finally:
+            smc._MEMORY_ORDER = True
 
     for s in settings:
         for _ in range(args.warmup):
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"precision": precision, "small_map_gemm": policy, "median_step_seconds": per_step,
                      "images_per_second": args.batch_size / per_step, "step_seconds": times[(precision, policy)],
                      "speedup_vs_off_paired_median": statistics.median(ratios)})
-        print(f"{precision:10s} small-map GEMM {policy:3s}: {1000 * per_step:7.1f} ms / step, "
+        print(f"{precision:10s} small-map GEMM {policy:15s}: {1000 * per_step:7.1f} ms / step, "
               f"{args.batch_size / per_step:6.1f} images/s, x{statistics.median(ratios):.2f} against off")
     auto = {"amx_bf16": cpu_has_amx_bf16(), **auto_choices()}
     diff = agreement(net, args.batch_size, args.img_size)

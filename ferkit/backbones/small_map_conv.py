@@ -38,6 +38,9 @@ MAX_PIXELS = 4
 ENV = "FERKIT_SMALL_MAP_GEMM"
 POLICIES = ("auto", "on", "off")
 _override: str | None = None
+#: read channels-last weights in their memory order (``benchmarks/small_map_gemm.py`` turns it off to time the
+#: ``unfold`` order against it)
+_MEMORY_ORDER = True
 
 
 def small_map_gemm_policy() -> str:
@@ -117,11 +120,30 @@ class SmallMapConv2d(nn.Conv2d):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
         oh, ow = self._output_size(x)
+        if _MEMORY_ORDER and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            return self._gemm_channels_last(x, weight, bias, oh, ow)
         cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
         out = weight.reshape(self.out_channels, -1) @ cols  # B x out_channels x (oh * ow)
         if bias is not None:
             out = out + bias.reshape(1, -1, 1)
         return out.reshape(x.shape[0], self.out_channels, oh, ow)
+
+    @torch.jit.unused
+    def _gemm_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], oh: int,
+                            ow: int) -> torch.Tensor:
+        """The same product for weights in the channels-last format, ordered as they lie in memory: patches as
+        ``(kh, kw, C)`` rows, so the weight matrix is a view (``unfold``'s ``(C, kh, kw)`` order would copy the
+        weight, and its gradient back into the parameter's format, at every step), and the output channels-last."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        xp = xp.permute(0, 2, 3, 1)  # B x H x W x C: a view of a channels-last input
+        taps = [xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+                for i in range(kh) for j in range(kw)]
+        cols = torch.stack(taps, dim=3).reshape(-1, kh * kw * x.shape[1])  # (B * oh * ow) x (kh * kw * C)
+        out = cols @ weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1).t()  # (B * oh * ow) x out_channels
+        if bias is not None:
+            out = out + bias
+        return out.reshape(x.shape[0], oh, ow, self.out_channels).permute(0, 3, 1, 2)
 
 
 def convert_small_map_convs(module: nn.Module) -> int:

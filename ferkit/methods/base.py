@@ -40,24 +40,37 @@ log = logging.getLogger(__name__)
 __all__ = ["FERModule", "default_optimizer"]
 
 
-def default_optimizer(params) -> torch.optim.Optimizer:
-    """AdamW, lr 1e-3, weight decay 1e-4 (on the weights; norms and biases get none, see ``parameter_groups``)."""
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+def default_optimizer(params, fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW, lr 1e-3, weight decay 1e-4 (on the weights; norms and biases get none, see ``parameter_groups``);
+    ``fused`` as in :meth:`FERModule.build_optimizer`."""
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4, fused=fused)
 
 
-def _unset_total_steps(factory: Callable) -> bool:
-    """Whether the scheduler ``factory`` (a class, or LightningCLI's partial of one) takes ``total_steps`` and the
-    config left it unset: then the run's step count is passed in."""
+def _factory_target(factory: Callable) -> tuple[Any, dict[str, Any]]:
+    """What a factory builds (a class or function, through LightningCLI's partials of it) and the keyword arguments
+    the partials fix."""
     target, given = factory, {}
     while isinstance(target, functools.partial):
         given = {**target.keywords, **given}
         classes = [a for a in target.args if isinstance(a, type)]
         target = classes[0] if classes else target.func
+    return target, given
+
+
+def _unset_argument(factory: Callable, name: str) -> bool:
+    """Whether the factory's target takes the argument ``name`` and the config left it unset (or None)."""
+    target, given = _factory_target(factory)
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
         return False
-    return "total_steps" in params and given.get("total_steps") is None
+    return name in params and given.get(name) is None
+
+
+def _unset_total_steps(factory: Callable) -> bool:
+    """Whether the scheduler ``factory`` (a class, or LightningCLI's partial of one) takes ``total_steps`` and the
+    config left it unset: then the run's step count is passed in."""
+    return _unset_argument(factory, "total_steps")
 
 
 def _to_channels_last(batch: Any) -> Any:
@@ -349,8 +362,49 @@ class FERModule(L.LightningModule):
                 (no_decay if p.ndim <= 1 else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def build_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """The optimiser from the factory, with PyTorch's fused kernel where the optimiser has one (Adam, AdamW, SGD,
+        ...), the config leaves ``fused`` unset and the parameters' device supports it. The fused kernel applies the
+        same update as the per-parameter loop PyTorch uses on the CPU by default (equal to float rounding), in one
+        pass over the weights: on this project's 2-core CPU a ResNet-18 step at 48 px took about 15 % less time
+        (``benchmarks/fused_optimizer.py``). Set ``fused: false`` in the optimiser's ``init_args`` to keep the loop.
+        Not chosen when a gradient scaler (16-bit mixed precision) and gradient clipping are both in use, which
+        Lightning refuses with a fused optimiser."""
+        if _unset_argument(self.optimizer_factory, "fused") and not self._clips_scaled_gradients():
+            try:
+                opt = self.optimizer_factory(groups, fused=True)
+            except (RuntimeError, ValueError, TypeError) as err:  # a device or dtype without the fused kernel
+                log.info("optimiser: the fused kernel is not available here (%s); using the per-parameter loop", err)
+            else:
+                log.info("optimiser: %s with PyTorch's fused kernel", type(opt).__name__)
+                return opt
+        return self.optimizer_factory(groups)
+
+    def _clips_scaled_gradients(self) -> bool:
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        plugin = getattr(trainer, "precision_plugin", None)
+        return bool(getattr(trainer, "gradient_clip_val", None)) and getattr(plugin, "scaler", None) is not None
+
+    def on_train_start(self) -> None:
+        # the kernel is a speed choice, not training state: a run resumed from a checkpoint written with the
+        # per-parameter loop (Optimizer.load_state_dict restores the checkpoint's choice) continues with the kernel
+        # chosen now
+        for opt in self.trainer.optimizers:
+            fused = opt.defaults.get("fused")
+            for group in opt.param_groups:
+                if "fused" in group and group["fused"] != fused:
+                    group["fused"] = fused
+                    if fused:  # the kernel keeps each step count as a float32 tensor beside its parameter
+                        group["foreach"] = None
+                        for p in group["params"]:
+                            step = opt.state.get(p, {}).get("step")
+                            if torch.is_tensor(step):
+                                opt.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
+
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.parameter_groups())
+        opt = self.build_optimizer(self.parameter_groups())
         if self.scheduler_factory is None:
             return opt
         kwargs = {}

@@ -25,9 +25,11 @@ def _pair(**kw) -> tuple[nn.Conv2d, SmallMapConv2d]:
     (dict(in_channels=8, out_channels=6, kernel_size=1, stride=2, bias=False), 4),    # the 1 x 1 downsample
     (dict(in_channels=4, out_channels=5, kernel_size=(3, 1), padding=(1, 0), dilation=(1, 1)), 1),
 ])
-def test_the_matrix_product_path_computes_the_convolution_and_its_gradients(kw, size) -> None:
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_the_matrix_product_path_computes_the_convolution_and_its_gradients(kw, size, fmt) -> None:
     ref, conv = _pair(**kw)
-    x = torch.randn(3, kw["in_channels"], size, size)
+    ref, conv = ref.to(memory_format=fmt), conv.to(memory_format=fmt)
+    x = torch.randn(3, kw["in_channels"], size, size).to(memory_format=fmt)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     with set_small_map_gemm("on"):
         assert conv.uses_gemm(xb)  # the path under test is taken
@@ -41,6 +43,28 @@ def test_the_matrix_product_path_computes_the_convolution_and_its_gradients(kw, 
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
     if ref.bias is not None:
         torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+    if fmt == torch.channels_last:  # the weight's gradient arrives in the weight's format (no copy back into it)
+        assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_weights_are_multiplied_in_place() -> None:
+    """With channels-last weights the product reads the weight as it lies in memory: no copy of it per step (layer
+    4's weights are 2.4 M numbers each), and the output stays channels-last for the next layer."""
+    _, conv = _pair(in_channels=16, out_channels=8, kernel_size=3, padding=1)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 2, 2).to(memory_format=torch.channels_last)
+    seen = []
+    real_mm = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        seen.append(b)
+        return real_mm(a, b)
+
+    with set_small_map_gemm("on"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "__matmul__", spy)
+        out = conv(x)
+    assert len(seen) == 1 and seen[0].untyped_storage().data_ptr() == conv.weight.untyped_storage().data_ptr()
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_under_bf16_autocast_it_gives_what_the_convolution_gives() -> None:

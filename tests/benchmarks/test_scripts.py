@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
-           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study", "small_map_gemm")
+           "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study", "small_map_gemm",
+           "fused_optimizer")
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +264,7 @@ def test_recipe_speed_smoke(smoke) -> None:
 def test_small_map_gemm_smoke(smoke) -> None:
     r, _ = _result(smoke, "small_map_gemm")
     rows = {(x["precision"], x["small_map_gemm"]): x for x in r["results"]}
-    assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")}
+    assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")} | {("bf16-mixed", "on_unfold_order")}
     for (precision, policy), x in rows.items():  # each setting against the same precision without the path
         assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
         off = rows[(precision, "off")]
@@ -278,6 +279,20 @@ def test_small_map_gemm_smoke(smoke) -> None:
     a = r["agreement"]
     assert a["fp32_logits_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_logits_max_abs"])
     assert a["fp32_grads_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_grads_max_abs"])
+
+
+def test_fused_optimizer_smoke(smoke) -> None:
+    r, _ = _result(smoke, "fused_optimizer")
+    rows = {(x["setting"], x["fused"]): x for x in r["results"]}
+    assert set(rows) == {(s, f) for s in ("noisy", "recipe") for f in (False, True)}
+    for (setting, fused), x in rows.items():  # each kernel against the loop in the same setting
+        assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
+        loop = rows[(setting, False)]
+        assert x["speedup_vs_loop_paired_median"] == pytest.approx(loop["step_seconds"][0] / x["step_seconds"][0])
+    assert rows[("noisy", True)]["optimizer"] == "Adam" and rows[("recipe", True)]["channels_last"] is True
+    a = r["agreement"]  # the same update to float rounding: far below what the steps moved the weights
+    for name in ("noisy", "recipe"):
+        assert 0 < a[f"{name}_max_abs_change"] and a[f"{name}_max_abs_diff"] <= 1e-3 * a[f"{name}_max_abs_change"]
 
 
 def test_cpu_lanes_smoke(smoke) -> None:

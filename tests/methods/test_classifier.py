@@ -1,5 +1,6 @@
 """The base LightningModule: training, evaluation hygiene, checkpoints, NaN handling, optimisers and schedules,
 the network factory and ARM's geometry."""
+import copy
 import functools
 import warnings
 from types import SimpleNamespace
@@ -252,3 +253,56 @@ def test_predictions_agree_with_the_scored_argmax_under_bf16_autocast(synthetic_
         out = module.predict_step(batch, 0)
     assert out["probs"].dtype == torch.float32
     assert out["probs"].argmax(1).tolist() == [1, 1] == logits.bfloat16().argmax(1).expand(2).tolist()
+
+
+def test_the_optimiser_takes_the_fused_kernel_unless_the_config_says_otherwise(synthetic_dm, tiny_module):
+    dm = synthetic_dm()
+    model = tiny_module(FERClassifier, dm, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, fused=None))
+    assert model.configure_optimizers().defaults["fused"] is True
+    model = tiny_module(FERClassifier, dm, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, fused=False))
+    assert model.configure_optimizers().defaults["fused"] is False  # the config's word stands
+
+    class NoKernelHere(torch.optim.SGD):  # an optimiser whose fused kernel this device lacks
+        def __init__(self, params, lr=0.1, fused=None):
+            if fused:
+                raise RuntimeError("fused=True requires all the params to be on a supported device")
+            super().__init__(params, lr=lr)
+
+    model = tiny_module(FERClassifier, dm, optimizer=NoKernelHere)
+    assert isinstance(model.configure_optimizers(), NoKernelHere)  # the loop, not an error
+    model = tiny_module(FERClassifier, dm, optimizer=functools.partial(torch.optim.RMSprop, lr=1e-3))
+    assert isinstance(model.configure_optimizers(), torch.optim.RMSprop)  # no fused kernel in its signature: as given
+
+
+def test_the_fused_kernel_continues_a_run_saved_with_the_loop(synthetic_dm, tiny_module):
+    """A checkpoint written by the per-parameter loop brings its choice back with the optimiser's state; training
+    continues with the fused kernel chosen now, and the update is the loop's to float rounding."""
+    dm = synthetic_dm()
+    loop = tiny_module(FERClassifier, dm, optimizer=functools.partial(torch.optim.Adam, lr=1e-2, fused=False))
+    opt = loop.configure_optimizers()
+    params = list(loop.parameters())
+
+    def step(o):
+        for p in params:
+            p.grad = torch.ones_like(p) * 0.3
+        o.step()
+
+    for _ in range(3):
+        step(opt)
+    saved = copy.deepcopy(opt.state_dict())
+    before = [p.detach().clone() for p in params]
+    step(opt)
+    expected = [p.detach().clone() for p in params]
+
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b)
+    fused = torch.optim.Adam(loop.parameter_groups(), lr=1e-2, fused=True)  # what configure_optimizers builds now
+    fused.load_state_dict(saved)
+    assert fused.param_groups[0]["fused"] is False  # what the checkpoint said
+    loop._trainer = SimpleNamespace(optimizers=[fused])
+    loop.on_train_start()
+    assert all(g["fused"] is True for g in fused.param_groups)
+    step(fused)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
