@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
-                    write_results)
+from common import (interleaved_step_times, result_path, smoke_timing, timing_options, timing_record,  # noqa: E402
+                    training_step, write_results)
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -41,12 +40,8 @@ ARM_KWARGS = {"shuffle": 16, "kernel_size": 32, "stride": 8, "affinity": "ema"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-size", type=int, default=64)
-    timing_options(p, steps=5, repeats=5, warmup=2, threads=2)
-    args = smoke_timing(p.parse_args(argv))
-    if args.smoke:
-        args.batch_size = 2
-    return args
+    timing_options(p, steps=5, repeats=5, warmup=2, threads=2, batch_size=64)
+    return smoke_timing(p.parse_args(argv))
 
 
 def make_step(img: int, small_input: bool, output_stride: int | None, pool: str, batch: int):
@@ -71,16 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
             shapes[key] = {"img_size": img, "small_input": small, "output_stride": stride, "pool": pool,
                            "map": f"{feat}x{feat}", "features": nfeat}
             settings.append(key)
-    for key in settings:
-        for _ in range(args.warmup):
-            steps[key]()
-    times: dict[tuple, list[float]] = {k: [] for k in settings}
-    for rep in range(args.repeats):
-        for key in (settings if rep % 2 == 0 else settings[::-1]):
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                steps[key]()
-            times[key].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_step_times(steps, args)
     base = statistics.median(times[settings[0]])
     rows = []
     for key in settings:
@@ -91,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         print(f"{key[0]:45s} {key[1]:3s} map {row['map']:>3s} features {row['features']:4d}: "
               f"{row['images_per_second']:7.1f} images/s, x{row['cost_vs_recipe']:.2f} the recipe's step cost")
-    record = {"benchmark": "ARM geometry: training-step cost of each way to a 6x6 ResNet-18 map (CPU)",
-              "command": "python benchmarks/arm_geometry.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "smoke": args.smoke, "network": "timm resnet18 via FERNet, 1 channel, 8 classes, bf16 autocast, AdamW",
-              "arm_kwargs": ARM_KWARGS, "batch_size": args.batch_size, "threads": args.threads, "steps": args.steps,
-              "repeats": args.repeats, "warmup": args.warmup, "results": rows, "environment": environment()}
+    record = timing_record(
+        "arm_geometry", args, argv,
+        benchmark="ARM geometry: training-step cost of each way to a 6x6 ResNet-18 map (CPU)",
+        network="timm resnet18 via FERNet, 1 channel, 8 classes, bf16 autocast, AdamW", arm_kwargs=ARM_KWARGS,
+        batch_size=args.batch_size, results=rows)
     write_results(out, record)
     return record
 

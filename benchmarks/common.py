@@ -85,11 +85,16 @@ def write_results(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def timing_options(p, steps: int, repeats: int, warmup: int, threads: int) -> None:
+def timing_options(p, steps: int, repeats: int, warmup: int, threads: int, batch_size: int | None = None,
+                   img_size: int | None = None) -> None:
     """The options of the interleaved step-timing scripts (``recipe_speed``, ``arm_geometry``, ``small_map_gemm``,
-    ``fused_optimizer``):
-    timed steps per setting and repetition, repetitions, untimed warm-up steps, torch threads, ``--output``,
-    ``--smoke``. :func:`smoke_timing` shrinks them for a smoke run."""
+    ``fused_optimizer``): timed steps per setting and repetition, repetitions, untimed warm-up steps, torch threads,
+    ``--output``, ``--smoke``, and ``--batch-size`` / ``--img-size`` where a default is given. :func:`smoke_timing`
+    shrinks them for a smoke run."""
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=int, default=batch_size)
+    if img_size is not None:
+        p.add_argument("--img-size", type=int, default=img_size)
     p.add_argument("--steps", type=int, default=steps, help="timed steps per setting and repetition")
     p.add_argument("--repeats", type=int, default=repeats, help="interleaved repetitions")
     p.add_argument("--warmup", type=int, default=warmup, help="untimed steps per setting before timing")
@@ -98,11 +103,57 @@ def timing_options(p, steps: int, repeats: int, warmup: int, threads: int) -> No
     p.add_argument("--smoke", action="store_true")
 
 
+def interleaved_step_times(steps: dict, args, run=None) -> dict:
+    """Seconds per step of each setting, ``{key: [one mean per repetition]}``: ``args.warmup`` untimed steps of each,
+    then ``args.repeats`` repetitions of ``args.steps`` timed steps per setting, the settings' order reversed every
+    other repetition so that drift and other processes' load affect them alike. ``run(key)`` takes one step of a
+    setting (default: ``steps[key]()``)."""
+    run = run or (lambda key: steps[key]())
+    keys = list(steps)
+    for key in keys:
+        for _ in range(args.warmup):
+            run(key)
+    times: dict = {k: [] for k in keys}
+    for rep in range(args.repeats):
+        for key in keys if rep % 2 == 0 else keys[::-1]:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                run(key)
+            times[key].append((time.perf_counter() - t0) / args.steps)
+    return times
+
+
 def smoke_timing(args):
-    """With ``--smoke``: one timed step, one repetition, no warm-up (the script sets its own tiny batch)."""
+    """With ``--smoke``: one timed step, one repetition, no warm-up, and a batch of 2 where the script has
+    ``--batch-size``."""
     if args.smoke:
         args.steps, args.repeats, args.warmup = 1, 1, 0
+        if hasattr(args, "batch_size"):
+            args.batch_size = 2
     return args
+
+
+def recipe_network(args, name: str):
+    """``(result path, network)`` for a step-timing script on the FER+ recipe's network: torch set to
+    ``args.threads``, the result path checked before anything is measured, and timm ResNet-18 through
+    :class:`ferkit.models.FERNet` (standard stem, 1 x ``args.img_size`` px, 8 classes) from seed 0."""
+    import torch
+
+    from ferkit.models import FERNetConfig
+
+    torch.set_num_threads(args.threads)
+    out = result_path(args.output, name, args.smoke)  # refused before the measurement, not after
+    torch.manual_seed(0)
+    return out, FERNetConfig(backbone="resnet18").build(num_classes=8, in_chans=1, img_size=args.img_size)
+
+
+def timing_record(name: str, args, argv: list[str] | None, **fields) -> dict:
+    """A step-timing script's result record: its command line, the timing options, ``fields`` (what it measured)
+    and the environment."""
+    return {"benchmark": fields.pop("benchmark"),
+            "command": f"python benchmarks/{name}.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "smoke": args.smoke, **fields, "threads": args.threads, "steps": args.steps, "repeats": args.repeats,
+            "warmup": args.warmup, "environment": environment()}
 
 
 def training_step(net, batch: int, img: int, num_classes: int = 8, bf16: bool = True, channels_last: bool = False,

@@ -24,15 +24,14 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, result_path, smoke_timing, timing_options, training_step, write_results  # noqa: E402
+from common import (interleaved_step_times, recipe_network, smoke_timing, timing_options, timing_record,  # noqa: E402
+                    training_step, write_results)
 
-from ferkit.models import FERNetConfig  # noqa: E402
 
 #: name -> (optimiser class, its settings, channels-last)
 SETTINGS = {"noisy": (torch.optim.Adam, {"lr": 1e-3, "weight_decay": 1e-4}, False),
@@ -41,13 +40,8 @@ SETTINGS = {"noisy": (torch.optim.Adam, {"lr": 1e-3, "weight_decay": 1e-4}, Fals
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--img-size", type=int, default=48)
-    timing_options(p, steps=4, repeats=5, warmup=2, threads=1)
-    args = smoke_timing(p.parse_args(argv))
-    if args.smoke:
-        args.batch_size = 2
-    return args
+    timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
+    return smoke_timing(p.parse_args(argv))
 
 
 def drift(net: torch.nn.Module, steps: int = 20) -> dict[str, float]:
@@ -73,10 +67,7 @@ def drift(net: torch.nn.Module, steps: int = 20) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = result_path(args.output, "fused_optimizer", args.smoke)  # refused before the measurement, not after
-    torch.manual_seed(0)
-    net = FERNetConfig(backbone="resnet18").build(num_classes=8, in_chans=1, img_size=args.img_size)
+    out, net = recipe_network(args, "fused_optimizer")
     cases = [(name, fused) for name in SETTINGS for fused in (False, True)]
     steps = {}
     for name, fused in cases:
@@ -84,16 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps[(name, fused)] = training_step(copy.deepcopy(net), args.batch_size, args.img_size, bf16=True,
                                              channels_last=channels_last,
                                              optimizer=lambda ps, cls=cls, kw=kw, fused=fused: cls(ps, fused=fused, **kw))
-    for c in cases:
-        for _ in range(args.warmup):
-            steps[c]()
-    times: dict[tuple, list[float]] = {c: [] for c in cases}
-    for rep in range(args.repeats):
-        for c in cases if rep % 2 == 0 else cases[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                steps[c]()
-            times[c].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_step_times(steps, args)
     rows = []
     for name, fused in cases:
         per_step = statistics.median(times[(name, fused)])
@@ -108,14 +90,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"after {agree['steps']} steps on the same gradients the kernels' parameters differ by at most "
           f"{agree['noisy_max_abs_diff']:.1e} (Adam) and {agree['recipe_max_abs_diff']:.1e} (AdamW); "
           f"the parameters moved by up to {agree['noisy_max_abs_change']:.1e}")
-    record = {"benchmark": "fused optimiser kernel vs the per-parameter loop: FER+ training steps (CPU)",
-              "command": "python benchmarks/fused_optimizer.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "smoke": args.smoke,
-              "network": f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
-                         f"bf16 autocast, batch {args.batch_size}",
-              "settings": {k: {"optimizer": v[0].__name__, **v[1], "channels_last": v[2]} for k, v in SETTINGS.items()},
-              "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-              "agreement": agree, "results": rows, "environment": environment()}
+    record = timing_record(
+        "fused_optimizer", args, argv,
+        benchmark="fused optimiser kernel vs the per-parameter loop: FER+ training steps (CPU)",
+        network=f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
+                f"bf16 autocast, batch {args.batch_size}",
+        settings={k: {"optimizer": v[0].__name__, **v[1], "channels_last": v[2]} for k, v in SETTINGS.items()},
+        agreement=agree, results=rows)
     write_results(out, record)
     return record
 

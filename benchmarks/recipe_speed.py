@@ -19,14 +19,13 @@ import argparse
 import itertools
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
-                    write_results)
+from common import (interleaved_step_times, result_path, smoke_timing, timing_options, timing_record,  # noqa: E402
+                    training_step, write_results)
 
 from ferkit.models import FERNetConfig  # noqa: E402
 
@@ -34,8 +33,7 @@ from ferkit.models import FERNetConfig  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--img-size", type=int, default=48)
-    timing_options(p, steps=6, repeats=3, warmup=2, threads=2)
+    timing_options(p, steps=6, repeats=3, warmup=2, threads=2, img_size=48)
     p.add_argument("--small-input", action="store_true", help="also time the stem without max-pool")
     args = smoke_timing(p.parse_args(argv))
     if args.smoke:
@@ -57,17 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = list(itertools.product(["32-true", "bf16-mixed"], ["contiguous", "channels_last"], stems,
                                       args.batch_sizes))
     steps = {s: make_step(*s, args.img_size) for s in settings}
-    for s, fn in steps.items():
-        for _ in range(args.warmup):
-            fn()
-    times: dict[tuple, list[float]] = {s: [] for s in settings}
-    for rep in range(args.repeats):
-        order = settings if rep % 2 == 0 else settings[::-1]
-        for s in order:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                steps[s]()
-            times[s].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_step_times(steps, args)
     base = ("32-true", "contiguous", False, args.batch_sizes[0])
     rows = []
     for s in settings:
@@ -93,11 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"(x{r['images_per_second'] / base_ips:.2f})"
               + (f"; channels_last / contiguous, paired median x{r['channels_last_speedup_paired_median']:.2f}"
                  if "channels_last_speedup_paired_median" in r else ""))
-    record = {"benchmark": "FER+ recipe training step: images per second per speed option (CPU)",
-              "command": "python benchmarks/recipe_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "smoke": args.smoke, "network": "timm resnet18 via FERNet, avg pool, 1 x %d px, 8 classes" % args.img_size,
-              "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-              "results": rows, "environment": environment()}
+    record = timing_record(
+        "recipe_speed", args, argv, benchmark="FER+ recipe training step: images per second per speed option (CPU)",
+        network="timm resnet18 via FERNet, avg pool, 1 x %d px, 8 classes" % args.img_size, results=rows)
     write_results(out, record)
     return record
 

@@ -21,30 +21,24 @@ import copy
 import itertools
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (environment, result_path, smoke_timing, timing_options, training_step,  # noqa: E402
-                    write_results)
+from common import (interleaved_step_times, recipe_network, smoke_timing, timing_options, timing_record,  # noqa: E402
+                    training_step, write_results)
 
 from ferkit.backbones import SmallMapConv2d, convert_small_map_convs, set_small_map_gemm  # noqa: E402
 from ferkit.backbones import small_map_conv as smc  # noqa: E402
 from ferkit.backbones.small_map_conv import cpu_has_amx_bf16  # noqa: E402
-from ferkit.models import FERNetConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--img-size", type=int, default=48)
-    timing_options(p, steps=4, repeats=5, warmup=2, threads=1)  # 1 thread: as each of cpu_queue.sh's lanes
-    args = smoke_timing(p.parse_args(argv))
-    if args.smoke:
-        args.batch_size = 2
-    return args
+    # 1 thread: as each of cpu_queue.sh's lanes
+    timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
+    return smoke_timing(p.parse_args(argv))
 
 
 def gemm_layers(net: torch.nn.Module, img: int) -> list[str]:
@@ -98,10 +92,7 @@ def agreement(net: torch.nn.Module, batch: int, img: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = result_path(args.output, "small_map_gemm", args.smoke)  # refused before the measurement, not after
-    torch.manual_seed(0)
-    net = FERNetConfig(backbone="resnet18").build(num_classes=8, in_chans=1, img_size=args.img_size)
+    out, net = recipe_network(args, "small_map_gemm")
     small = gemm_layers(net, args.img_size)
     # "on_unfold_order": the path with channels-last weights multiplied in unfold's (C, kh, kw) order, as before the
     # layer read them in their memory order (a copy of each weight, and of its gradient back, per step)
@@ -117,16 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             smc._MEMORY_ORDER = True
 
-    for s in settings:
-        for _ in range(args.warmup):
-            run(s)
-    times: dict[tuple, list[float]] = {s: [] for s in settings}
-    for rep in range(args.repeats):
-        for s in settings if rep % 2 == 0 else settings[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                run(s)
-            times[s].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_step_times(steps, args, run)
     rows = []
     for precision, policy in settings:
         per_step = statistics.median(times[(precision, policy)])
@@ -139,16 +121,15 @@ def main(argv: list[str] | None = None) -> dict:
     auto = {"amx_bf16": cpu_has_amx_bf16(), **auto_choices()}
     diff = agreement(net, args.batch_size, args.img_size)
     print(f"auto on this CPU: {'on' if auto['takes_the_gemm_path_in_bf16'] else 'off'} in bf16, "
-          f"{'on' if auto['takes_the_gemm_path_in_fp32'] else 'off'} in fp32 (AMX bf16: {auto['amx_bf16']}); fp32 logits differ by at most {diff['fp32_logits_max_abs_diff']:.2e} "
+          f"{'on' if auto['takes_the_gemm_path_in_fp32'] else 'off'} in fp32 (AMX bf16: {auto['amx_bf16']}); "
+          f"fp32 logits differ by at most {diff['fp32_logits_max_abs_diff']:.2e} "
           f"(scale {diff['fp32_logits_max_abs']:.2f}), gradients by {diff['fp32_grads_max_abs_diff']:.2e}")
-    record = {"benchmark": "tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
-              "command": "python benchmarks/small_map_gemm.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "smoke": args.smoke,
-              "network": f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
-                         f"channels-last, batch {args.batch_size}",
-              "convolutions_on_the_gemm_path": small,
-              "threads": args.threads, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-              "auto": auto, "agreement": diff, "results": rows, "environment": environment()}
+    record = timing_record(
+        "small_map_gemm", args, argv,
+        benchmark="tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
+        network=f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
+                f"channels-last, batch {args.batch_size}",
+        convolutions_on_the_gemm_path=small, auto=auto, agreement=diff, results=rows)
     write_results(out, record)
     return record
 
