@@ -131,3 +131,17 @@ def test_torchscript_compiles_the_plain_convolution() -> None:
     with set_small_map_gemm("on"):
         traced = torch.jit.trace(conv, x)
     torch.testing.assert_close(traced(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_passes_without_gradients_never_copy_the_weight_per_sample(fmt) -> None:
+    """A weight that does not require a gradient (a momentum key encoder; any pass without gradients under autocast,
+    which casts the weight afresh) is used as it is: no batched product over copies of it."""
+    _, conv = _pair(in_channels=16, out_channels=8, kernel_size=3, padding=1)
+    conv = conv.to(memory_format=fmt).requires_grad_(False)
+    x = torch.randn(4, 16, 2, 2).to(memory_format=fmt)
+    with set_small_map_gemm("on"), torch.profiler.profile() as prof:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(x)
+    ops = {e.name for e in prof.events()}
+    assert "aten::mm" in ops and "aten::bmm" not in ops and "aten::expand" not in ops
