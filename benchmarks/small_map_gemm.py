@@ -7,7 +7,8 @@ on random tensors. All settings are timed in ONE process, interleaved over the r
 load from other processes affects them alike; each setting's speed-up is the median over repetitions of its paired
 ratio to the same precision without the matrix-product path. One more setting, ``on_unfold_order`` (bf16), multiplies
 the channels-last weights in ``unfold``'s ``(C, kh, kw)`` order instead of their memory order, as the layer first
-did: what reading them in place buys. The record also says what ``auto`` (ferkit's default)
+did: what reading them in place buys. The validation pass (forward without gradients, batch 256) is timed the same
+way, path off and on. The record also says what ``auto`` (ferkit's default)
 chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
 
     python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
@@ -38,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # 1 thread: as each of cpu_queue.sh's lanes
     timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
-    return smoke_timing(p.parse_args(argv))
+    p.add_argument("--eval-batch-size", type=int, default=256, help="the suites' validation batch")
+    args = smoke_timing(p.parse_args(argv))
+    if args.smoke:
+        args.eval_batch_size = 2
+    return args
 
 
 def gemm_layers(net: torch.nn.Module, img: int) -> list[str]:
@@ -90,6 +95,31 @@ def agreement(net: torch.nn.Module, batch: int, img: int) -> dict[str, float]:
             "bf16_logits_max_abs_diff": float((a["bf16"] - b["bf16"]).abs().max())}
 
 
+def evaluation_times(net: torch.nn.Module, args) -> list[dict]:
+    """The validation pass's cost: forward passes without gradients under bf16 autocast (eval mode, channels-last,
+    batch ``args.eval_batch_size``), the path off and on, interleaved like the training steps. Without gradients
+    autocast's bf16 copy of a weight needs none either: the case a batched ``weight @ patches`` product once paid
+    for with a copy of the weight per sample."""
+    x = torch.randn(args.eval_batch_size, 1, args.img_size, args.img_size).to(memory_format=torch.channels_last)
+    m = copy.deepcopy(net).to(memory_format=torch.channels_last).eval()
+
+    def run(policy: str) -> None:
+        with set_small_map_gemm(policy), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            m(x)
+
+    times = interleaved_step_times({"off": None, "on": None}, args, run)
+    rows = []
+    for policy in ("off", "on"):
+        per_batch = statistics.median(times[policy])
+        ratio = statistics.median(a / b for a, b in zip(times["off"], times[policy]))
+        rows.append({"precision": "bf16-mixed", "small_map_gemm": policy, "batch_size": args.eval_batch_size,
+                     "median_batch_seconds": per_batch, "batch_seconds": times[policy],
+                     "speedup_vs_off_paired_median": ratio})
+        print(f"evaluation forward, batch {args.eval_batch_size}, small-map GEMM {policy:3s}: "
+              f"{1000 * per_batch:7.1f} ms / batch, x{ratio:.2f} against off")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out, net = recipe_network(args, "small_map_gemm")
@@ -118,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "speedup_vs_off_paired_median": statistics.median(ratios)})
         print(f"{precision:10s} small-map GEMM {policy:15s}: {1000 * per_step:7.1f} ms / step, "
               f"{args.batch_size / per_step:6.1f} images/s, x{statistics.median(ratios):.2f} against off")
+    evaluation = evaluation_times(net, args)
     auto = {"amx_bf16": cpu_has_amx_bf16(), **auto_choices()}
     diff = agreement(net, args.batch_size, args.img_size)
     print(f"auto on this CPU: {'on' if auto['takes_the_gemm_path_in_bf16'] else 'off'} in bf16, "
@@ -129,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         benchmark="tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
         network=f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
                 f"channels-last, batch {args.batch_size}",
-        convolutions_on_the_gemm_path=small, auto=auto, agreement=diff, results=rows)
+        convolutions_on_the_gemm_path=small, auto=auto, agreement=diff, results=rows, evaluation=evaluation)
     write_results(out, record)
     return record
 

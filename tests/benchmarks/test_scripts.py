@@ -276,6 +276,10 @@ def test_small_map_gemm_smoke(smoke) -> None:
     # auto, as the layer decides it: never in fp32; in bf16 exactly where the CPU has AMX bf16
     assert r["auto"]["takes_the_gemm_path_in_fp32"] is False
     assert r["auto"]["takes_the_gemm_path_in_bf16"] is r["auto"]["amx_bf16"]
+    ev = {x["small_map_gemm"]: x for x in r["evaluation"]}
+    assert set(ev) == {"off", "on"} and all(len(x["batch_seconds"]) == r["repeats"] for x in ev.values())
+    assert ev["on"]["speedup_vs_off_paired_median"] == pytest.approx(
+        ev["off"]["batch_seconds"][0] / ev["on"]["batch_seconds"][0])
     a = r["agreement"]
     assert a["fp32_logits_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_logits_max_abs"])
     assert a["fp32_grads_max_abs_diff"] <= 1e-4 * max(1.0, a["fp32_grads_max_abs"])
