@@ -82,6 +82,7 @@ def main() -> None:
     }
     write_results(args.output, payload)
     if Path(args.output).resolve() == (REPO / "benchmarks/results/demo_omni_synthetic.json").resolve():
+        sys.path.insert(0, str(REPO))  # tables imports the benchmarks package
         from tables import fill_markers  # the README's table, from this result only
 
         fill_markers(REPO / "README.md", {"demo_omni_synthetic": seed_table(payload)})
