@@ -366,7 +366,7 @@ class FERModule(L.LightningModule):
         """The optimiser from the factory, with PyTorch's fused kernel where the optimiser has one (Adam, AdamW, SGD,
         ...), the config leaves ``fused`` unset and the parameters' device supports it. The fused kernel applies the
         same update as the per-parameter loop PyTorch uses on the CPU by default (equal to float rounding), in one
-        pass over the weights: on this project's 2-core CPU a ResNet-18 step at 48 px took about 15 % less time
+        pass over the weights: on this project's 2-core CPU a ResNet-18 step at 48 px took 10-13 % less time
         (``benchmarks/fused_optimizer.py``). Set ``fused: false`` in the optimiser's ``init_args`` to keep the loop.
         Not chosen when a gradient scaler (16-bit mixed precision) and gradient clipping are both in use, which
         Lightning refuses with a fused optimiser."""
