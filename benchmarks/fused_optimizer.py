@@ -59,7 +59,7 @@ def drift(net: torch.nn.Module, steps: int = 20) -> dict[str, float]:
                 for p, g in zip(ps, grads):
                     p.grad = g.clone()
                 opt.step()
-        out[f"{name}_max_abs_diff"] = max(float((a - b).abs().max()) for a, b in zip(*copies))
+        out[f"{name}_max_abs_diff"] = max(float((a - b).detach().abs().max()) for a, b in zip(*copies))
         out[f"{name}_max_abs_change"] = max(float((a.detach() - p).abs().max()) for a, p in zip(copies[0], params))
     out["steps"] = steps
     return out
