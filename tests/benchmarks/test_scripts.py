@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ("arm_speed", "synthetic_difficulty", "lanet_inference", "lanet_landmarks", "asm_rule_study",
            "asm_mining_overhead", "recipe_speed", "cpu_lanes", "arm_geometry", "lanet_memory_study", "small_map_gemm",
-           "fused_optimizer")
+           "fused_optimizer", "channels_last_pool")
 
 pytestmark = pytest.mark.slow
 
@@ -297,6 +297,20 @@ def test_fused_optimizer_smoke(smoke) -> None:
     a = r["agreement"]  # the same update to float rounding: far below what the steps moved the weights
     for name in ("noisy", "recipe"):
         assert 0 < a[f"{name}_max_abs_change"] and a[f"{name}_max_abs_diff"] <= 1e-3 * a[f"{name}_max_abs_change"]
+
+
+def test_channels_last_pool_smoke(smoke) -> None:
+    r, _ = _result(smoke, "channels_last_pool")
+    rows = {(x["setting"], x["channels_last_pool"]): x for x in r["results"]}
+    assert set(rows) == {(s, e) for s in ("pool", "ce", "lanet") for e in (False, True)}
+    for (setting, enabled), x in rows.items():  # each route against the plain pool in the same setting
+        assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
+        plain = rows[(setting, False)]
+        assert x["speedup_vs_plain_paired_median"] == pytest.approx(plain["step_seconds"][0] / x["step_seconds"][0])
+    a = r["agreement"]  # the same maxima, and (random inputs, no ties) the same gradients, in the input's format
+    for dtype in ("fp32", "bf16"):
+        assert a[f"{dtype}_output_max_abs_diff"] == 0 and a[f"{dtype}_grad_max_abs_diff"] == 0
+        assert a[f"{dtype}_output_is_contiguous"] is True
 
 
 def test_cpu_lanes_smoke(smoke) -> None:
