@@ -7,9 +7,12 @@ on random tensors. All settings are timed in ONE process, interleaved over the r
 load from other processes affects them alike; each setting's speed-up is the median over repetitions of its paired
 ratio to the same precision without the matrix-product path. One more setting, ``on_unfold_order`` (bf16), multiplies
 the channels-last weights in ``unfold``'s ``(C, kh, kw)`` order instead of their memory order, as the layer first
-did: what reading them in place buys. The validation pass (forward without gradients, batch 256) is timed the same
-way, path off and on. The record also says what ``auto`` (ferkit's default)
-chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
+did: what reading them in place buys. Two more choose which maps take the path in a training step: ``on_2x2_only``
+(layer 4 alone, as before layer 3's 3 x 3 map was added) and ``on_6x6`` (layer 2's map too). The validation pass
+(forward without gradients, batch 256) is timed the same way: off, on (layer 4 alone) and ``on_3x3`` (layer 3 too). The record also says what ``auto`` (ferkit's
+default) chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
+``--memory-format contiguous`` times the label-noise suites' layout instead of the recipe's channels-last.
+On a machine whose speed drifts, ``--steps 1 --repeats 20`` pairs the settings more closely.
 
     python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
 
@@ -18,6 +21,7 @@ chooses here, and how far the two paths' outputs and gradients differ on the sam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import statistics
@@ -40,20 +44,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # 1 thread: as each of cpu_queue.sh's lanes
     timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
     p.add_argument("--eval-batch-size", type=int, default=256, help="the suites' validation batch")
+    p.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                   help="the recipe's layout (default) or the label-noise suites'")
     args = smoke_timing(p.parse_args(argv))
     if args.smoke:
         args.eval_batch_size = 2
     return args
 
 
-def gemm_layers(net: torch.nn.Module, img: int) -> list[str]:
-    """The convolutions that take the matrix-product path when it is on (output maps of at most 4 positions)."""
+def gemm_layers(net: torch.nn.Module, img: int, grad: bool) -> list[str]:
+    """The convolutions that take the matrix-product path when it is on, in a pass with gradients (``grad``: maps of
+    at most :data:`~ferkit.backbones.small_map_conv.MAX_PIXELS_WITH_GRAD` positions) or without (``MAX_PIXELS``)."""
     names: list[str] = []
+    net = copy.deepcopy(net).eval()  # eval: the batch-norm statistics of the caller's network are left alone
     hooks = [m.register_forward_pre_hook(lambda m, args, n=n: names.append(n) if m.uses_gemm(args[0]) else None)
              for n, m in net.named_modules() if isinstance(m, SmallMapConv2d)]
     try:
-        with set_small_map_gemm("on"), torch.no_grad():
-            net.eval()(torch.zeros(1, 1, img, img))
+        with set_small_map_gemm("on"), torch.set_grad_enabled(grad):
+            net(torch.zeros(1, 1, img, img))
     finally:
         for h in hooks:
             h.remove()
@@ -95,59 +103,88 @@ def agreement(net: torch.nn.Module, batch: int, img: int) -> dict[str, float]:
             "bf16_logits_max_abs_diff": float((a["bf16"] - b["bf16"]).abs().max())}
 
 
+def paired_speedup(reference: list[float], times: list[float]) -> float:
+    """Median over repetitions of ``reference / times``: above 1 where the setting timed in ``times`` is faster."""
+    return statistics.median(a / b for a, b in zip(reference, times))
+
+
+#: the largest maps (positions) on the path in each setting: (without gradients, with gradients); other settings
+#: use the layer's own limits
+MAPS = {"on_2x2_only": (4, 4), "on_6x6": (4, 36), "on_3x3": (9, 9)}
+
+
+@contextlib.contextmanager
+def setting(name: str):
+    """The path's policy, weight order and map limits of a setting named ``off``, ``on`` or ``on_<variant>``."""
+    limits, order = (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER
+    smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD = MAPS.get(name, limits)
+    smc._MEMORY_ORDER = name != "on_unfold_order"
+    try:
+        with set_small_map_gemm("on" if name.startswith("on") else name):
+            yield
+    finally:
+        (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER = limits, order
+
+
 def evaluation_times(net: torch.nn.Module, args) -> list[dict]:
-    """The validation pass's cost: forward passes without gradients under bf16 autocast (eval mode, channels-last,
-    batch ``args.eval_batch_size``), the path off and on, interleaved like the training steps. Without gradients
-    autocast's bf16 copy of a weight needs none either: the case a batched ``weight @ patches`` product once paid
-    for with a copy of the weight per sample."""
-    x = torch.randn(args.eval_batch_size, 1, args.img_size, args.img_size).to(memory_format=torch.channels_last)
-    m = copy.deepcopy(net).to(memory_format=torch.channels_last).eval()
+    """The validation pass's cost: forward passes without gradients under bf16 autocast (eval mode, batch
+    ``args.eval_batch_size``), the path off, on (layer 4 alone) and on for layer 3 too, interleaved like the
+    training steps.
+    Without gradients autocast's bf16 copy of a weight needs none either: the case a batched ``weight @ patches``
+    product once paid for with a copy of the weight per sample."""
+    fmt = getattr(torch, args.memory_format if args.memory_format == "channels_last" else "contiguous_format")
+    x = torch.randn(args.eval_batch_size, 1, args.img_size, args.img_size).to(memory_format=fmt)
+    m = copy.deepcopy(net).to(memory_format=fmt).eval()
 
     def run(policy: str) -> None:
-        with set_small_map_gemm(policy), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with setting(policy), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             m(x)
 
-    times = interleaved_step_times({"off": None, "on": None}, args, run)
+    policies = ("off", "on", "on_3x3")
+    times = interleaved_step_times(dict.fromkeys(policies), args, run)
     rows = []
-    for policy in ("off", "on"):
+    for policy in policies:
         per_batch = statistics.median(times[policy])
-        ratio = statistics.median(a / b for a, b in zip(times["off"], times[policy]))
+        ratio = paired_speedup(times["off"], times[policy])
         rows.append({"precision": "bf16-mixed", "small_map_gemm": policy, "batch_size": args.eval_batch_size,
                      "median_batch_seconds": per_batch, "batch_seconds": times[policy],
-                     "speedup_vs_off_paired_median": ratio})
-        print(f"evaluation forward, batch {args.eval_batch_size}, small-map GEMM {policy:3s}: "
-              f"{1000 * per_batch:7.1f} ms / batch, x{ratio:.2f} against off")
+                     "speedup_vs_off_paired_median": ratio,
+                     "speedup_vs_on_paired_median": paired_speedup(times["on"], times[policy])})
+        print(f"evaluation forward, batch {args.eval_batch_size}, small-map GEMM {policy:6s}: "
+              f"{1000 * per_batch:7.1f} ms / batch, x{ratio:.2f} against off, "
+              f"x{rows[-1]['speedup_vs_on_paired_median']:.2f} against on")
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out, net = recipe_network(args, "small_map_gemm")
-    small = gemm_layers(net, args.img_size)
+    small = gemm_layers(net, args.img_size, grad=True)
+    small_eval = gemm_layers(net, args.img_size, grad=False)
     # "on_unfold_order": the path with channels-last weights multiplied in unfold's (C, kh, kw) order, as before the
     # layer read them in their memory order (a copy of each weight, and of its gradient back, per step)
-    settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"])) + [("bf16-mixed", "on_unfold_order")]
+    settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"])) + [
+        ("bf16-mixed", name) for name in ("on_unfold_order", "on_2x2_only", "on_6x6")]
+    if args.memory_format == "contiguous":  # contiguous weights are multiplied in unfold's order anyway
+        settings.remove(("bf16-mixed", "on_unfold_order"))
     steps = {s: training_step(copy.deepcopy(net), args.batch_size, args.img_size, bf16=s[0] == "bf16-mixed",
-                              channels_last=True) for s in settings}
+                              channels_last=args.memory_format == "channels_last") for s in settings}
 
     def run(s: tuple[str, str]) -> None:
-        smc._MEMORY_ORDER = s[1] != "on_unfold_order"
-        try:
-            with set_small_map_gemm("on" if s[1].startswith("on") else s[1]):
-                steps[s]()
-        finally:
-            smc._MEMORY_ORDER = True
+        with setting(s[1]):
+            steps[s]()
 
     times = interleaved_step_times(steps, args, run)
     rows = []
     for precision, policy in settings:
         per_step = statistics.median(times[(precision, policy)])
-        ratios = [a / b for a, b in zip(times[(precision, "off")], times[(precision, policy)])]
+        vs_off = paired_speedup(times[(precision, "off")], times[(precision, policy)])
+        vs_on = paired_speedup(times[(precision, "on")], times[(precision, policy)])
         rows.append({"precision": precision, "small_map_gemm": policy, "median_step_seconds": per_step,
                      "images_per_second": args.batch_size / per_step, "step_seconds": times[(precision, policy)],
-                     "speedup_vs_off_paired_median": statistics.median(ratios)})
+                     "speedup_vs_off_paired_median": vs_off, "speedup_vs_on_paired_median": vs_on})
         print(f"{precision:10s} small-map GEMM {policy:15s}: {1000 * per_step:7.1f} ms / step, "
-              f"{args.batch_size / per_step:6.1f} images/s, x{statistics.median(ratios):.2f} against off")
+              f"{args.batch_size / per_step:6.1f} images/s, x{vs_off:.2f} against off, x{vs_on:.2f} against on")
     evaluation = evaluation_times(net, args)
     auto = {"amx_bf16": cpu_has_amx_bf16(), **auto_choices()}
     diff = agreement(net, args.batch_size, args.img_size)
@@ -159,8 +196,10 @@ def main(argv: list[str] | None = None) -> dict:
         "small_map_gemm", args, argv,
         benchmark="tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
         network=f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
-                f"channels-last, batch {args.batch_size}",
-        convolutions_on_the_gemm_path=small, auto=auto, agreement=diff, results=rows, evaluation=evaluation)
+                f"{args.memory_format.replace('_', '-')}, batch {args.batch_size}",
+        memory_format=args.memory_format, max_pixels=smc.MAX_PIXELS,
+        max_pixels_with_grad=smc.MAX_PIXELS_WITH_GRAD, convolutions_on_the_gemm_path=small,
+        convolutions_on_the_gemm_path_without_gradients=small_eval, auto=auto, agreement=diff, results=rows, evaluation=evaluation)
     write_results(out, record)
     return record
 

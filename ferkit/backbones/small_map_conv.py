@@ -5,12 +5,15 @@ product of a ``64*4 x 4608`` patch matrix with a ``4608 x 512`` weight matrix. o
 for larger maps: measured on an Intel Xeon with AMX (bf16 matrix tiles), layer 4's bf16 convolutions, forward and
 backward, took as long as in fp32, and a whole training step spent most of its time there. The same convolution as
 ``unfold`` (the patch matrix) and ``matmul`` runs on the AMX tiles: the recipe's training step, one thread, went from
-588 to 331 ms (``benchmarks/small_map_gemm.py``, results in ``benchmarks/results/``).
+588 to 331 ms (``benchmarks/small_map_gemm.py``, results in ``benchmarks/results/``). In passes that need gradients
+layer 3's 3 x 3 map (9 positions) gains too: oneDNN's backward ran there at about a quarter of its forward's rate;
+its forward alone is faster in oneDNN (passes without gradients keep it), and layer 2's 6 x 6 map loses either way.
 
 :class:`SmallMapConv2d` is an ``nn.Conv2d`` with the same parameters (the same ``state_dict``, so checkpoints move
 freely between the two) whose forward takes the matrix-product path when
 
-* the output map has at most :data:`MAX_PIXELS` positions (2 x 2), and
+* the output map has at most :data:`MAX_PIXELS` positions (2 x 2), or :data:`MAX_PIXELS_WITH_GRAD` (3 x 3) where the
+  pass records gradients for the input or the weight, and
 * the policy says so: ``FERKIT_SMALL_MAP_GEMM=auto`` (the default) takes it on a CPU with AMX bf16 (``amx_bf16`` in
   ``/proc/cpuinfo``) when the convolution runs in bf16 (under CPU bf16 autocast, or on bf16 tensors), where it was
   measured to be faster; ``on`` always (on the CPU), ``off`` never. :func:`set_small_map_gemm` sets it in-process.
@@ -30,11 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MAX_PIXELS", "SmallMapConv2d", "convert_small_map_convs", "set_small_map_gemm", "small_map_gemm_policy",
+__all__ = ["MAX_PIXELS", "MAX_PIXELS_WITH_GRAD", "SmallMapConv2d", "convert_small_map_convs", "set_small_map_gemm", "small_map_gemm_policy",
            "cpu_has_amx_bf16"]
 
-#: the largest output map (positions, h * w) computed as a matrix product; 3 x 3 maps were measured slower that way
+#: the largest output map (positions, h * w) computed as a matrix product in a pass without gradients (validation, a
+#: momentum key encoder): a 3 x 3 map's forward was measured faster in oneDNN
 MAX_PIXELS = 4
+#: the same where the pass records gradients: a 3 x 3 map (layer 3 at 48 px) was measured faster as a product,
+#: 6 x 6 slower (``benchmarks/small_map_gemm.py``'s ``on_2x2_only`` and ``on_6x6`` settings)
+MAX_PIXELS_WITH_GRAD = 9
 ENV = "FERKIT_SMALL_MAP_GEMM"
 POLICIES = ("auto", "on", "off")
 _override: str | None = None
@@ -84,8 +91,9 @@ def _runs_in_bf16(x: torch.Tensor) -> bool:
 
 
 class SmallMapConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes outputs of at most :data:`MAX_PIXELS` positions as ``unfold`` + ``matmul`` where the
-    policy (:func:`small_map_gemm_policy`) says so; otherwise, and for every other map, exactly ``nn.Conv2d``."""
+    """``nn.Conv2d`` that computes outputs of at most :data:`MAX_PIXELS` positions (:data:`MAX_PIXELS_WITH_GRAD` in a
+    pass with gradients) as ``unfold`` + ``matmul`` where the policy (:func:`small_map_gemm_policy`) says so;
+    otherwise, and for every other map, exactly ``nn.Conv2d``."""
 
     @torch.jit.unused
     def _output_size(self, x: torch.Tensor) -> tuple[int, int]:
@@ -99,7 +107,8 @@ class SmallMapConv2d(nn.Conv2d):
         if x.device.type != "cpu" or x.dim() != 4:
             return False
         oh, ow = self._output_size(x)
-        if oh * ow > MAX_PIXELS:
+        with_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if oh * ow > (MAX_PIXELS_WITH_GRAD if with_grad else MAX_PIXELS):
             return False
         policy = small_map_gemm_policy()
         if policy == "auto":

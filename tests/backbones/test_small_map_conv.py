@@ -80,7 +80,7 @@ def test_under_bf16_autocast_it_gives_what_the_convolution_gives() -> None:
 
 def test_the_policy_decides_and_larger_maps_are_never_touched(monkeypatch) -> None:
     _, conv = _pair(in_channels=4, out_channels=4, kernel_size=3, padding=1)
-    tiny, small = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 3, 3)  # 4 and 9 output positions
+    tiny, small = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 4, 4)  # 4 and 16 output positions
     monkeypatch.setattr(smc, "cpu_has_amx_bf16", lambda: True)
     monkeypatch.delenv(smc.ENV, raising=False)
     assert smc.small_map_gemm_policy() == "auto"
@@ -145,3 +145,17 @@ def test_passes_without_gradients_never_copy_the_weight_per_sample(fmt) -> None:
             conv(x)
     ops = {e.name for e in prof.events()}
     assert "aten::mm" in ops and "aten::bmm" not in ops and "aten::expand" not in ops
+
+
+def test_a_3x3_map_takes_the_path_only_where_gradients_are_recorded() -> None:
+    """oneDNN's backward is what is slow on a 3 x 3 map (its forward alone is faster than the product): training
+    passes take the path there, passes without gradients keep the convolution; 2 x 2 maps take it in both, 4 x 4 in
+    neither."""
+    _, conv = _pair(in_channels=8, out_channels=8, kernel_size=3, padding=1)
+    x3, x2, x4 = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 2, 2), torch.randn(2, 8, 4, 4)
+    with set_small_map_gemm("on"):
+        assert conv.uses_gemm(x3) and conv.uses_gemm(x2) and not conv.uses_gemm(x4)
+        with torch.no_grad():
+            assert not conv.uses_gemm(x3) and conv.uses_gemm(x2)
+        frozen = conv.requires_grad_(False)  # a momentum key encoder: no gradient for its weights or its input
+        assert not frozen.uses_gemm(x3) and frozen.uses_gemm(x3.clone().requires_grad_())

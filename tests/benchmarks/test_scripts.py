@@ -264,20 +264,24 @@ def test_recipe_speed_smoke(smoke) -> None:
 def test_small_map_gemm_smoke(smoke) -> None:
     r, _ = _result(smoke, "small_map_gemm")
     rows = {(x["precision"], x["small_map_gemm"]): x for x in r["results"]}
-    assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")} | {("bf16-mixed", "on_unfold_order")}
+    assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")} | {
+        ("bf16-mixed", g) for g in ("on_unfold_order", "on_2x2_only", "on_6x6")}
     for (precision, policy), x in rows.items():  # each setting against the same precision without the path
         assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
-        off = rows[(precision, "off")]
+        off, on = rows[(precision, "off")], rows[(precision, "on")]
         assert x["speedup_vs_off_paired_median"] == pytest.approx(off["step_seconds"][0] / x["step_seconds"][0])
-    # at 48 px with the standard stem, layer 4 (2 x 2 map) is what takes the matrix-product path: its convolutions,
-    # and the first block's 1 x 1 downsample
-    assert r["convolutions_on_the_gemm_path"] and all(".layer4." in f".{n}" for n in r["convolutions_on_the_gemm_path"])
-    assert len(r["convolutions_on_the_gemm_path"]) == 5
+        assert x["speedup_vs_on_paired_median"] == pytest.approx(on["step_seconds"][0] / x["step_seconds"][0])
+    # at 48 px with the standard stem, layers 3 (3 x 3 map) and 4 (2 x 2) take the matrix-product path in training:
+    # their convolutions, and each first block's 1 x 1 downsample; without gradients layer 4 alone
+    on_path, on_path_eval = r["convolutions_on_the_gemm_path"], r["convolutions_on_the_gemm_path_without_gradients"]
+    assert (r["max_pixels"], r["max_pixels_with_grad"], r["memory_format"]) == (4, 9, "channels_last")
+    assert sorted({n.split(".")[2] for n in on_path}) == ["layer3", "layer4"] and len(on_path) == 10
+    assert on_path_eval == [n for n in on_path if ".layer4." in n] and len(on_path_eval) == 5
     # auto, as the layer decides it: never in fp32; in bf16 exactly where the CPU has AMX bf16
     assert r["auto"]["takes_the_gemm_path_in_fp32"] is False
     assert r["auto"]["takes_the_gemm_path_in_bf16"] is r["auto"]["amx_bf16"]
     ev = {x["small_map_gemm"]: x for x in r["evaluation"]}
-    assert set(ev) == {"off", "on"} and all(len(x["batch_seconds"]) == r["repeats"] for x in ev.values())
+    assert set(ev) == {"off", "on", "on_3x3"} and all(len(x["batch_seconds"]) == r["repeats"] for x in ev.values())
     assert ev["on"]["speedup_vs_off_paired_median"] == pytest.approx(
         ev["off"]["batch_seconds"][0] / ev["on"]["batch_seconds"][0])
     a = r["agreement"]
