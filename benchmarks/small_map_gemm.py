@@ -11,7 +11,9 @@ did: what reading them in place buys. Two more choose which maps take the path i
 (layer 4 alone, as before layer 3's 3 x 3 map was added) and ``on_6x6`` (layer 2's map too). The validation pass
 (forward without gradients, batch 256) is timed the same way: off, on (layer 4 alone) and ``on_3x3`` (layer 3 too). The record also says what ``auto`` (ferkit's
 default) chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
-``--memory-format contiguous`` times the label-noise suites' layout instead of the recipe's channels-last.
+``--memory-format contiguous`` times the label-noise suites' layout instead of the recipe's channels-last, with
+``on_unfold`` (patches gathered by ``F.unfold``, as the layer first did, instead of strided slices) in place of
+``on_unfold_order``.
 On a machine whose speed drifts, ``--steps 1 --repeats 20`` pairs the settings more closely.
 
     python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
@@ -116,14 +118,15 @@ MAPS = {"on_2x2_only": (4, 4), "on_6x6": (4, 36), "on_3x3": (9, 9)}
 @contextlib.contextmanager
 def setting(name: str):
     """The path's policy, weight order and map limits of a setting named ``off``, ``on`` or ``on_<variant>``."""
-    limits, order = (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER
+    limits, order, unfold = (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER, smc._UNFOLD
     smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD = MAPS.get(name, limits)
     smc._MEMORY_ORDER = name != "on_unfold_order"
+    smc._UNFOLD = name == "on_unfold"
     try:
         with set_small_map_gemm("on" if name.startswith("on") else name):
             yield
     finally:
-        (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER = limits, order
+        (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER, smc._UNFOLD = limits, order, unfold
 
 
 def evaluation_times(net: torch.nn.Module, args) -> list[dict]:
@@ -140,7 +143,7 @@ def evaluation_times(net: torch.nn.Module, args) -> list[dict]:
         with setting(policy), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             m(x)
 
-    policies = ("off", "on", "on_3x3")
+    policies = ("off", "on", "on_3x3") + (("on_unfold",) if args.memory_format == "contiguous" else ())
     times = interleaved_step_times(dict.fromkeys(policies), args, run)
     rows = []
     for policy in policies:
@@ -165,8 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     # layer read them in their memory order (a copy of each weight, and of its gradient back, per step)
     settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"])) + [
         ("bf16-mixed", name) for name in ("on_unfold_order", "on_2x2_only", "on_6x6")]
-    if args.memory_format == "contiguous":  # contiguous weights are multiplied in unfold's order anyway
-        settings.remove(("bf16-mixed", "on_unfold_order"))
+    if args.memory_format == "contiguous":  # contiguous weights are multiplied in unfold's order anyway; their
+        # patches are gathered from strided slices, against F.unfold as the layer first did
+        settings[settings.index(("bf16-mixed", "on_unfold_order"))] = ("bf16-mixed", "on_unfold")
     steps = {s: training_step(copy.deepcopy(net), args.batch_size, args.img_size, bf16=s[0] == "bf16-mixed",
                               channels_last=args.memory_format == "channels_last") for s in settings}
 

@@ -48,6 +48,9 @@ _override: str | None = None
 #: read channels-last weights in their memory order (``benchmarks/small_map_gemm.py`` turns it off to time the
 #: ``unfold`` order against it)
 _MEMORY_ORDER = True
+#: gather contiguous inputs' patches with ``F.unfold`` (as the layer first did) instead of strided slices
+#: (``benchmarks/small_map_gemm.py`` times the two)
+_UNFOLD = False
 
 
 def small_map_gemm_policy() -> str:
@@ -132,12 +135,15 @@ class SmallMapConv2d(nn.Conv2d):
         if _MEMORY_ORDER and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
             # channels-last weights in their memory order: patches as (kh, kw, C) rows, the weight matrix a view
             # (unfold's (C, kh, kw) order would copy the weight, and its gradient back, at every step)
-            cols = self._patches_channels_last(x, oh, ow)
+            cols = self._patches(x, oh, ow, channels_last=True)
             w = weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)
             channels_last = True
         else:
-            cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
-            cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B * oh * ow) x (C * kh * kw)
+            if _UNFOLD:
+                cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+                cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B * oh * ow) x (C * kh * kw)
+            else:  # the same matrix; unfold (im2col) and its backward (col2im) were 2x slower on these maps in bf16
+                cols = self._patches(x, oh, ow, channels_last=False)
             w = weight.reshape(self.out_channels, -1)
             channels_last = False
         # one 2-D product. `w @ patches` with B x K x (oh * ow) patches would broadcast the weight over the batch:
@@ -151,14 +157,15 @@ class SmallMapConv2d(nn.Conv2d):
         return out if channels_last else out.contiguous()
 
     @torch.jit.unused
-    def _patches_channels_last(self, x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
-        """``(B * oh * ow) x (kh * kw * C)``: each output position's receptive field, in the channels-last order."""
+    def _patches(self, x: torch.Tensor, oh: int, ow: int, channels_last: bool) -> torch.Tensor:
+        """``(B * oh * ow) x K``: each output position's receptive field as one row, gathered from ``kh * kw`` strided
+        slices; the row in channels-last order ``(kh, kw, C)`` or in the weight's contiguous order ``(C, kh, kw)``."""
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        xp = xp.permute(0, 2, 3, 1)  # B x H x W x C: a view of a channels-last input
+        xp = xp.permute(0, 2, 3, 1)  # B x H x W x C (a view of a channels-last input)
         taps = [xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
                 for i in range(kh) for j in range(kw)]
-        return torch.stack(taps, dim=3).reshape(-1, kh * kw * x.shape[1])
+        return torch.stack(taps, dim=3 if channels_last else 4).reshape(-1, kh * kw * x.shape[1])
 
 
 def convert_small_map_convs(module: nn.Module) -> int:
