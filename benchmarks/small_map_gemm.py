@@ -13,7 +13,8 @@ did: what reading them in place buys. Two more choose which maps take the path i
 default) chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
 ``--memory-format contiguous`` times the label-noise suites' layout instead of the recipe's channels-last, with
 ``on_unfold`` (patches gathered by ``F.unfold``, as the layer first did, instead of strided slices) in place of
-``on_unfold_order``.
+``on_unfold_order``. ``on_autograd_patches`` lets autograd differentiate the patch gathering (slices and their
+stack) instead of the layer's one-buffer backward.
 On a machine whose speed drifts, ``--steps 1 --repeats 20`` pairs the settings more closely.
 
     python benchmarks/small_map_gemm.py --output benchmarks/results/small_map_gemm_<cpu>.json
@@ -118,15 +119,18 @@ MAPS = {"on_2x2_only": (4, 4), "on_6x6": (4, 36), "on_3x3": (9, 9)}
 @contextlib.contextmanager
 def setting(name: str):
     """The path's policy, weight order and map limits of a setting named ``off``, ``on`` or ``on_<variant>``."""
-    limits, order, unfold = (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER, smc._UNFOLD
+    limits, order, unfold, one = ((smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER, smc._UNFOLD,
+                                  smc._ONE_BUFFER_BACKWARD)
     smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD = MAPS.get(name, limits)
     smc._MEMORY_ORDER = name != "on_unfold_order"
     smc._UNFOLD = name == "on_unfold"
+    smc._ONE_BUFFER_BACKWARD = name != "on_autograd_patches"
     try:
         with set_small_map_gemm("on" if name.startswith("on") else name):
             yield
     finally:
         (smc.MAX_PIXELS, smc.MAX_PIXELS_WITH_GRAD), smc._MEMORY_ORDER, smc._UNFOLD = limits, order, unfold
+        smc._ONE_BUFFER_BACKWARD = one
 
 
 def evaluation_times(net: torch.nn.Module, args) -> list[dict]:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     # "on_unfold_order": the path with channels-last weights multiplied in unfold's (C, kh, kw) order, as before the
     # layer read them in their memory order (a copy of each weight, and of its gradient back, per step)
     settings = list(itertools.product(["32-true", "bf16-mixed"], ["off", "on"])) + [
-        ("bf16-mixed", name) for name in ("on_unfold_order", "on_2x2_only", "on_6x6")]
+        ("bf16-mixed", name) for name in ("on_unfold_order", "on_2x2_only", "on_6x6", "on_autograd_patches")]
     if args.memory_format == "contiguous":  # contiguous weights are multiplied in unfold's order anyway; their
         # patches are gathered from strided slices, against F.unfold as the layer first did
         settings[settings.index(("bf16-mixed", "on_unfold_order"))] = ("bf16-mixed", "on_unfold")

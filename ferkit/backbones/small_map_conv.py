@@ -48,6 +48,8 @@ _override: str | None = None
 #: read channels-last weights in their memory order (``benchmarks/small_map_gemm.py`` turns it off to time the
 #: ``unfold`` order against it)
 _MEMORY_ORDER = True
+#: the patch matrix's own backward (one buffer) rather than autograd's through the slices (``small_map_gemm.py``)
+_ONE_BUFFER_BACKWARD = True
 #: gather contiguous inputs' patches with ``F.unfold`` (as the layer first did) instead of strided slices
 #: (``benchmarks/small_map_gemm.py`` times the two)
 _UNFOLD = False
@@ -160,12 +162,50 @@ class SmallMapConv2d(nn.Conv2d):
     def _patches(self, x: torch.Tensor, oh: int, ow: int, channels_last: bool) -> torch.Tensor:
         """``(B * oh * ow) x K``: each output position's receptive field as one row, gathered from ``kh * kw`` strided
         slices; the row in channels-last order ``(kh, kw, C)`` or in the weight's contiguous order ``(C, kh, kw)``."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        geometry = (tuple(self.kernel_size), tuple(self.stride), tuple(self.padding), tuple(self.dilation))
+        if _ONE_BUFFER_BACKWARD:
+            return _GatherPatches.apply(x, geometry, oh, ow, channels_last)
+        return _GatherPatches.forward(None, x, geometry, oh, ow, channels_last)  # autograd through the slices
+
+
+def _tap_slices(geometry: tuple, oh: int, ow: int) -> list[tuple[slice, slice]]:
+    """The (rows, columns) of the padded input that each kernel tap reads, in (kh, kw) order."""
+    (kh, kw), (sh, sw), _, (dh, dw) = geometry
+    return [(slice(i * dh, i * dh + (oh - 1) * sh + 1, sh), slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+            for i in range(kh) for j in range(kw)]
+
+
+class _GatherPatches(torch.autograd.Function):
+    """The patch matrix from strided slices of the zero-padded input; the backward adds each tap's gradient into one
+    zero buffer. (Autograd's own backward of the slices and their stack filled and summed ``kh * kw`` buffers the
+    size of the padded input: on layer 3-4 maps at batch 64 it took longer than the matrix products.) Its backward is
+    made of differentiable operations, so gradients of gradients work."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, geometry: tuple, oh: int, ow: int, channels_last: bool) -> torch.Tensor:
+        (kh, kw), _, (ph, pw), _ = geometry
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
         xp = xp.permute(0, 2, 3, 1)  # B x H x W x C (a view of a channels-last input)
-        taps = [xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
-                for i in range(kh) for j in range(kw)]
+        taps = [xp[:, rows, cols] for rows, cols in _tap_slices(geometry, oh, ow)]
+        if ctx is not None:
+            ctx.geometry, ctx.oh, ctx.ow, ctx.channels_last = geometry, oh, ow, channels_last
+            ctx.input_shape = tuple(x.shape)
+            ctx.input_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                                and not x.is_contiguous() else torch.contiguous_format)
         return torch.stack(taps, dim=3 if channels_last else 4).reshape(-1, kh * kw * x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (kh, kw), _, (ph, pw), _ = ctx.geometry
+        b, c, h, w = ctx.input_shape
+        taps = kh * kw
+        grad = grad.reshape(b, ctx.oh, ctx.ow, taps, c) if ctx.channels_last else \
+            grad.reshape(b, ctx.oh, ctx.ow, c, taps).transpose(3, 4)
+        padded = grad.new_zeros(b, h + 2 * ph, w + 2 * pw, c)
+        for t, (rows, cols) in enumerate(_tap_slices(ctx.geometry, ctx.oh, ctx.ow)):
+            padded[:, rows, cols].add_(grad[:, :, :, t])
+        grad_x = padded[:, ph: ph + h, pw: pw + w].permute(0, 3, 1, 2)
+        return grad_x.contiguous(memory_format=ctx.input_format), None, None, None, None
 
 
 def convert_small_map_convs(module: nn.Module) -> int:

@@ -2,6 +2,8 @@
 says so; the policy's choices; backbones converted with unchanged parameters."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -159,3 +161,21 @@ def test_a_3x3_map_takes_the_path_only_where_gradients_are_recorded() -> None:
             assert not conv.uses_gemm(x3) and conv.uses_gemm(x2)
         frozen = conv.requires_grad_(False)  # a momentum key encoder: no gradient for its weights or its input
         assert not frozen.uses_gemm(x3) and frozen.uses_gemm(x3.clone().requires_grad_())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_the_patches_backward_fills_one_buffer_and_supports_gradients_of_gradients(fmt) -> None:
+    """The patch matrix's backward adds the kernel taps' gradients into one zero buffer (autograd's backward of the
+    nine slices filled nine), and is itself differentiable (gradient matching, as Omni's condensation does)."""
+    _, conv = _pair(in_channels=4, out_channels=3, kernel_size=3, padding=1)
+    conv = conv.double().to(memory_format=fmt)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.double).to(memory_format=fmt).requires_grad_()
+    with set_small_map_gemm("on"):
+        out = conv(x)
+        with torch.profiler.profile(record_shapes=True) as prof:
+            out.sum().backward()
+        padded = 2 * 5 * 5 * 4  # batch x (3 + 2) x (3 + 2) x channels
+        fills = [e for e in prof.events() if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes[0]
+                 and math.prod(e.input_shapes[0]) >= padded]
+        assert len(fills) == 1
+        assert torch.autograd.gradgradcheck(lambda inp: conv(inp), (x,))

@@ -265,7 +265,7 @@ def test_small_map_gemm_smoke(smoke) -> None:
     r, _ = _result(smoke, "small_map_gemm")
     rows = {(x["precision"], x["small_map_gemm"]): x for x in r["results"]}
     assert set(rows) == {(p, g) for p in ("32-true", "bf16-mixed") for g in ("off", "on")} | {
-        ("bf16-mixed", g) for g in ("on_unfold_order", "on_2x2_only", "on_6x6")}
+        ("bf16-mixed", g) for g in ("on_unfold_order", "on_2x2_only", "on_6x6", "on_autograd_patches")}
     for (precision, policy), x in rows.items():  # each setting against the same precision without the path
         assert x["images_per_second"] == pytest.approx(2 / x["median_step_seconds"])
         off, on = rows[(precision, "off")], rows[(precision, "on")]
