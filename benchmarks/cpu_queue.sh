@@ -28,9 +28,11 @@
 # Without a pace, a 165-minute step was started with 167 minutes left on that machine, where it needed about 7 hours.
 #   nohup bash benchmarks/cpu_queue.sh two --until 19:20 >> benchmarks/runs/cpu_queue.log 2>&1 &
 #   nohup bash benchmarks/cpu_queue.sh two --until 22:28 --pace 2.1 --fill >> benchmarks/runs/cpu_queue.log 2>&1 &
-# `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, the one
-# expected to end soonest first (a run killed part-way before a step not begun; list order among equals), instead of
-# idling to the end of the session. Such a run is stopped with the session and continues from its last
+# `--fill` (with `--until`): a worker left with no step that fits then takes the skipped steps anyway, instead of
+# idling to the end of the session: runs already begun (at least one finished epoch) first, then the others, each
+# group the one expected to end soonest first (list order among equals). Begun runs go first whatever their estimate:
+# a run's own pace is read from its epochs' times, which pauses and slower code once inflated, and a fresh run
+# preferred to it leaves one more run half done. Such a run is stopped with the session and continues from its last
 # checkpoint (saved every epoch) at the next start, so it costs at most the epoch in progress; where the next session
 # may start on a new machine, its progress is lost with the run folder, as an idle lane's would be.
 # Steps longer than a session (over ~165 lane minutes) finish only where the machine is kept between sessions or
@@ -124,15 +126,21 @@ STEPS=(
   "280 ferplus_noise10 --only asm_fixed_s0"
 )
 
-skipped() {  # remember step index $2, expected to need $1 minutes, for --fill (one shared file under the counter's lock)
-  flock benchmarks/runs/.queue.lock sh -c 'echo "$1 $2" >> benchmarks/runs/.queue_skipped' _ "$1" "$2"
+skipped() {  # remember step index $2, expected to need $1 minutes, for --fill (one shared file under the counter's
+  # lock), marked 0 when its run has finished epochs (begun) and 1 when not
+  local args=${STEPS[$2]#* } fresh=1
+  if [[ "$args" =~ ^([a-z0-9_]+)\ --only\ ([A-Za-z0-9_]+)$ ]] \
+     && [ -s "benchmarks/runs/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}/history.jsonl" ]; then
+    fresh=0
+  fi
+  flock benchmarks/runs/.queue.lock sh -c 'echo "$1 $2 $3" >> benchmarks/runs/.queue_skipped' _ "$fresh" "$1" "$2"
 }
 
-take_skipped() {  # the remembered step expected to end soonest (list order among equals): its index, removed from
-  # the file; fails when none is left. A run killed part-way needs only its epochs left, so it is continued before a
-  # step not yet begun, and the next start finishes it sooner.
+take_skipped() {  # the remembered begun step expected to end soonest, else the fresh one (list order among equals):
+  # its index, removed from the file; fails when none is left
   flock benchmarks/runs/.queue.lock sh -c 'f=benchmarks/runs/.queue_skipped; [ -s "$f" ] || exit 1
-    line=$(sort -n -k1,1 -k2,2 "$f" | head -n 1); grep -v -x -F "$line" "$f" > "$f.tmp"; mv "$f.tmp" "$f"; echo "${line#* }"'
+    line=$(sort -n -k1,1 -k2,2 -k3,3 "$f" | head -n 1); grep -v -x -F "$line" "$f" > "$f.tmp"; mv "$f.tmp" "$f"
+    echo "${line##* }"'
 }
 
 claim() {  # the index of the next unclaimed step (a counter file under a lock)

@@ -171,24 +171,30 @@ def test_every_queued_run_exists_and_is_queued_once() -> None:
             seen.add((parts[0], name))
 
 
-def test_fill_takes_the_skipped_step_expected_to_end_soonest_first(queue) -> None:
-    """With ``--fill``, the skipped steps are taken by their expected minutes, list order among equals: the last long
-    step of the list, its run killed part-way (the stand-in for `benchmarks.status expected` says 160 minutes left,
-    still past a 100-minute deadline), is continued before every step not yet begun. One worker (`one` mode scales
+def test_fill_continues_begun_runs_first_then_the_soonest_to_end(queue) -> None:
+    """With ``--fill``, the skipped steps whose runs have finished epochs (begun) are taken first, whatever their
+    estimate, then the others; within each group by expected minutes, list order among equals. Here the last two
+    long steps of the list are begun (a history file each); the stand-in for `benchmarks.status expected` says
+    the last needs 900 minutes, more than any fresh step, and the one before it 600. One worker (`one` mode scales
     every estimate by 0.65), so the order is the log's."""
     root, env = queue
     steps = steps_in_script()
     scaled = [int(s.split()[0]) * 65 // 100 for s in steps]
     long = [i for i, m in enumerate(scaled) if m > 100]
-    chosen = long[-1]
-    assert 100 < 160 * 65 // 100 < min(scaled[i] for i in long if i != chosen)  # skipped, yet the soonest
-    suite, name = step_args(steps[chosen]).split()[0], step_args(steps[chosen]).split()[-1]
+    begun = {long[-1]: 900, long[-2]: 600}
+    assert max(scaled) * 100 // 65 < 600  # both estimates exceed every fresh step's
+    checks = []
+    for i, minutes in begun.items():
+        suite, name = step_args(steps[i]).split()[0], step_args(steps[i]).split()[-1]
+        (root / "benchmarks" / "runs" / suite / name).mkdir(parents=True)
+        (root / "benchmarks" / "runs" / suite / name / "history.jsonl").write_text('{"epoch": 0}\n')
+        checks.append(f'[ "$2 $5 $6" = "benchmarks.status {suite} {name}" ] && echo {minutes}')
     fake = root / "fakepython"
-    fake.write_text(FAKE_PYTHON.replace("exit 0", f'[ "$2 $5 $6" = "benchmarks.status {suite} {name}" ] && echo 160\nexit 0'))
+    fake.write_text(FAKE_PYTHON.replace("exit 0", "\n".join(checks) + "\nexit 0"))
     res = subprocess.run(["bash", "benchmarks/cpu_queue.sh", "one", "--until", "100 minutes", "--fill"], cwd=root,
                          env={**env, "FAKE_SLEEP": "0.1"}, check=True, timeout=180, capture_output=True, text=True)
     fills = [ln.split("Z fill ", 1)[1].split(":")[0] for ln in res.stdout.splitlines() if "Z fill " in ln]
-    expected = [chosen] + sorted((i for i in long if i != chosen), key=lambda i: (scaled[i], i))
+    expected = [long[-2], long[-1]] + sorted((i for i in long if i not in begun), key=lambda i: (scaled[i], i))
     assert fills == [step_args(steps[i]) for i in expected]
 
 
