@@ -103,6 +103,17 @@ def timing_options(p, steps: int, repeats: int, warmup: int, threads: int, batch
     p.add_argument("--smoke", action="store_true")
 
 
+def lane_timing_args(doc: str, argv: list[str] | None):
+    """The parsed options of a step-timing script measured as one of ``cpu_queue.sh``'s lanes: one thread, a 48-px
+    batch of 64, 4 timed steps x 5 repetitions after 2 warm-up steps (``doc``: the script's docstring, whose first
+    paragraph describes it)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
+    return smoke_timing(p.parse_args(argv))
+
+
 def interleaved_step_times(steps: dict, args, run=None) -> dict:
     """Seconds per step of each setting, ``{key: [one mean per repetition]}``: ``args.warmup`` untimed steps of each,
     then ``args.repeats`` repetitions of ``args.steps`` timed steps per setting, the settings' order reversed every

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (interleaved_step_times, recipe_network, smoke_timing, timing_options, timing_record,  # noqa: E402
+from common import (interleaved_step_times, lane_timing_args, recipe_network, timing_record,  # noqa: E402
                     training_step, write_results)
 
 
@@ -39,9 +39,7 @@ SETTINGS = {"noisy": (torch.optim.Adam, {"lr": 1e-3, "weight_decay": 1e-4}, Fals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    timing_options(p, steps=4, repeats=5, warmup=2, threads=1, batch_size=64, img_size=48)
-    return smoke_timing(p.parse_args(argv))
+    return lane_timing_args(__doc__, argv)
 
 
 def drift(net: torch.nn.Module, steps: int = 20) -> dict[str, float]:
