@@ -60,8 +60,8 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
     """Forward through the channels-last kernel; backward with the plain kernel on the channels-first gradient.
 
     Converting the gradient to channels-last and back (what autograd does through ``contiguous``) took longer than
-    the pool itself; the indices of the maxima (positions within each channel's plane, whatever the layout) are
-    converted instead, a quarter of the input's size."""
+    the pool itself; the indices of the maxima (positions within each channel's plane, whatever the layout), the
+    output's size, are converted once in the forward pass instead."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, geometry: tuple) -> torch.Tensor:

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MAX_PIXELS", "MAX_PIXELS_WITH_GRAD", "SmallMapConv2d", "convert_small_map_convs", "set_small_map_gemm", "small_map_gemm_policy",
-           "cpu_has_amx_bf16"]
+__all__ = ["MAX_PIXELS", "MAX_PIXELS_WITH_GRAD", "SmallMapConv2d", "convert_small_map_convs", "set_small_map_gemm",
+           "small_map_gemm_policy", "cpu_has_amx_bf16"]
 
 #: the largest output map (positions, h * w) computed as a matrix product in a pass without gradients (validation, a
 #: momentum key encoder): a 3 x 3 map's forward was measured faster in oneDNN

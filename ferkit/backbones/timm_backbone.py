@@ -131,5 +131,5 @@ def create_backbone(
     if path is not None:
         load_pretrained(model, path, in_chans=in_chans)
     convert_small_map_convs(model)  # same parameters and sums; faster on tiny maps where the CPU has AMX
-    convert_max_pools(model)  # the same maxima; the stem pool ~10x faster on channels-first CPU tensors
+    convert_max_pools(model)  # the same maxima; the stem pool ~3x faster on channels-first CPU tensors
     return Backbone(model, name=name, in_chans=in_chans, small_input=small_input)
