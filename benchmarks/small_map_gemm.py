@@ -9,8 +9,9 @@ ratio to the same precision without the matrix-product path. One more setting, `
 the channels-last weights in ``unfold``'s ``(C, kh, kw)`` order instead of their memory order, as the layer first
 did: what reading them in place buys. Two more choose which maps take the path in a training step: ``on_2x2_only``
 (layer 4 alone, as before layer 3's 3 x 3 map was added) and ``on_6x6`` (layer 2's map too). The validation pass
-(forward without gradients, batch 256) is timed the same way: off, on (layer 4 alone) and ``on_3x3`` (layer 3 too). The record also says what ``auto`` (ferkit's
-default) chooses here, and how far the two paths' outputs and gradients differ on the same weights and batch.
+(forward without gradients, batch 256) is timed the same way: off, on (layer 4 alone) and ``on_3x3`` (layer 3 too).
+The record also says what ``auto`` (ferkit's default) chooses here, and how far the two paths' outputs and gradients
+differ on the same weights and batch.
 ``--memory-format contiguous`` times the label-noise suites' layout instead of the recipe's channels-last, with
 ``on_unfold`` (patches gathered by ``F.unfold``, as the layer first did, instead of strided slices) in place of
 ``on_unfold_order``. ``on_autograd_patches`` lets autograd differentiate the patch gathering (slices and their
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
         benchmark="tiny-map convolutions as one matrix product: FER+ recipe training step, on vs off (CPU)",
         network=f"timm resnet18 via FERNet, standard stem, avg pool, 1 x {args.img_size} px, 8 classes, "
                 f"{args.memory_format.replace('_', '-')}, batch {args.batch_size}",
-        memory_format=args.memory_format, max_pixels=smc.MAX_PIXELS,
-        max_pixels_with_grad=smc.MAX_PIXELS_WITH_GRAD, convolutions_on_the_gemm_path=small,
-        convolutions_on_the_gemm_path_without_gradients=small_eval, auto=auto, agreement=diff, results=rows, evaluation=evaluation)
+        memory_format=args.memory_format, max_pixels=smc.MAX_PIXELS, max_pixels_with_grad=smc.MAX_PIXELS_WITH_GRAD,
+        convolutions_on_the_gemm_path=small, convolutions_on_the_gemm_path_without_gradients=small_eval, auto=auto,
+        agreement=diff, results=rows, evaluation=evaluation)
     write_results(out, record)
     return record
 
