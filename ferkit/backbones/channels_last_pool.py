@@ -4,9 +4,8 @@ A ResNet's stem ends with a 3 x 3, stride-2 max-pool. On the CPU, PyTorch's max-
 (contiguous) tensors walks each channel's plane on its own, while its channels-last kernel compares whole vectors of
 channels at once. Measured on an Intel Xeon 2-core machine, one thread, on the stem output of a 48-px FER+ batch
 (64 x 64 x 24 x 24, bf16): forward alone 36 ms channels-first, 3 ms channels-last; forward and backward through this
-module 44 -> 13.5 ms (x3.1), about 30 ms saved per pool in a training step of 400-550 ms, and one more pool's worth
-in each pass without gradients (LA-Net's key encoder, evaluation); ``benchmarks/channels_last_pool.py``, results in
-``benchmarks/results/``.
+module 39 -> 13 ms (x3.2); a CE training step x1.07 (437 -> 410 ms), LA-Net's x1.03
+(``benchmarks/channels_last_pool.py``, results in ``benchmarks/results/``).
 
 :class:`ChannelsLastMaxPool2d` is an ``nn.MaxPool2d`` (same arguments, no parameters) that, on the CPU, turns a
 channels-first input into channels-last, pools, and returns the maxima channels-first, so everything around it is
