@@ -194,6 +194,28 @@ def test_eval_flip_averages_the_softmax_of_the_image_and_its_mirror(synthetic_dm
     assert flip.hparams.eval_flip is True
 
 
+@pytest.mark.parametrize("precision,expected", [("bf16-mixed", True), ("32-true", False)])
+def test_channels_last_by_default_where_the_cpu_trains_in_bf16(synthetic_dm, tiny_module, tiny_trainer, precision,
+                                                               expected) -> None:
+    """``channels_last=None`` (the default) chooses the layout from the trainer: channels-last on the CPU in bf16
+    (measured x1.37 per step on the Intel Xeon, x1.02-1.09 on the AMD EPYC), contiguous in fp32."""
+    dm = synthetic_dm()
+    model = tiny_module(FERClassifier, dm)
+    assert model.hparams.channels_last is None and model.uses_channels_last is False  # no trainer yet
+    seen = []
+    step = model.training_step
+
+    def spy(batch, batch_idx):
+        seen.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+        return step(batch, batch_idx)
+
+    model.training_step = spy
+    tiny_trainer(max_steps=2, precision=precision).fit(model, dm)
+    assert model.uses_channels_last is expected and seen == [expected] * 2
+    convs = [p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == expected for p in convs)
+
+
 def test_channels_last_trains_the_same_network_in_the_other_memory_format(synthetic_dm, tiny_module, tiny_trainer):
     """``channels_last=True`` changes where the numbers sit in memory, not the function: the same weights give the
     same predictions; training runs on channels-last batches and weights and ends near the contiguous run (Adam's
