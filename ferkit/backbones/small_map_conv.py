@@ -165,7 +165,7 @@ class SmallMapConv2d(nn.Conv2d):
         geometry = (tuple(self.kernel_size), tuple(self.stride), tuple(self.padding), tuple(self.dilation))
         if _ONE_BUFFER_BACKWARD:
             return _GatherPatches.apply(x, geometry, oh, ow, channels_last)
-        return _GatherPatches.forward(None, x, geometry, oh, ow, channels_last)  # autograd through the slices
+        return _gather_patches(x, geometry, oh, ow, channels_last)  # autograd differentiates the slices
 
 
 def _tap_slices(geometry: tuple, oh: int, ow: int) -> list[tuple[slice, slice]]:
@@ -173,6 +173,15 @@ def _tap_slices(geometry: tuple, oh: int, ow: int) -> list[tuple[slice, slice]]:
     (kh, kw), (sh, sw), _, (dh, dw) = geometry
     return [(slice(i * dh, i * dh + (oh - 1) * sh + 1, sh), slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
             for i in range(kh) for j in range(kw)]
+
+
+def _gather_patches(x: torch.Tensor, geometry: tuple, oh: int, ow: int, channels_last: bool) -> torch.Tensor:
+    """The patch matrix: strided slices of the zero-padded input, stacked in (kh, kw, C) or (C, kh, kw) row order."""
+    (kh, kw), _, (ph, pw), _ = geometry
+    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    xp = xp.permute(0, 2, 3, 1)  # B x H x W x C (a view of a channels-last input)
+    taps = [xp[:, rows, cols] for rows, cols in _tap_slices(geometry, oh, ow)]
+    return torch.stack(taps, dim=3 if channels_last else 4).reshape(-1, kh * kw * x.shape[1])
 
 
 class _GatherPatches(torch.autograd.Function):
@@ -183,16 +192,11 @@ class _GatherPatches(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, geometry: tuple, oh: int, ow: int, channels_last: bool) -> torch.Tensor:
-        (kh, kw), _, (ph, pw), _ = geometry
-        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        xp = xp.permute(0, 2, 3, 1)  # B x H x W x C (a view of a channels-last input)
-        taps = [xp[:, rows, cols] for rows, cols in _tap_slices(geometry, oh, ow)]
-        if ctx is not None:
-            ctx.geometry, ctx.oh, ctx.ow, ctx.channels_last = geometry, oh, ow, channels_last
-            ctx.input_shape = tuple(x.shape)
-            ctx.input_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                                and not x.is_contiguous() else torch.contiguous_format)
-        return torch.stack(taps, dim=3 if channels_last else 4).reshape(-1, kh * kw * x.shape[1])
+        ctx.geometry, ctx.oh, ctx.ow, ctx.channels_last = geometry, oh, ow, channels_last
+        ctx.input_shape = tuple(x.shape)
+        ctx.input_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                            and not x.is_contiguous() else torch.contiguous_format)
+        return _gather_patches(x, geometry, oh, ow, channels_last)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
