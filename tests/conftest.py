@@ -11,6 +11,10 @@ from typing import Any, Callable
 
 # On a small shared CPU, busy-waiting OpenMP threads slow every other process down; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist (``-n 2`` in pyproject.toml) each worker is one of the machine's cores: one intra-op thread per
+# worker (and per process a test starts, which inherits it), instead of two workers each spreading over both cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
