@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,9 +54,9 @@ def validate(args: list[str], ckpt: str, flip: bool, scratch: Path) -> tuple[dic
     cmd = ["validate", *args, "--trainer.logger", json.dumps(logger), "--trainer.default_root_dir", str(folder),
            "--ckpt_path", ckpt, "--model.init_args.eval_flip", "true" if flip else "false"]
     folder.mkdir(parents=True, exist_ok=True)
-    rc, seconds = call_ferkit(cmd, scratch / "validate.log", env=None)
+    rc, seconds = call_ferkit(cmd, folder / "validate.log", env=None)
     if rc != 0:
-        log = (scratch / "validate.log").read_text(errors="replace").splitlines()[-20:]
+        log = (folder / "validate.log").read_text(errors="replace").splitlines()[-20:]
         raise SystemExit(f"ferkit validate exited with {rc}:\n" + "\n".join(log))
     used = used_eval_flip(folder)
     if used is not flip:
@@ -104,15 +105,15 @@ def measure(suite: str, run: str, work_dir: Path, results_dir: Path = DEFAULT_RE
     ckpt, args = state["best_checkpoint"], run_args(state, results_dir / suite / f"{run}.json")
     if not Path(ckpt).is_file():
         raise SystemExit(f"{suite}/{run}: its chosen checkpoint {ckpt} is missing")
-    with tempfile.TemporaryDirectory(prefix="ferkit_flip_") as tmp:
-        plain, t_plain = validate(args, ckpt, False, Path(tmp))
-        flip, t_flip = validate(args, ckpt, True, Path(tmp))
+    # the two passes are independent processes: side by side, one's start-up overlaps the other's work
+    with tempfile.TemporaryDirectory(prefix="ferkit_flip_") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        (plain, t_plain), (flip, t_flip) = pool.map(lambda f: validate(args, ckpt, f, Path(tmp)), (False, True))
     recorded, chose_with_flip = state.get("selected_value"), trained_with_flip(ckpt)
     result = {
         "suite": suite, "run": run, "checkpoint": Path(ckpt).name, "epoch": state.get("selected_epoch"),
         "split": "validation", "recorded_val_acc": recorded, "selected_with_flip": chose_with_flip,
         "plain": plain, "flip": flip, "gain_acc_points": round(100 * (flip["val/acc"] - plain["val/acc"]), 2),
-        "seconds": {"plain": round(t_plain, 1), "flip": round(t_flip, 1)},
+        "seconds": {"plain": round(t_plain, 1), "flip": round(t_flip, 1), "side_by_side": True},
         "environment": environment(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     same = flip if chose_with_flip else plain  # the pass evaluated as the run evaluated itself
