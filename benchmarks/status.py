@@ -31,13 +31,46 @@ def max_epochs(run_dir: Path) -> int | None:
     return value if isinstance(value, int) and value > 0 else None  # -1: bounded by max_steps instead
 
 
-def minutes_per_epoch(history: list[dict], last: int = 5) -> float | None:
-    """The median wall minutes between consecutive epochs among the last ``last`` (gaps across a restart, longer than
-    three times the median, are left out)."""
-    times = [h["time"] for h in history if h.get("time") is not None]
-    gaps = [b - a for a, b in zip(times, times[1:]) if b > a][-last:]
+def attempt_starts(run_dir: Path) -> list[float]:
+    """When each fit attempt of the run began: the time Lightning wrote the attempt's ``config.yaml`` (at the start
+    of its fit)."""
+    starts = []
+    for cfg in (run_dir / "fit").glob("attempt_*/config.yaml"):
+        try:
+            starts.append(cfg.stat().st_mtime)
+        except OSError:
+            pass
+    return sorted(starts)
+
+
+#: an epoch whose wall time is more than this many times the CPU seconds its process used in it spent more than half
+#: of it waiting: the process was stopped or paused, or the machine carried more than twice the work of its cores (the
+#: queue's one-thread lanes, one per core, run at about 1.0-1.3 wall seconds per CPU second)
+PAUSED_WALL_PER_CPU = 2.0
+
+
+def minutes_per_epoch(history: list[dict], last: int = 5, restarts: list[float] = ()) -> float | None:
+    """The median wall minutes between consecutive epochs among the last ``last``.
+
+    Left out: a gap during which a fit attempt began (``restarts``: the epoch before ended in an earlier process, so
+    the gap holds the time the run was not running), a gap more than ``PAUSED_WALL_PER_CPU`` times the CPU seconds
+    the process used in that epoch (the history's ``cpu_s``; it was stopped or paused), and, of the rest, a gap longer
+    than three times their median. With no gap left, the median CPU minutes of the epochs (what a one-thread process
+    takes unhindered), or None when the history has no CPU times either."""
+    rows = [h for h in history if h.get("time") is not None]
+    gaps = []
+    for a, b in zip(rows, rows[1:]):
+        gap = b["time"] - a["time"]
+        if gap <= 0 or any(a["time"] < r < b["time"] for r in restarts):
+            continue
+        cpu = b.get("cpu_s")
+        if cpu and gap > PAUSED_WALL_PER_CPU * cpu:
+            continue
+        gaps.append(gap)
+    gaps = gaps[-last:]
     if not gaps:
-        return None
+        cpu = [h["cpu_s"] for h in history if h.get("cpu_s")]
+        return statistics.median(cpu) / 60 if cpu else None
     med = statistics.median(gaps)
     gaps = [g for g in gaps if g <= 3 * med]
     return statistics.median(gaps) / 60
@@ -70,7 +103,7 @@ def run_status(run_dir: Path, monitor: str = "val/acc") -> dict:
     except ValueError:  # no epoch logged yet
         best = None
     total = max_epochs(run_dir)
-    pace = minutes_per_epoch(history)
+    pace = minutes_per_epoch(history, restarts=attempt_starts(run_dir))
     done = len(history)
     left = (total - done) * pace if (total and pace is not None and state["phase"] in ("new", "fitting")) else None
     return {"run": run_dir.name, "phase": state["phase"], "running": run_is_driven(run_dir), "epochs": done,
@@ -134,7 +167,7 @@ def expected_minutes(run_dir: Path, full: int, pace: float = 1.0) -> int:
     if state.get("phase") != "fitting" or not total or done <= 0:
         return scaled
     left = max(total - done, 0)
-    own = minutes_per_epoch(history, last=len(history))  # all its epochs: a few paused ones do not move it
+    own = minutes_per_epoch(history, last=len(history), restarts=attempt_starts(run_dir))  # all its epochs
     if own is None or left == 0:  # one epoch, no pace measured yet: the step's rate on this machine
         return min(scaled, -(-scaled * left // total) + 5)
     return max(min(full, -(-full * left // total) + 5), math.ceil(own * left) + 5)

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -38,6 +40,30 @@ def test_a_running_run_shows_its_epochs_best_pace_and_time_left(tmp_path) -> Non
     # best: the first epoch of the tie at 0.7 (epoch index 1); 6 epochs left at 1 minute each
     assert s["epochs"] == 4 and s["max_epochs"] == 10 and s["best"] == (1, 0.7)
     assert s["min_per_epoch"] == 1.0 and s["minutes_left"] == 6.0
+
+
+def test_the_pace_leaves_out_restarts_and_pauses_few_epochs_cannot_outvote(tmp_path) -> None:
+    """With three epochs the median cannot single out a gap that spans a restart or a pause: the attempt's start time
+    (its ``config.yaml``) and the epoch's CPU seconds do. With no clean gap left, the epochs' median CPU time."""
+    import os
+
+    def pace(name, times, cpu=None, restart=None):
+        run = tmp_path / "s" / name
+        make_run(run, "fitting", [0.5] * len(times), times, max_epochs=10)
+        if cpu is not None:
+            rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+            (run / "history.jsonl").write_text("".join(json.dumps({**r, "cpu_s": c}) + "\n" for r, c in zip(rows, cpu)))
+        if restart is not None:  # attempt_1 began at `restart`; attempt_0 before the first epoch
+            os.utime(run / "fit" / "attempt_0" / "config.yaml", (-50.0, -50.0))
+            os.utime(run / "fit" / "attempt_1" / "config.yaml", (restart, restart))
+        return run_status(run)["min_per_epoch"]
+
+    assert pace("plain", [0.0, 60.0, 300.0]) == 2.5  # nothing to tell the 240-s gap from an epoch: median of 60, 240
+    assert pace("restart", [0.0, 60.0, 300.0], restart=100.0) == 1.0  # attempt 1 began inside the 240-s gap
+    assert pace("paused", [0.0, 60.0, 300.0], cpu=[55, 55, 55]) == 1.0  # 240 s of wall for 55 CPU seconds
+    assert pace("busy", [0.0, 60.0, 160.0], cpu=[55, 55, 55]) == pytest.approx(80 / 60)  # 100 s per 55: kept
+    assert pace("cpu_only", [0.0, 300.0], cpu=[50, 66], restart=100.0) == pytest.approx(58 / 60)
+    assert pace("nothing", [0.0, 300.0], restart=100.0) is None
 
 
 def test_status_lines_cover_every_started_run(tmp_path) -> None:
