@@ -1,7 +1,8 @@
 """Extend a method: a new head, an extra loss term and a new argument, on top of ARMClassifier.
 
     python examples/extend_method.py          # a few steps on synthetic faces
-    ferkit fit --config arm_synthetic --model examples.extend_method.ConfidentARM --model.init_args.entropy_weight 0.1
+    PYTHONPATH=. ferkit fit --config arm_synthetic --model examples.extend_method.ConfidentARM \
+        --model.init_args.entropy_weight 0.1      # from the repository root
 
 docs/extending.md walks through this file.
 """

@@ -169,6 +169,27 @@ def test_extend_method_example_runs_and_matches_the_guide():
     assert float(out["metrics"]["train/entropy"]) > 0 and "val/mean_class_acc" in out["metrics"]
 
 
+def test_the_guides_command_line_parses(monkeypatch, capsys):
+    """The command docs/extending.md gives for the new class resolves it and its argument (parsed, not trained),
+    with the repository root on the path as its ``PYTHONPATH=.`` puts it."""
+    import shlex
+
+    from ferkit.cli import main
+
+    guide = (REPO / "docs/extending.md").read_text()
+    block = guide[guide.index("```bash\n") + len("```bash\n"):guide.index("```", guide.index("```bash\n") + 8)]
+    line = next(ln for ln in block.splitlines() if "examples.extend_method" in ln)
+    words = shlex.split(line)
+    assert words[:3] == ["PYTHONPATH=.", "ferkit", "fit"]
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as stop:
+        main(words[2:] + ["--print_config"])
+    assert stop.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: examples.extend_method.ConfidentARM" in printed and "entropy_weight: 0.1" in printed
+
+
 def test_pasm_notebook_tiny(notebooks):
     text, tmp_path = run_notebook("pasm", notebooks)
     out = tmp_path / "runs/pasm_notebook"

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ckpt", required=True, help="an ASMClassifier checkpoint")
     p.add_argument("--out", default="asm_report", help="output folder")
     p.add_argument("--config", default=None, help="the training config (default: the data settings stored in the checkpoint)")
-    p.add_argument("--root", default=None, help="where the dataset lives now (overrides data.root)")
+    p.add_argument("--root", default=None, help="where the dataset lives now (overrides the dataset's root in the config)")
     p.add_argument("--top", type=int, default=8, help="suspects per class in the contact sheet")
     p.add_argument("--recompute", action="store_true", help="judge the training set again with the checkpoint's networks")
     a, rest = p.parse_known_args(argv)

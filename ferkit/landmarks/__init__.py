@@ -7,7 +7,7 @@ and heatmap targets.
 * :mod:`ferkit.landmarks.cache` -- :func:`extract_landmarks` (resumable, failure records) and
   :func:`attach_landmarks` (what ``FERDataModule(landmarks_cache=...)`` calls);
 * :mod:`ferkit.landmarks.heatmaps` -- :data:`LANET19` (19-of-68 points), :class:`HeatmapTargets`;
-* ``python -m ferkit.landmarks extract|draw|summary`` -- the command line (:mod:`ferkit.landmarks.cli`).
+* ``ferkit landmarks extract|draw|summary`` -- the command line (:mod:`ferkit.commands.landmarks`).
 """
 from ferkit.landmarks.cache import LandmarkCache, attach_landmarks, cache_file_name, extract_landmarks, resolve_cache_file
 from ferkit.landmarks.extract import (

@@ -75,7 +75,7 @@ class LandmarkCache:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"landmark cache {str(path)!r} not found; create it with "
-                                    "`python -m ferkit.landmarks extract ...` (see ferkit/landmarks/README or --help)")
+                                    "`ferkit landmarks extract ...` (see `ferkit landmarks extract --help`)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -242,12 +242,12 @@ def resolve_cache_file(cache_path: str | os.PathLike, dataset: Any, split: str |
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"landmark cache {str(path)!r} does not exist; create it with "
-                                "`python -m ferkit.landmarks extract --dataset ... --out <folder>`")
+                                "`ferkit landmarks extract --dataset ... --out <folder>`")
     pattern = f"*_{split}.npz" if split else "*.npz"
     candidates = sorted(path.glob(pattern))
     if not candidates:
         raise FileNotFoundError(f"no landmark cache for split {split!r} in {str(path)!r} (looked for {pattern}); "
-                                f"run `python -m ferkit.landmarks extract ... --split {split or 'all'} --out {path}`")
+                                f"run `ferkit landmarks extract ... --split {split or 'all'} --out {path}`")
     if len(candidates) == 1:
         return candidates[0]
     ids = np.asarray(_dataset_ids(dataset))
@@ -276,7 +276,7 @@ def _align(cache: LandmarkCache, ids: list[str], file: Path) -> np.ndarray:
             raise DataError(
                 f"{file}: the landmark cache ({len(cids)} samples) does not match this dataset ({len(ids)} samples): "
                 f"sample {i} ({sid!r}) is not in it. Extract landmarks for this dataset/split/label mode "
-                "(python -m ferkit.landmarks extract ...) or pass the right cache"
+                "(ferkit landmarks extract ...) or pass the right cache"
             )
         order[i] = r
     log.info("%s: matched %d samples by id (the cache holds %d)", file, len(ids), len(cids))
