@@ -40,6 +40,12 @@ def curves(records: list[dict], key: str, section: str = "history") -> tuple[lis
             [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs])
 
 
+def logged_by(records: list[dict], key: str, section: str = "history") -> int:
+    """How many of the records (seeds) logged ``key`` at any epoch: the ``n`` behind a curve of :func:`curves`, which
+    can be fewer than the seeds in the table when an older record predates a statistic."""
+    return sum(any(h.get(key) is not None for h in r.get(section, [])) for r in records)
+
+
 def memorisation_keys(records: list[dict], prefix: str = "memorisation/") -> list[tuple[str, str]]:
     """``(section, key)`` of the per-epoch statistics under ``prefix`` (``memory/``: without the per-class recalls)."""
     keys = set()
@@ -113,10 +119,11 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
                 x, mean, lo, hi = curves(row.records, key, section)
                 if x:
                     line, = ax.plot(x, [100 * v for v in mean], linestyle=styles[k % len(styles)], marker="o", ms=2,
-                                    color=colour, label=f"{row.method}: {key.split('/', 1)[1]}")
+                                    color=colour, label=f"{row.method} (n={logged_by(row.records, key, section)}): "
+                                                        f"{key.split('/', 1)[1]}")
                     colour = line.get_color()
         written.append(_finish(plt, fig, ax, out_dir / f"{name}_{file}.png", ylabel=f"{prefix}* (%)",
-                               title=f"{name}: {title} (mean over seeds)", legend_size=6))
+                               title=f"{name}: {title} (mean over the n seeds that logged it)", legend_size=6))
 
     mining = mining_keys(records)
     if mining:  # how well a method's split of the training set matches the true labels, epoch by epoch
@@ -129,10 +136,12 @@ def plot_suite(name: str, records: list[dict], out_dir: Path) -> list[Path]:
                 if not x:
                     continue
                 line, = ax.plot(x, [100 * v for v in mean], styles[key.split("/")[1]], marker="o", ms=2, color=colour,
-                                label=f"{row.method}: {key.split('/')[1].replace('_', ' ')}")
+                                label=f"{row.method} (n={logged_by(row.records, key, 'stats')}): "
+                                      f"{key.split('/')[1].replace('_', ' ')}")
                 colour = line.get_color()  # one colour per method, one line style per score
         written.append(_finish(plt, fig, ax, out_dir / f"{name}_mining.png", ylabel="%", legend_size=7,
-                               title=f"{name}: mining against the true labels per epoch (mean over seeds)"))
+                               title=f"{name}: mining against the true labels per epoch "
+                                     "(mean over the n seeds that logged it)"))
 
     names = records[0]["test"].get("class_names") or list(records[0]["test"].get("per_class_recall", {}))
     if names:

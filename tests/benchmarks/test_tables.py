@@ -209,6 +209,19 @@ def test_the_label_memory_is_plotted_apart_from_the_networks_memorisation(tmp_pa
     assert names == ["s_label_memory.png", "s_memorisation.png", "s_recall.png", "s_val_acc.png"]
 
 
+def test_a_curve_says_how_many_seeds_logged_it() -> None:
+    """A statistic added after a seed was trained is averaged over fewer seeds than the table holds; the plots'
+    legends name that count instead of calling one seed's curve a mean over seeds."""
+    from benchmarks.plots import curves, logged_by
+
+    old, new = record("lanet", 0, 0.75, "ce"), record("lanet", 1, 0.76, "ce")
+    old["stats"] = [{"epoch": e} for e in range(3)]
+    new["stats"] = [{"epoch": e, "memory/flip_auroc": 0.5 + 0.1 * e} for e in range(3)]
+    assert logged_by([old, new], "memory/flip_auroc", "stats") == 1
+    assert logged_by([old, new], "memory/flip_auroc") == 0  # not in the validation history
+    assert curves([old, new], "memory/flip_auroc", "stats")[1] == pytest.approx([0.5, 0.6, 0.7])
+
+
 def test_times_are_shown_per_device_when_seeds_ran_on_different_machines() -> None:
     slow = record("ce", 0, 0.70)
     fast = record("ce", 1, 0.72, device="NVIDIA H200")
