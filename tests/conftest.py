@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 # On a small shared CPU, busy-waiting OpenMP threads slow every other process down; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Under pytest-xdist (``-n 2`` in pyproject.toml) each worker is one of the machine's cores: one intra-op thread per
+# Under pytest-xdist (two workers by default, see ``pytest_cmdline_main`` below) each worker is one of the machine's cores: one intra-op thread per
 # worker (and per process a test starts, which inherits it), instead of two workers each spreading over both cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,6 +19,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: worker processes when pytest-xdist (the ``dev`` extra) is installed and ``-n`` is not given
+DEFAULT_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Two pytest-xdist workers, each test file on one worker (``--dist loadfile``), when xdist is installed and the
+    command line does not say ``-n``; one process without xdist, under ``--pdb``, or with ``-n 0``.
+
+    This default lives here rather than in ``addopts``: there ``-n 2`` made plain ``pytest`` fail with "unrecognized
+    arguments: -n" wherever the ``dev`` extra (which brings xdist) was not installed. Runs before xdist's own hook
+    (registered later, so called first among ``tryfirst`` hooks), which turns the count into worker processes."""
+    option = config.option
+    if getattr(option, "numprocesses", 0) is not None:  # no xdist (no such option), or -n given
+        return
+    if hasattr(config, "workerinput") or option.usepdb or option.collectonly:
+        return
+    option.numprocesses = DEFAULT_WORKERS
+    if option.dist == "no" and not option.distload:
+        option.dist = "loadfile"
 TINY_BACKBONE = "resnet10t"  # the smallest timm ResNet: the same code paths as resnet18 at a fraction of the cost
 
 
