@@ -74,6 +74,9 @@ def _finish(plt, fig, ax, path: Path, title: str, ylabel: str, xlabel: str | Non
     """Label, save and close one figure (every plot of a suite ends the same way)."""
     if xlabel:
         ax.set_xlabel(xlabel)
+        if xlabel == "epoch":  # whole epochs on the axis, never 12.5
+            from matplotlib.ticker import MaxNLocator
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     if grid:
