@@ -11,14 +11,16 @@ from typing import Any, Callable
 
 # On a small shared CPU, busy-waiting OpenMP threads slow every other process down; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Under pytest-xdist (two workers by default, see ``pytest_cmdline_main`` below) each worker is one of the machine's cores: one intra-op thread per
-# worker (and per process a test starts, which inherits it), instead of two workers each spreading over both cores.
+# Under pytest-xdist (two workers by default, see ``pytest_cmdline_main`` below) each worker is one of the machine's
+# cores: one intra-op thread per worker (and per process a test starts, which inherits it), instead of two workers each
+# spreading over both cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_BACKBONE = "resnet10t"  # the smallest timm ResNet: the same code paths as resnet18 at a fraction of the cost
 #: worker processes when pytest-xdist (the ``dev`` extra) is installed and ``-n`` is not given
 DEFAULT_WORKERS = 2
 
@@ -39,7 +41,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     option.numprocesses = DEFAULT_WORKERS
     if option.dist == "no" and not option.distload:
         option.dist = "loadfile"
-TINY_BACKBONE = "resnet10t"  # the smallest timm ResNet: the same code paths as resnet18 at a fraction of the cost
 
 
 def shared_data_path() -> Path:
