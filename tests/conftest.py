@@ -28,7 +28,7 @@ DEFAULT_WORKERS = 2
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Two pytest-xdist workers, each test file on one worker (``--dist loadfile``), when xdist is installed and the
-    command line does not say ``-n``; one process without xdist, under ``--pdb``, or with ``-n 0``.
+    command line does not say ``-n``; one process without xdist, under ``--pdb`` or ``--trace``, or with ``-n 0``.
 
     This default lives here rather than in ``addopts``: there ``-n 2`` made plain ``pytest`` fail with "unrecognized
     arguments: -n" wherever the ``dev`` extra (which brings xdist) was not installed. Runs before xdist's own hook
@@ -36,7 +36,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     option = config.option
     if getattr(option, "numprocesses", 0) is not None:  # no xdist (no such option), or -n given
         return
-    if hasattr(config, "workerinput") or option.usepdb or option.collectonly:
+    if hasattr(config, "workerinput") or option.usepdb or getattr(option, "trace", False) or option.collectonly:
         return
     option.numprocesses = DEFAULT_WORKERS
     if option.dist == "no" and not option.distload:

@@ -11,7 +11,7 @@ from conftest import DEFAULT_WORKERS, pytest_cmdline_main
 
 
 def config(**option):
-    defaults = dict(numprocesses=None, dist="no", distload=False, usepdb=False, collectonly=False)
+    defaults = dict(numprocesses=None, dist="no", distload=False, usepdb=False, trace=False, collectonly=False)
     return SimpleNamespace(option=SimpleNamespace(**{**defaults, **option}))
 
 
@@ -38,7 +38,7 @@ def test_one_process_without_xdist_under_a_debugger_or_when_only_collecting() ->
     bare = SimpleNamespace(option=SimpleNamespace(usepdb=False, collectonly=False))  # xdist absent: no -n option
     pytest_cmdline_main(bare)
     assert not hasattr(bare.option, "numprocesses")
-    for kind in ("usepdb", "collectonly"):
+    for kind in ("usepdb", "trace", "collectonly"):
         c = config(**{kind: True})
         pytest_cmdline_main(c)
         assert c.option.numprocesses is None and c.option.dist == "no"
@@ -49,3 +49,17 @@ def test_a_worker_process_is_left_as_its_controller_set_it() -> None:
     c.workerinput = {"workerid": "gw0"}
     pytest_cmdline_main(c)
     assert c.option.numprocesses is None
+
+
+
+def test_the_hook_runs_before_xdist_turns_the_count_into_workers(request) -> None:
+    """Set after xdist's own ``pytest_cmdline_main`` (which makes one worker per ``-n``), the count would come too late
+    and the suite would quietly run in one process. pluggy calls a hook's implementations from the end of this list."""
+    import pytest
+
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin("xdist"):
+        pytest.skip("pytest-xdist is not installed (or disabled with -p no:xdist): nothing to run before")
+    order = [impl.function for impl in plugins.hook.pytest_cmdline_main.get_hookimpls()]
+    xdist_hook = plugins.get_plugin("xdist").pytest_cmdline_main
+    assert order.index(pytest_cmdline_main) > order.index(xdist_hook)
