@@ -14,6 +14,7 @@ This module routes to the commands; the commands never import it.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable
 
@@ -51,6 +52,16 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _current_folder_on_path() -> None:
+    """Let ``--model mypackage.MyModule`` (and any other class path) name a module in the folder the command runs in,
+    as ``python -m ferkit.cli`` would. The console script's own path starts at its ``bin`` folder instead, so without
+    this a user's own class needed ``PYTHONPATH=.``. The folder goes last: an installed package of the same name wins,
+    so a stray ``torch.py`` in the working folder cannot shadow the real one."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.append(cwd)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run one command; returns what the command returns (e.g. the demo's rows), for use from Python."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -58,6 +69,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(usage())
         return None
     name, rest = argv[0], argv[1:]
+    _current_folder_on_path()
     if name not in COMMANDS:
         print(f"ferkit: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)

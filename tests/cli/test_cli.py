@@ -283,3 +283,21 @@ def test_the_console_script_exits_0_when_a_command_returns_a_value(tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "configs" in proc.stdout and "{" not in proc.stderr
+
+
+def test_a_class_in_the_working_folder_is_found_after_installed_packages(tmp_path, monkeypatch, capsys):
+    """``ferkit fit --model my_module.MyClass`` finds a module in the folder the command runs in, as ``python -m``
+    would, without ``PYTHONPATH``; the folder goes last on the path (an installed package of the same name wins) and
+    only once however often the command runs in one process."""
+    (tmp_path / "my_fer_module.py").write_text(
+        "from ferkit.methods import ARMClassifier\n\n\nclass WorkingFolderARM(ARMClassifier):\n    pass\n")
+    start = [p for p in sys.path if p and Path(p).resolve() != tmp_path.resolve()]
+    monkeypatch.setattr(sys, "path", list(start))
+    monkeypatch.delitem(sys.modules, "my_fer_module", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        with pytest.raises(SystemExit) as stop:
+            main(["fit", "--config", "arm_synthetic", "--model", "my_fer_module.WorkingFolderARM", "--print_config"])
+        assert stop.value.code in (0, None)
+        assert "class_path: my_fer_module.WorkingFolderARM" in capsys.readouterr().out
+    assert sys.path == start + [str(tmp_path)]
