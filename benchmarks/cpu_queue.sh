@@ -87,7 +87,7 @@ step() {  # suite, run names...
 # fer2013_realnoise ce_s1 (66.88 %); ferplus_recipe fp32_s0 (82.59 %), epochs45_s0 (82.94 %); fer2013_realnoise
 # ce_lanet_s1 (67.96 %); ferplus_noise30 ce2_s1 (75.04 %);
 # ferplus_noise10 lanet_s0 (81.22 %), ferplus_noise10 ce2_s0 (79.13 %); fer2013_realnoise lanet_s1 (69.46 %);
-# ferplus_noise10 asm_s0 (78.91 %)
+# ferplus_noise10 asm_s0 (78.91 %); fer2013_realnoise asm_s1 (69.68 %)
 # Each step: expected lane minutes, then the harness's arguments.
 STEPS=(
   "150 ferplus_clean --only arm_s0"                # ARM vs avg at a 6x6 map (output stride 8: ~2x the 48-px step);
