@@ -128,6 +128,9 @@ STEPS=(
   "95 ferplus_noise10 --only ce_s1"
   "190 ferplus_noise10 --only asm_s1"
   "180 ferplus_noise10 --only ce2_s1"
+  # PASM's second seed (generation 1 vs generation 0 and vs random erasing: seed-0 gaps -0.63 and -0.57): one step,
+  # since generation 1 and the control need generation 0's checkpoint, and a second lane would not wait for it
+  "305 ferplus_pasm --only gen0_s1 gen1_s1 random1_s1"
   # studies beyond the issue's table: the fixed-threshold rule again (seed 0 already chose class-relative on validation)
   "280 ferplus_noise30 --only asm_fixed_s1"
   "280 ferplus_noise10 --only asm_fixed_s0"
