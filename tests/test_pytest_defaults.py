@@ -51,7 +51,6 @@ def test_a_worker_process_is_left_as_its_controller_set_it() -> None:
     assert c.option.numprocesses is None
 
 
-
 def test_the_hook_runs_before_xdist_turns_the_count_into_workers(request) -> None:
     """Set after xdist's own ``pytest_cmdline_main`` (which makes one worker per ``-n``), the count would come too late
     and the suite would quietly run in one process. pluggy calls a hook's implementations from the end of this list."""
